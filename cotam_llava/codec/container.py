@@ -1,0 +1,307 @@
+"""The ``.cotam`` bitstream container (format version 1). Specification: ``docs/bitstream.md``.
+
+A container holds one or more coded images (or video frames) from one codec::
+
+    file    = MAGIC "\\x89CTM" · version u8 · codec_id[8] · n_items varint · header_crc u32 · item*
+    item    = flags u8 · orig_w · orig_h · canvas_w · canvas_h (varints) · resize_mode u8 ·
+              base_quality u8 · [quality map, when flags bit 1] · n_streams varint ·
+              stream_len varint × n_streams · symbol_crc u32 · item_crc u32 · payload
+    payload = the rANS streams, concatenated
+
+``header_crc`` covers every byte before it; ``item_crc`` covers the item's header
+bytes (flags … symbol_crc) followed by its payload. The parser never trusts a
+length: every field is bounds-checked against the bytes present and against
+:class:`ParseLimits` before anything is allocated, and every failure raises a
+:class:`~cotam_llava.errors.BitstreamError` subclass.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from ..errors import (
+    BitstreamFormatError,
+    BitstreamLimitError,
+    BitstreamTruncatedError,
+    ChecksumError,
+)
+from .quality_map import QualityMap
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "ResizeMode",
+    "CodedItem",
+    "Container",
+    "ParseLimits",
+    "serialize",
+    "parse",
+]
+
+MAGIC = b"\x89CTM"
+FORMAT_VERSION = 1
+_FLAG_VIDEO_FRAME = 0x01
+_FLAG_HAS_MAP = 0x02
+_KNOWN_FLAGS = _FLAG_VIDEO_FRAME | _FLAG_HAS_MAP
+_MAX_VARINT_BYTES = 5  # values < 2**35, far above any limit
+
+
+class ResizeMode(IntEnum):
+    """How the original image was brought to the codec canvas.
+
+    ``PAD``: replicate-padded on the right and bottom to multiples of 64 (native
+    resolution; the decoder crops). ``RESIZE``: resized (bicubic) to the canvas, as an
+    MLLM's image processor would (the decoder resizes back for display).
+    """
+
+    PAD = 0
+    RESIZE = 1
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds the parser enforces before allocating anything.
+
+    Args:
+        max_pixels: largest original or canvas area accepted (default 8192×8192).
+        max_side: largest width or height.
+        max_items: most images/frames in one container.
+        max_streams: most rANS streams per item.
+    """
+
+    max_pixels: int = 8192 * 8192
+    max_side: int = 16384
+    max_items: int = 100_000
+    max_streams: int = 64
+
+
+@dataclass
+class CodedItem:
+    """One coded image or frame.
+
+    Attributes:
+        orig_size: (width, height) of the original image.
+        canvas_size: (width, height) the codec ran at; multiples of 64.
+        resize_mode: how the original became the canvas.
+        base_quality: quality level of positions the map does not raise or lower.
+        quality_map: per-region levels (None: ``base_quality`` everywhere).
+        streams: rANS streams (ŷ groups × checkerboard passes, then z).
+        symbol_crc: CRC32 of the entropy-coded symbols (see ``codec.symbols``).
+        is_video_frame: the item is a frame of a video (decoded in order).
+    """
+
+    orig_size: tuple[int, int]
+    canvas_size: tuple[int, int]
+    resize_mode: ResizeMode
+    base_quality: int
+    quality_map: QualityMap | None
+    streams: list[bytes]
+    symbol_crc: int
+    is_video_frame: bool = False
+    header_bytes: int = field(default=0, compare=False)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(len(s) for s in self.streams)
+
+    @property
+    def map_bits(self) -> int:
+        return 8 * len(self.quality_map.to_bytes()) if self.quality_map is not None else 0
+
+
+@dataclass
+class Container:
+    """A parsed or to-be-written ``.cotam`` file.
+
+    Attributes:
+        codec_id: the 8-byte id of the codec (checkpoint) that made the streams.
+        items: the coded images or frames, in order.
+        file_header_bytes: size of the file header (set by :func:`parse` / :func:`serialize`).
+    """
+
+    codec_id: bytes
+    items: list[CodedItem]
+    file_header_bytes: int = field(default=0, compare=False)
+
+
+# ---------------------------------------------------------------------------- writing
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _item_header(item: CodedItem) -> bytes:
+    if not 0 <= item.base_quality < 16:
+        raise ValueError(f"base_quality must be in [0, 15], got {item.base_quality}")
+    flags = (_FLAG_VIDEO_FRAME if item.is_video_frame else 0) | (_FLAG_HAS_MAP if item.quality_map is not None else 0)
+    out = bytearray([flags])
+    for v in (*item.orig_size, *item.canvas_size):
+        out += _varint(int(v))
+    out += bytes([int(item.resize_mode), int(item.base_quality)])
+    if item.quality_map is not None:
+        out += item.quality_map.to_bytes()
+    out += _varint(len(item.streams))
+    for s in item.streams:
+        out += _varint(len(s))
+    out += struct.pack("<I", item.symbol_crc & 0xFFFFFFFF)
+    return bytes(out)
+
+
+def serialize(container: Container) -> bytes:
+    """Write a container to bytes (see the module docstring for the layout)."""
+    if len(container.codec_id) != 8:
+        raise ValueError("codec_id must be 8 bytes")
+    head = MAGIC + bytes([FORMAT_VERSION]) + container.codec_id + _varint(len(container.items))
+    head += struct.pack("<I", zlib.crc32(head))
+    container.file_header_bytes = len(head)
+    parts = [head]
+    for item in container.items:
+        header = _item_header(item)
+        payload = b"".join(item.streams)
+        crc = zlib.crc32(payload, zlib.crc32(header))
+        parts += [header, struct.pack("<I", crc), payload]
+        item.header_bytes = len(header) + 4
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------- parsing
+class _Reader:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.view = memoryview(data)
+        self.pos = 0
+
+    def remaining(self) -> int:
+        return len(self.view) - self.pos
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n < 0 or n > self.remaining():
+            raise BitstreamTruncatedError(f"stream ends inside {what} (needs {n} bytes, {self.remaining()} left)")
+        out = self.view[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def u32(self, what: str) -> int:
+        return struct.unpack("<I", self.take(4, what))[0]
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            byte = self.u8(what)
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i and byte == 0:
+                    raise BitstreamFormatError(f"{what}: non-canonical varint")
+                return value
+        raise BitstreamFormatError(f"{what}: varint longer than {_MAX_VARINT_BYTES} bytes")
+
+
+def _size(reader: _Reader, what: str, limits: ParseLimits) -> tuple[int, int]:
+    w, h = reader.varint(f"{what} width"), reader.varint(f"{what} height")
+    if w == 0 or h == 0:
+        raise BitstreamFormatError(f"{what} size {w}×{h} is empty")
+    if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+        raise BitstreamLimitError(
+            f"{what} size {w}×{h} exceeds the limits ({limits.max_side} per side, {limits.max_pixels} pixels)"
+        )
+    return w, h
+
+
+def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = None) -> Container:
+    """Parse and validate a ``.cotam`` file.
+
+    Checks magic, version, flags, every length against the bytes present, sizes and
+    counts against ``limits``, and both CRCs. Decoder-level checks (codec id, number
+    of streams, quality range, symbol checksum) happen in ``codec.pipeline.decode``.
+
+    Raises:
+        BitstreamError: a subclass naming what is wrong; never another exception.
+    """
+    limits = limits or ParseLimits()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamFormatError(f"expected bytes, got {type(data).__name__}")
+    reader = _Reader(data)
+    magic = bytes(reader.take(len(MAGIC), "the magic number"))
+    if magic != MAGIC:
+        raise BitstreamFormatError("not a .cotam bitstream (wrong magic number)")
+    version = reader.u8("the version")
+    if version != FORMAT_VERSION:
+        raise BitstreamFormatError(f"unsupported .cotam format version {version} (this decoder reads {FORMAT_VERSION})")
+    codec_id = bytes(reader.take(8, "the codec id"))
+    n_items = reader.varint("the item count")
+    header_end = reader.pos
+    header_crc = reader.u32("the header CRC")
+    if zlib.crc32(reader.view[:header_end]) != header_crc:
+        raise ChecksumError("file header CRC mismatch: the bitstream is corrupted")
+    if n_items == 0:
+        raise BitstreamFormatError("container holds no items")
+    if n_items > limits.max_items:
+        raise BitstreamLimitError(f"container declares {n_items} items (limit {limits.max_items})")
+    container = Container(codec_id=codec_id, items=[], file_header_bytes=reader.pos)
+
+    for index in range(n_items):
+        what = f"item {index}"
+        start = reader.pos
+        flags = reader.u8(f"{what} flags")
+        if flags & ~_KNOWN_FLAGS:
+            raise BitstreamFormatError(f"{what}: unknown flags 0x{flags:02x}")
+        orig = _size(reader, f"{what} original", limits)
+        canvas = _size(reader, f"{what} canvas", limits)
+        if canvas[0] % 64 or canvas[1] % 64:
+            raise BitstreamFormatError(f"{what}: canvas {canvas[0]}×{canvas[1]} is not a multiple of 64")
+        mode = reader.u8(f"{what} resize mode")
+        if mode not in ResizeMode._value2member_map_:
+            raise BitstreamFormatError(f"{what}: unknown resize mode {mode}")
+        base_quality = reader.u8(f"{what} base quality")
+        if base_quality >= 16:
+            raise BitstreamFormatError(f"{what}: base quality {base_quality} out of range")
+        qmap = None
+        if flags & _FLAG_HAS_MAP:
+            qmap, reader.pos = QualityMap.from_bytes(reader.view, reader.pos)
+        n_streams = reader.varint(f"{what} stream count")
+        if not 1 <= n_streams <= limits.max_streams:
+            raise BitstreamLimitError(f"{what}: {n_streams} streams (1..{limits.max_streams} allowed)")
+        lengths = [reader.varint(f"{what} stream length") for _ in range(n_streams)]
+        symbol_crc = reader.u32(f"{what} symbol checksum")
+        header_stop = reader.pos
+        item_crc = reader.u32(f"{what} CRC")
+        total = sum(lengths)
+        if total > reader.remaining():
+            raise BitstreamTruncatedError(
+                f"{what}: payload of {total} bytes announced, only {reader.remaining()} present"
+            )
+        payload = reader.take(total, f"{what} payload")
+        if zlib.crc32(payload, zlib.crc32(reader.view[start:header_stop])) != item_crc:
+            raise ChecksumError(f"{what}: CRC mismatch: the bitstream is corrupted")
+        streams, offset = [], 0
+        for n in lengths:
+            streams.append(bytes(payload[offset:offset + n]))
+            offset += n
+        container.items.append(
+            CodedItem(
+                orig_size=orig,
+                canvas_size=canvas,
+                resize_mode=ResizeMode(mode),
+                base_quality=base_quality,
+                quality_map=qmap,
+                streams=streams,
+                symbol_crc=symbol_crc,
+                is_video_frame=bool(flags & _FLAG_VIDEO_FRAME),
+                header_bytes=header_stop - start + 4,
+            )
+        )
+    if reader.remaining():
+        raise BitstreamFormatError(f"{reader.remaining()} unexpected bytes after the last item")
+    return container

@@ -1,0 +1,195 @@
+"""Images in, ``.cotam`` bytes out, and back: the learned codec's edge and cloud halves.
+
+Edge::
+
+    image ─(pad to ×64, or resize to the canvas)─▶ x (1,3,Hc,Wc)
+          ─CoTAMELIC.compress(x, quality | map)─▶ rANS streams + symbol CRC ─▶ CodedItem ─▶ bytes
+
+Cloud::
+
+    bytes ─container.parse (CRCs, limits)─▶ CodedItem ─check codec id, streams, levels─▶
+          CoTAMELIC.decompress ─check symbol CRC─▶ DecodedImage(x̂ canvas, ŷ, quality map)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from ..errors import CodecMismatchError, BitstreamFormatError, ConfigError, ImageInputError, SymbolMismatchError
+from ..imageio import ImageLike, to_pil, to_tensor
+from .container import CodedItem, Container, ParseLimits, ResizeMode, parse, serialize
+from .model import SIZE_MULTIPLE, CoTAMELIC, CompressedLatent
+from .quality_map import QualityMap
+
+__all__ = ["DecodedImage", "compress_image", "encode", "decode", "decode_container", "canvas_for"]
+
+
+@dataclass
+class DecodedImage:
+    """One decoded image or frame.
+
+    Attributes:
+        x_hat: reconstruction on the codec canvas, (1, 3, Hc, Wc) in [0, 1] — the
+            reconstruction prior the vision tower consumes.
+        y_hat: quantized latent after the inverse gain, (1, M, Hc/16, Wc/16).
+        quality: per-position quality levels on the latent grid, (Hc/16, Wc/16) uint8.
+        item: the parsed header fields and streams.
+    """
+
+    x_hat: Tensor
+    y_hat: Tensor
+    quality: np.ndarray
+    item: CodedItem
+
+    def to_pil(self) -> Image.Image:
+        """The reconstruction at the original size (cropped, or resized back)."""
+        w, h = self.item.orig_size
+        if self.item.resize_mode == ResizeMode.PAD:
+            return to_pil(self.x_hat[..., :h, :w])
+        return to_pil(self.x_hat).resize((w, h), Image.BICUBIC)
+
+
+def canvas_for(orig_size: tuple[int, int], canvas: int | tuple[int, int] | None) -> tuple[tuple[int, int], ResizeMode]:
+    """Canvas (width, height) and resize mode for an image of ``orig_size`` (width, height)."""
+    if canvas is None:
+        w, h = orig_size
+        up = lambda v: -(-v // SIZE_MULTIPLE) * SIZE_MULTIPLE  # noqa: E731
+        return (up(w), up(h)), ResizeMode.PAD
+    cw, ch = (canvas, canvas) if isinstance(canvas, int) else canvas
+    if cw <= 0 or ch <= 0 or cw % SIZE_MULTIPLE or ch % SIZE_MULTIPLE:
+        raise ConfigError(f"canvas sides must be positive multiples of {SIZE_MULTIPLE}, got {cw}×{ch}")
+    return (cw, ch), ResizeMode.RESIZE
+
+
+def _to_canvas(image: ImageLike, canvas: int | tuple[int, int] | None) -> tuple[Tensor, tuple[int, int], tuple[int, int], ResizeMode]:
+    x = to_tensor(image)
+    orig = (int(x.shape[-1]), int(x.shape[-2]))
+    size, mode = canvas_for(orig, canvas)
+    if mode == ResizeMode.PAD:
+        x = F.pad(x, (0, size[0] - orig[0], 0, size[1] - orig[1]), mode="replicate")
+    else:
+        x = to_tensor(to_pil(image if not isinstance(image, Tensor) else x).resize(size, Image.BICUBIC))
+    return x, orig, size, mode
+
+
+def compress_image(
+    model: CoTAMELIC,
+    image: ImageLike,
+    quality: int,
+    quality_map: QualityMap | None = None,
+    canvas: int | tuple[int, int] | None = None,
+    is_video_frame: bool = False,
+) -> tuple[CodedItem, CompressedLatent]:
+    """Compress one image into a :class:`CodedItem` (and the codec's latent-level output).
+
+    Args:
+        model: a finalized codec.
+        image: a path, PIL image, uint8 (H, W, 3) array or float (3, H, W) tensor.
+        quality: base level in [0, num_qualities - 1].
+        quality_map: optional per-region levels; expanded to the latent grid.
+        canvas: None to code at native resolution (padded to ×64); an int or
+            (width, height) to resize to that canvas first (e.g. 384).
+    """
+    quality = model.config.check_quality(quality)
+    x, orig, size, mode = _to_canvas(image, canvas)
+    h, w = size[1] // 16, size[0] // 16
+    if quality_map is not None:
+        levels = quality_map.levels()
+        if levels[-1] >= model.config.num_qualities:
+            raise ConfigError(f"quality map uses level {levels[-1]}; this codec has {model.config.num_qualities}")
+        q: int | Tensor = torch.from_numpy(quality_map.expand(h, w).astype(np.int64))
+    else:
+        q = quality
+    device = next(model.parameters()).device
+    latent = model.compress(x.to(device), q)
+    item = CodedItem(
+        orig_size=orig,
+        canvas_size=size,
+        resize_mode=mode,
+        base_quality=quality,
+        quality_map=quality_map,
+        streams=latent.strings,
+        symbol_crc=latent.symbol_crc,
+        is_video_frame=is_video_frame,
+    )
+    return item, latent
+
+
+def encode(
+    model: CoTAMELIC,
+    images: ImageLike | Sequence[ImageLike],
+    quality: int = 6,
+    quality_maps: Sequence[QualityMap | None] | None = None,
+    canvas: int | tuple[int, int] | None = None,
+    video: bool = False,
+) -> bytes:
+    """Encode one image or a sequence of images (or video frames) into one ``.cotam`` container.
+
+    Returns:
+        The container's bytes (see ``docs/bitstream.md``).
+    """
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        images = [images]
+    if not images:
+        raise ImageInputError("no images to encode")
+    if quality_maps is not None and len(quality_maps) != len(images):
+        raise ConfigError(f"{len(quality_maps)} quality maps for {len(images)} images")
+    items = []
+    for i, image in enumerate(images):
+        qmap = quality_maps[i] if quality_maps is not None else None
+        item, _ = compress_image(model, image, quality, qmap, canvas, is_video_frame=video)
+        items.append(item)
+    return serialize(Container(codec_id=model.codec_id, items=items))
+
+
+def decode_container(model: CoTAMELIC, container: Container) -> list[DecodedImage]:
+    """Decode every item of a parsed container with ``model``.
+
+    Raises:
+        CodecMismatchError: the container was made by another codec.
+        BitstreamFormatError: stream count or quality levels do not fit this codec.
+        SymbolMismatchError: the decoded symbols differ from the encoder's (cross-device drift).
+    """
+    if container.codec_id != model.codec_id:
+        raise CodecMismatchError(
+            f"bitstream was made by codec {container.codec_id.hex()}, this checkpoint is "
+            f"{model.codec_id.hex()}: decode it with the checkpoint that encoded it"
+        )
+    out = []
+    for index, item in enumerate(container.items):
+        if len(item.streams) != model.stream_count():
+            raise BitstreamFormatError(f"item {index}: {len(item.streams)} streams, this codec writes {model.stream_count()}")
+        Q = model.config.num_qualities
+        if item.base_quality >= Q or (item.quality_map is not None and item.quality_map.levels()[-1] >= Q):
+            raise BitstreamFormatError(f"item {index}: quality level beyond this codec's {Q} levels")
+        h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
+        qgrid = (
+            item.quality_map.expand(h, w)
+            if item.quality_map is not None
+            else np.full((h, w), item.base_quality, dtype=np.uint8)
+        )
+        q: int | Tensor = torch.from_numpy(qgrid.astype(np.int64)) if item.quality_map is not None else item.base_quality
+        try:
+            dec = model.decompress(item.streams, (h, w), q)
+        except (RuntimeError, ValueError, IndexError) as exc:  # rANS on bytes that passed the CRC
+            raise SymbolMismatchError(f"item {index}: entropy decoding failed ({exc})") from exc
+        if dec.symbol_crc != item.symbol_crc:
+            raise SymbolMismatchError(
+                f"item {index}: decoded latent symbols differ from the encoder's (checksum "
+                f"{dec.symbol_crc:08x} != {item.symbol_crc:08x}); this usually means the decoder runs on a "
+                "device or library whose entropy-model arithmetic differs from the encoder's"
+            )
+        out.append(DecodedImage(x_hat=dec.x_hat, y_hat=dec.y_hat, quality=qgrid, item=item))
+    return out
+
+
+def decode(model: CoTAMELIC, data: bytes, limits: ParseLimits | None = None) -> list[DecodedImage]:
+    """Parse, validate and decode a ``.cotam`` container (see :func:`decode_container`)."""
+    return decode_container(model, parse(data, limits))
