@@ -1,0 +1,94 @@
+"""One interface over every codec the benchmarks compare.
+
+An :class:`ImageCodec` turns a uint8 (H, W, 3) image into the bytes of a real file
+at a quality and back. ``get_codec("jpeg" | "webp" | "avif" | "jxl" | "cotam-elic", ...)``
+builds one; learned codecs wrap a :class:`~cotam_llava.codec.model.CoTAMELIC`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..imageio import to_uint8_array
+from .classical import CLASSICAL_FORMATS, PillowCodec
+from .container import Container, serialize
+from .model import CoTAMELIC
+from .pipeline import compress_image, decode
+
+__all__ = ["ImageCodec", "LearnedCodec", "get_codec", "CODEC_NAMES"]
+
+CODEC_NAMES = (*CLASSICAL_FORMATS, "cotam-elic")
+
+
+@runtime_checkable
+class ImageCodec(Protocol):
+    """What the benchmarks need from a codec."""
+
+    name: str
+
+    @property
+    def default_qualities(self) -> tuple[int, ...]: ...
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes: ...
+
+    def decode(self, data: bytes) -> np.ndarray: ...
+
+
+@dataclass
+class LearnedCodec:
+    """The learned codec behind the :class:`ImageCodec` interface (one image per container).
+
+    Args:
+        model: a finalized :class:`CoTAMELIC`.
+        canvas: None for native resolution (padded to ×64), or a canvas side / (w, h).
+        name: label used in tables and plots.
+    """
+
+    model: CoTAMELIC
+    canvas: int | tuple[int, int] | None = None
+    name: str = "cotam-elic"
+
+    @property
+    def default_qualities(self) -> tuple[int, ...]:
+        return tuple(range(self.model.config.num_qualities))
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        return self.encode_with_stats(image, quality)[0]
+
+    def encode_with_stats(self, image: np.ndarray, quality: int) -> tuple[bytes, dict[str, float]]:
+        """Encode, and report where the bits went.
+
+        Returns:
+            (bytes, stats) with stats ``payload_bits`` (real rANS bits), ``estimated_bits``
+            (−log2 of the model's likelihoods of the coded symbols), ``header_bits``
+            (file and item headers, quality map and CRCs included) and ``map_bits``.
+        """
+        item, latent = compress_image(self.model, image, quality, canvas=self.canvas)
+        data = serialize(container := Container(codec_id=self.model.codec_id, items=[item]))
+        estimated = float(sum((-lk.clamp_min(1e-9).log2()).sum() for lk in latent.likelihoods.values()))
+        stats = {
+            "payload_bits": 8.0 * item.payload_bytes,
+            "estimated_bits": estimated,
+            "header_bits": 8.0 * (container.file_header_bytes + item.header_bytes),
+            "map_bits": float(item.map_bits),
+        }
+        return data, stats
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return to_uint8_array(decode(self.model, data)[0].to_pil())
+
+
+def get_codec(name: str, checkpoint: str | Path | None = None, canvas: int | None = None) -> ImageCodec:
+    """Build a codec by name; learned codecs need ``checkpoint`` (a folder with config.json + model.safetensors)."""
+    if name in CLASSICAL_FORMATS:
+        return PillowCodec(name)
+    if name == "cotam-elic":
+        if checkpoint is None:
+            raise ConfigError("the learned codec needs a checkpoint folder")
+        return LearnedCodec(CoTAMELIC.from_pretrained(checkpoint), canvas=canvas)
+    raise ConfigError(f"unknown codec {name!r}; choose from {', '.join(CODEC_NAMES)}")
