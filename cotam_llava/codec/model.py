@@ -157,6 +157,7 @@ class CoTAMELIC(CompressionModel):
         # one per group, which would cost ~0.8 MiB each).
         self.gaussian_conditional = GaussianConditional(None)
         self.latent_codec = self._build_latent_codec(config, self.gaussian_conditional)
+        self._apply_context_masks()
 
     @torch.no_grad()
     def _calibrate_latent_gains(self, target_std: float = 0.5) -> None:
@@ -388,6 +389,7 @@ class CoTAMELIC(CompressionModel):
         """
         cached = getattr(self, "_codec_id", None)
         if cached is None:
+            self._apply_context_masks()
             digest = hashlib.sha256(self.config.to_json_string().encode())
             for name, tensor in sorted(self.canonical_state().items()):
                 t = tensor.detach().cpu().contiguous()
@@ -405,10 +407,24 @@ class CoTAMELIC(CompressionModel):
         directory.mkdir(parents=True, exist_ok=True)
         if self.config.finalized and not self.is_finalized:
             raise CodecNotFinalizedError("config says finalized but the CDF tables are empty; call finalize()")
+        self._apply_context_masks()
         state = {k: v.detach().cpu().contiguous() for k, v in self.canonical_state().items()}
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "codec_id": self.codec_id.hex()})
         self.config.save(directory)
         return directory
+
+    @torch.no_grad()
+    def _apply_context_masks(self) -> None:
+        """Zero the masked taps of the checkerboard context convolutions.
+
+        CompressAI's ``CheckerboardMaskedConv2d`` masks its weight in place at every
+        forward, so a fresh or just-optimised model stores different weights before
+        and after its first forward. Masking before hashing, saving and after loading
+        keeps the codec id and the checkpoint independent of that.
+        """
+        for module in self.modules():
+            if isinstance(module, CheckerboardMaskedConv2d):
+                module.weight.mul_(module.mask)
 
     def canonical_state(self) -> dict[str, Tensor]:
         """Every parameter and buffer once, under its first name (shared modules deduplicated)."""
@@ -444,6 +460,7 @@ class CoTAMELIC(CompressionModel):
                     )
                 tensor.resize_(src.shape)
             tensor.copy_(src)
+        self._apply_context_masks()
         self._codec_id = None
 
     @classmethod

@@ -1,0 +1,346 @@
+"""The ``cotam`` command (also ``python -m cotam_llava``).
+
+Subcommands call library functions; no codec logic lives here. Every error the
+package knows about prints one line (``cotam: error: ...``) and exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import CoTAMError, ConfigError
+
+__all__ = ["main", "default_checkpoint"]
+
+UNTRAINED_BANNER = (
+    "!!! UNTRAINED CODEC: no trained checkpoint is shipped yet, so this runs a randomly initialised\n"
+    "!!! '{preset}' codec. Its bitstreams are real and exact, but its rate-distortion numbers say\n"
+    "!!! nothing about CoTAM's quality. Train one with the training issue's tools."
+)
+
+
+def default_checkpoint() -> Path | None:
+    """``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small`` when present."""
+    env = os.environ.get("COTAM_CHECKPOINT")
+    if env:
+        return Path(env)
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "elic-small"
+    return shipped if (shipped / "config.json").is_file() else None
+
+
+def _load_codec(checkpoint: str | None):
+    from .codec.model import CoTAMELIC
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    if path is None:
+        raise ConfigError(
+            "no codec checkpoint given and none is shipped yet: pass --checkpoint DIR "
+            "(`cotam init-codec --preset tiny DIR` makes an untrained one for trying things out)"
+        )
+    return CoTAMELIC.from_pretrained(path)
+
+
+def _parse_canvas(text: str | None) -> int | tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise ConfigError(f"--canvas takes N or WxH (multiples of 64), got {text!r}") from None
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _read_quality_map(path: str | None):
+    if path is None:
+        return None
+    import numpy as np
+
+    from .codec.quality_map import QualityMap
+
+    try:
+        grid = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read quality map {path}: {exc}") from exc
+    try:
+        return QualityMap(np.array(grid, dtype=np.int64))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: a quality map is a JSON list of lists of levels ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------- subcommands
+def cmd_encode(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .codec.container import Container, serialize
+    from .codec.pipeline import compress_image
+
+    model = _load_codec(args.checkpoint)
+    canvas = _parse_canvas(args.canvas)
+    qmap = _read_quality_map(args.quality_map)
+    out = Path(args.output)
+    single_file = len(args.inputs) == 1 or out.suffix == ".cotam"
+    if not single_file:
+        out.mkdir(parents=True, exist_ok=True)
+    items = []
+    for path in tqdm(args.inputs, desc="encode", unit="img", disable=len(args.inputs) < 2 or args.quiet):
+        item, _ = compress_image(model, path, args.quality, qmap, canvas)
+        if single_file:
+            items.append(item)
+        else:
+            target = out / (Path(path).stem + ".cotam")
+            target.write_bytes(serialize(Container(codec_id=model.codec_id, items=[item])))
+    if single_file:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = serialize(Container(codec_id=model.codec_id, items=items))
+        out.write_bytes(data)
+        if not args.quiet:
+            pixels = sum(i.orig_size[0] * i.orig_size[1] for i in items)
+            print(f"{out}: {len(items)} image(s), {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp")
+    elif not args.quiet:
+        print(f"wrote {len(args.inputs)} .cotam files to {out}/")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .codec.container import ParseLimits
+    from .codec.pipeline import decode
+
+    model = _load_codec(args.checkpoint)
+    data = _read_bytes(args.input)
+    limits = ParseLimits(max_pixels=args.max_pixels) if args.max_pixels else None
+    images = decode(model, data, limits)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    targets = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i:04d}{out.suffix or '.png'}") for i in range(len(images))]
+    for image, target in zip(images, targets):
+        try:
+            image.to_pil().save(target)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot write {target}: {exc}") from exc
+    if not args.quiet:
+        print(f"decoded {len(images)} image(s) → {targets[0]}{' …' if len(targets) > 1 else ''}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .codec.container import parse
+
+    data = _read_bytes(args.input)
+    container = parse(data)
+    items = []
+    for i, item in enumerate(container.items):
+        pixels = item.orig_size[0] * item.orig_size[1]
+        items.append({
+            "index": i,
+            "kind": "video frame" if item.is_video_frame else "image",
+            "original_size": list(item.orig_size),
+            "canvas_size": list(item.canvas_size),
+            "resize_mode": item.resize_mode.name.lower(),
+            "base_quality": item.base_quality,
+            "quality_map": item.quality_map.grid.tolist() if item.quality_map is not None else None,
+            "streams": len(item.streams),
+            "header_bits": 8 * item.header_bytes,
+            "map_bits": item.map_bits,
+            "map_cell_bits": item.quality_map.cell_bits() if item.quality_map is not None else 0,
+            "payload_bits": 8 * item.payload_bytes,
+            "bpp": 8 * (item.header_bytes + item.payload_bytes) / pixels,
+            "symbol_crc": f"{item.symbol_crc:08x}",
+        })
+    report = {
+        "file": str(args.input),
+        "bytes": len(data),
+        "codec_id": container.codec_id.hex(),
+        "file_header_bits": 8 * container.file_header_bytes,
+        "items": items,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.input}: {len(data)} bytes, codec {report['codec_id']}, {len(items)} item(s), "
+          f"file header {report['file_header_bits']} bits")
+    for it in items:
+        w, h = it["original_size"]
+        cw, ch = it["canvas_size"]
+        qm = "uniform" if it["quality_map"] is None else f"{len(it['quality_map'])}x{len(it['quality_map'][0])} map ({it['map_bits']} bits, cells {it['map_cell_bits']})"
+        print(f"  [{it['index']}] {it['kind']} {w}x{h} → canvas {cw}x{ch} ({it['resize_mode']}), q={it['base_quality']} {qm}; "
+              f"header {it['header_bits']} bits, payload {it['payload_bits']} bits in {it['streams']} streams, {it['bpp']:.4f} bpp")
+    return 0
+
+
+def cmd_init_codec(args: argparse.Namespace) -> int:
+    from .codec.model import CoTAMELIC
+
+    model = CoTAMELIC.from_preset(args.preset, seed=args.seed)
+    model.finalize()
+    model.save_pretrained(args.output)
+    if not args.quiet:
+        print(f"wrote an UNTRAINED '{args.preset}' codec ({model.num_parameters() / 1e6:.2f}M parameters, "
+              f"id {model.codec_id.hex()}) to {args.output}")
+    return 0
+
+
+def _bench_codecs(args: argparse.Namespace):
+    from .codec.model import CoTAMELIC
+    from .codec.registry import LearnedCodec, get_codec
+
+    overrides: dict[str, list[int]] = {}
+    for spec in args.qualities or []:
+        name, _, values = spec.partition("=")
+        try:
+            overrides[name] = [int(v) for v in values.split(",") if v]
+        except ValueError:
+            raise ConfigError(f"--qualities takes CODEC=Q1,Q2,..., got {spec!r}") from None
+    codecs = []
+    untrained = None
+    for name in [c.strip() for c in args.codecs.split(",") if c.strip()]:
+        if name == "cotam-elic":
+            path = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+            if path is None:
+                untrained = args.untrained_preset
+                model = CoTAMELIC.from_preset(untrained, seed=0)
+                model.finalize()
+            else:
+                model = CoTAMELIC.from_pretrained(path)
+            codec = LearnedCodec(model, canvas=_parse_canvas(args.canvas))
+        else:
+            codec = get_codec(name)
+        codecs.append((codec, overrides.get(name, list(codec.default_qualities))))
+    return codecs, untrained
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .evaluation.bench import bd_table, format_tables, run_bench, summarize, write_outputs
+    from .imageio import list_images
+
+    images = list_images(args.images)[: args.limit or None]
+    codecs, untrained = _bench_codecs(args)
+    if untrained:
+        print(UNTRAINED_BANNER.format(preset=untrained), file=sys.stderr)
+    rows = run_bench(images, codecs, repeats=args.repeats, progress=not args.quiet)
+    summary = summarize(rows)
+    bd = bd_table(summary, anchor=args.anchor)
+    title = f"{Path(args.images).name}: {len(images)} images" + (f" (UNTRAINED {untrained} codec)" if untrained else "")
+    paths = write_outputs(rows, summary, bd, Path(args.out), title=title, anchor=args.anchor)
+    print(format_tables(summary, bd, args.anchor))
+    if untrained:
+        print(UNTRAINED_BANNER.format(preset=untrained))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    ns = argparse.Namespace(
+        images=str(data), codecs="jpeg,webp,avif,cotam-elic", checkpoint=args.checkpoint,
+        untrained_preset="tiny", qualities=["cotam-elic=" + args.cotam_qualities], canvas=None,
+        limit=args.limit, repeats=1, anchor="jpeg", out=args.out, quiet=args.quiet,
+    )
+    return cmd_bench(ns)
+
+
+def _read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"file not found: {p}")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cotam",
+        description="CoTAM: an image codec tailored to multimodal LLMs (edge encoder, cloud decoder, benchmarks).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
+        if checkpoint:
+            p.add_argument("--checkpoint", metavar="DIR", help="codec checkpoint folder (config.json + model.safetensors); "
+                           "default: $COTAM_CHECKPOINT or the shipped checkpoints/elic-small")
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    p = sub.add_parser("encode", help="compress images into .cotam bitstreams",
+                       description="Compress one or more images. With one input, or an output ending in .cotam, "
+                                   "all images go into one container; otherwise OUT is a folder with one .cotam per image.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .cotam file or folder")
+    p.add_argument("--quality", type=int, default=6, help="quality level 0 (fewest bits) .. 9 (best); default 6")
+    p.add_argument("--canvas", metavar="N|WxH", help="resize to this canvas first (multiples of 64, e.g. 384 for a "
+                   "24x24 ViT grid); default: native resolution padded to multiples of 64")
+    p.add_argument("--quality-map", metavar="JSON", help="per-region levels: a JSON grid (list of lists) expanded over the image")
+    common(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a .cotam bitstream to images")
+    p.add_argument("input", metavar="IN.cotam")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png",
+                   help="output image; several images are written as OUT_0000.png, OUT_0001.png, ...")
+    p.add_argument("--max-pixels", type=int, help="refuse images larger than this (default 8192*8192)")
+    common(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("info", help="show a .cotam file's header fields and where its bits go")
+    p.add_argument("input", metavar="IN.cotam")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("init-codec", help="write a freshly initialised (UNTRAINED) finalized codec checkpoint")
+    p.add_argument("output", metavar="DIR")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "elic-small", "elic"])
+    p.add_argument("--seed", type=int, default=0)
+    common(p, checkpoint=False)
+    p.set_defaults(func=cmd_init_codec)
+
+    p = sub.add_parser("bench", help="rate-distortion and speed benchmark over a folder of images",
+                       description="Real bpp (file bytes), PSNR, encode/decode ms; CSVs, an RD plot and a BD-rate table "
+                                   "against the anchor, all measured in this run.")
+    p.add_argument("images", metavar="FOLDER")
+    p.add_argument("--codecs", default="jpeg,webp,avif,cotam-elic", help="comma list of jpeg, webp, avif, jxl, cotam-elic")
+    p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2", help="override a codec's qualities (repeatable)")
+    p.add_argument("--canvas", metavar="N|WxH", help="learned codec canvas (default: native resolution)")
+    p.add_argument("--untrained-preset", default="tiny", choices=["tiny", "elic-small", "elic"],
+                   help="when no checkpoint exists, benchmark an untrained codec of this preset (and say so)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    p.add_argument("--repeats", type=int, default=1, help="timing repetitions (median)")
+    p.add_argument("--anchor", default="jpeg", help="BD-rate anchor codec")
+    p.add_argument("--out", default="out/bench", help="output folder (default out/bench)")
+    common(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the main job: encode/decode Kodak with the default codec, RD table and plot")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"),
+                   help="folder of test images (default ../shared/data/kodak)")
+    p.add_argument("--cotam-qualities", default="1,3,5,7,9", help="learned codec qualities (default 1,3,5,7,9)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cotam`` command; returns the exit code (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CoTAMError as exc:
+        print(f"cotam: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cotam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Measurements: codec benchmarks and BD-rate."""
