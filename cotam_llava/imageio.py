@@ -55,7 +55,7 @@ def to_uint8_array(image: ImageLike) -> np.ndarray:
             image = np.repeat(image[..., None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
             raise ImageInputError(f"expected a uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
-        return np.ascontiguousarray(image[..., :3])
+        return np.array(image[..., :3], dtype=np.uint8, order="C", copy=True)
     raise ImageInputError(f"unsupported image type {type(image).__name__}")
 
 

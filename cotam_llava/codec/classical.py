@@ -71,7 +71,7 @@ class PillowCodec:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageInputError(f"cannot decode {self.name} data: {exc}") from exc
 
 

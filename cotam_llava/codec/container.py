@@ -37,6 +37,7 @@ __all__ = [
     "CodedItem",
     "Container",
     "ParseLimits",
+    "padded_canvas",
     "serialize",
     "parse",
 ]
@@ -140,9 +141,16 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def padded_canvas(orig_size: tuple[int, int]) -> tuple[int, int]:
+    """The canvas of a ``ResizeMode.PAD`` item: the original size rounded up to multiples of 64."""
+    return (-(-orig_size[0] // 64) * 64, -(-orig_size[1] // 64) * 64)
+
+
 def _item_header(item: CodedItem) -> bytes:
     if not 0 <= item.base_quality < 16:
         raise ValueError(f"base_quality must be in [0, 15], got {item.base_quality}")
+    if item.resize_mode == ResizeMode.PAD and tuple(item.canvas_size) != padded_canvas(item.orig_size):
+        raise ValueError(f"a padded canvas must be the original size rounded up to multiples of 64, got {item.canvas_size}")
     flags = (_FLAG_VIDEO_FRAME if item.is_video_frame else 0) | (_FLAG_HAS_MAP if item.quality_map is not None else 0)
     out = bytearray([flags])
     for v in (*item.orig_size, *item.canvas_size):
@@ -264,6 +272,11 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
         mode = reader.u8(f"{what} resize mode")
         if mode not in ResizeMode._value2member_map_:
             raise BitstreamFormatError(f"{what}: unknown resize mode {mode}")
+        if mode == ResizeMode.PAD and canvas != padded_canvas(orig):
+            raise BitstreamFormatError(
+                f"{what}: a padded canvas must be the original {orig[0]}×{orig[1]} rounded up to multiples of 64, "
+                f"got {canvas[0]}×{canvas[1]}"
+            )
         base_quality = reader.u8(f"{what} base quality")
         if base_quality >= 16:
             raise BitstreamFormatError(f"{what}: base quality {base_quality} out of range")

@@ -80,7 +80,7 @@ class CompressedLatent:
         y_shape: (h, w) = (H/16, W/16).
         symbol_crc: CRC32 of every coded symbol, in coding order.
         y_hat: the quantized latent the decoder will reconstruct, (1, M, h, w).
-        likelihoods: the model's likelihoods of the coded symbols (for overhead measurements).
+        likelihoods: the model's likelihoods of the coded symbols (empty unless ``estimate``).
     """
 
     strings: list[bytes]
@@ -323,12 +323,14 @@ class CoTAMELIC(CompressionModel):
             )
 
     @torch.no_grad()
-    def compress(self, x: Tensor, quality: int | Tensor) -> CompressedLatent:
+    def compress(self, x: Tensor, quality: int | Tensor, estimate: bool = False) -> CompressedLatent:
         """Entropy-code one image.
 
         Args:
             x: image (1, 3, H, W) in [0, 1], H and W multiples of 64.
             quality: int level, or an (h, w) / (1, h, w) map on the latent grid.
+            estimate: also return the model's likelihoods of the coded symbols (one more
+                pass of the entropy model; for measuring the entropy-coding overhead).
         """
         self._require_finalized()
         self._check_size(x)
@@ -340,15 +342,11 @@ class CoTAMELIC(CompressionModel):
         with tap_symbols(self.latent_codec, "encode") as tap:
             out = self.latent_codec.compress(y)
         strings = [s[0] for s in out["strings"]]
-        likelihoods = self.latent_codec(y)["likelihoods"] if not self.training else {}
-        _, y_hat = self.synthesis_latent_only(out["y_hat"], q)
+        likelihoods = self.latent_codec(y)["likelihoods"] if estimate else {}
+        y_hat = self.gain_y_inv(out["y_hat"], q)
         return CompressedLatent(
             strings=strings, y_shape=latent_hw, symbol_crc=tap.crc, y_hat=y_hat, likelihoods=likelihoods
         )
-
-    def synthesis_latent_only(self, y_hat_gained: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
-        """(ŷ', ŷ) without running g_s (the encoder does not need x̂)."""
-        return y_hat_gained, self.gain_y_inv(y_hat_gained, q)
 
     def stream_count(self) -> int:
         """Number of rANS streams per image: 2 checkerboard passes per ŷ group, plus z."""

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..errors import CodecMismatchError, BitstreamFormatError, ConfigError, ImageInputError, SymbolMismatchError
 from ..imageio import ImageLike, to_pil, to_tensor
-from .container import CodedItem, Container, ParseLimits, ResizeMode, parse, serialize
+from .container import CodedItem, Container, ParseLimits, ResizeMode, padded_canvas, parse, serialize
 from .model import SIZE_MULTIPLE, CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
 
@@ -59,9 +59,7 @@ class DecodedImage:
 def canvas_for(orig_size: tuple[int, int], canvas: int | tuple[int, int] | None) -> tuple[tuple[int, int], ResizeMode]:
     """Canvas (width, height) and resize mode for an image of ``orig_size`` (width, height)."""
     if canvas is None:
-        w, h = orig_size
-        up = lambda v: -(-v // SIZE_MULTIPLE) * SIZE_MULTIPLE  # noqa: E731
-        return (up(w), up(h)), ResizeMode.PAD
+        return padded_canvas(orig_size), ResizeMode.PAD
     cw, ch = (canvas, canvas) if isinstance(canvas, int) else canvas
     if cw <= 0 or ch <= 0 or cw % SIZE_MULTIPLE or ch % SIZE_MULTIPLE:
         raise ConfigError(f"canvas sides must be positive multiples of {SIZE_MULTIPLE}, got {cw}×{ch}")
@@ -86,6 +84,7 @@ def compress_image(
     quality_map: QualityMap | None = None,
     canvas: int | tuple[int, int] | None = None,
     is_video_frame: bool = False,
+    estimate: bool = False,
 ) -> tuple[CodedItem, CompressedLatent]:
     """Compress one image into a :class:`CodedItem` (and the codec's latent-level output).
 
@@ -96,6 +95,8 @@ def compress_image(
         quality_map: optional per-region levels; expanded to the latent grid.
         canvas: None to code at native resolution (padded to ×64); an int or
             (width, height) to resize to that canvas first (e.g. 384).
+        is_video_frame: mark the item as a video frame in the container.
+        estimate: also compute the model's likelihoods (see ``CoTAMELIC.compress``).
     """
     quality = model.config.check_quality(quality)
     x, orig, size, mode = _to_canvas(image, canvas)
@@ -108,7 +109,7 @@ def compress_image(
     else:
         q = quality
     device = next(model.parameters()).device
-    latent = model.compress(x.to(device), q)
+    latent = model.compress(x.to(device), q, estimate=estimate)
     item = CodedItem(
         orig_size=orig,
         canvas_size=size,

@@ -58,26 +58,27 @@ class LearnedCodec:
         return tuple(range(self.model.config.num_qualities))
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
-        return self.encode_with_stats(image, quality)[0]
+        item, _ = compress_image(self.model, image, quality, canvas=self.canvas)
+        return serialize(Container(codec_id=self.model.codec_id, items=[item]))
 
-    def encode_with_stats(self, image: np.ndarray, quality: int) -> tuple[bytes, dict[str, float]]:
-        """Encode, and report where the bits went.
+    def coding_stats(self, image: np.ndarray, quality: int) -> dict[str, float]:
+        """Where the bits of ``encode(image, quality)`` go (one extra encode; not for timing).
 
         Returns:
-            (bytes, stats) with stats ``payload_bits`` (real rANS bits), ``estimated_bits``
-            (−log2 of the model's likelihoods of the coded symbols), ``header_bits``
-            (file and item headers, quality map and CRCs included) and ``map_bits``.
+            ``payload_bits`` (real rANS bits), ``estimated_bits`` (−log2 of the model's
+            likelihoods of the coded symbols), ``header_bits`` (file and item headers,
+            quality map and CRCs included) and ``map_bits``.
         """
-        item, latent = compress_image(self.model, image, quality, canvas=self.canvas)
-        data = serialize(container := Container(codec_id=self.model.codec_id, items=[item]))
+        item, latent = compress_image(self.model, image, quality, canvas=self.canvas, estimate=True)
+        container = Container(codec_id=self.model.codec_id, items=[item])
+        serialize(container)  # sets the header sizes
         estimated = float(sum((-lk.clamp_min(1e-9).log2()).sum() for lk in latent.likelihoods.values()))
-        stats = {
+        return {
             "payload_bits": 8.0 * item.payload_bytes,
             "estimated_bits": estimated,
             "header_bits": 8.0 * (container.file_header_bytes + item.header_bytes),
             "map_bits": float(item.map_bits),
         }
-        return data, stats
 
     def decode(self, data: bytes) -> np.ndarray:
         return to_uint8_array(decode(self.model, data)[0].to_pil())

@@ -1,0 +1,98 @@
+"""Shared fixtures for the codec-core tests.
+
+Everything here is deterministic and small: the whole default run stays fast on a
+2-core CPU. Real photos come from ``../shared/data/kodak`` (relative to the repo
+root); tests that need them skip with a clear reason when the folder is absent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KODAK_DIR = DATA_DIR / "kodak"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+
+# `python -m pytest` from the repo root already puts the root on sys.path; a bare
+# `pytest` (or running from another folder) does not, and the package may not be installed.
+if str(REPO_ROOT) not in sys.path:
+    try:
+        import cotam_llava.errors  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than ~10 s on a 2-core CPU")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device")
+    config.addinivalue_line("markers", "realweights: needs trained codec weights under checkpoints/")
+
+
+def make_synthetic_image(height: int, width: int) -> np.ndarray:
+    """Deterministic uint8 (H, W, 3) test image: gradients, a checkerboard and stripes, no RNG."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.int64)
+    r = (xx * 255) // max(width - 1, 1)
+    g = (yy * 255) // max(height - 1, 1)
+    checker = ((xx // 16 + yy // 16) % 2) * 96
+    stripes = ((xx + 2 * yy) % 24 < 12) * 64
+    b = (checker + stripes + (xx * yy) % 61) % 256
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def synthetic_factory():
+    """The deterministic synthetic image builder: ``synthetic_factory(height, width)``."""
+    return make_synthetic_image
+
+
+@pytest.fixture(scope="session")
+def synthetic_image() -> np.ndarray:
+    """128×128 deterministic synthetic image (uint8, H×W×3)."""
+    img = make_synthetic_image(128, 128)
+    img.setflags(write=False)
+    return img
+
+
+@pytest.fixture(scope="session")
+def tiny_codec():
+    """The fixed-seed, untrained ``tiny`` codec, finalized (CDF tables built). Do not mutate."""
+    from cotam_llava.codec.model import CoTAMELIC
+
+    model = CoTAMELIC.from_preset("tiny", seed=0)
+    model.eval()
+    model.finalize()
+    return model
+
+
+@pytest.fixture(scope="session")
+def kodak_dir() -> Path:
+    if not KODAK_DIR.is_dir() or not any(KODAK_DIR.glob("*.png")):
+        pytest.skip(f"Kodak photos not found in {KODAK_DIR} (expected ../shared/data/kodak/*.png)")
+    return KODAK_DIR
+
+
+@pytest.fixture(scope="session")
+def kodak_photo(kodak_dir: Path) -> np.ndarray:
+    """The full 768×512 kodim23.png as uint8 (512, 768, 3)."""
+    from PIL import Image
+
+    path = kodak_dir / "kodim23.png"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    arr.setflags(write=False)
+    return arr
+
+
+@pytest.fixture(scope="session")
+def kodak_image(kodak_photo: np.ndarray) -> np.ndarray:
+    """A 256×192 (W×H) crop of kodim23 (the parrots' heads): a real photo, fast to code."""
+    crop = np.ascontiguousarray(kodak_photo[160:352, 256:512])
+    crop.setflags(write=False)
+    return crop
