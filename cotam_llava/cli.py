@@ -244,6 +244,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_bench(ns)
 
 
+def cmd_train_codec(argv: Sequence[str]) -> int:
+    """``cotam train-codec``: arguments are :class:`CodecTrainingArguments` fields (HfArgumentParser)."""
+    from transformers import HfArgumentParser
+
+    from .training.arguments import CodecTrainingArguments
+    from .training.codec_trainer import train_codec
+
+    parser = HfArgumentParser(CodecTrainingArguments)
+    parser.prog = "cotam train-codec"
+    parser.description = ("Train the variable-rate base codec on photo folders (random crops, random quality levels "
+                          "and maps, RD loss with the paper's λ table). Resumable; validates on real bitstreams.")
+    (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    final = train_codec(args)
+    print(f"exported codec: {final}")
+    return 0
+
+
 def _read_bytes(path: str) -> bytes:
     p = Path(path)
     if not p.is_file():
@@ -317,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_bench)
 
+    sub.add_parser("train-codec", help="train the variable-rate base codec (see `cotam train-codec --help`)", add_help=False)
+
     p = sub.add_parser("demo", help="the main job: encode/decode Kodak with the default codec, RD table and plot")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"),
                    help="folder of test images (default ../shared/data/kodak)")
@@ -330,9 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cotam`` command; returns the exit code (0 ok, 1 error, 2 usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv[:1] == ["train-codec"]:  # its options come from a dataclass (HfArgumentParser)
+            return cmd_train_codec(argv[1:])
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except CoTAMError as exc:
         print(f"cotam: error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Training: losses, data, argument dataclasses and the training loops (accelerate)."""

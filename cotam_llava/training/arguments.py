@@ -1,0 +1,67 @@
+"""Arguments of the training tools, as dataclasses parsed by ``transformers.HfArgumentParser``.
+
+The resolved arguments are saved as ``training_args.json`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+
+__all__ = ["CodecTrainingArguments"]
+
+_DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train")
+
+
+@dataclass
+class CodecTrainingArguments:
+    """Training of the variable-rate base codec (``cotam train-codec``)."""
+
+    output_dir: str = field(metadata={"help": "run folder: checkpoints, logs, the exported codec (latest/, final/)"})
+    preset: str = field(default="elic-small", metadata={"help": "codec preset to start from: elic, elic-small, tiny"})
+    init_checkpoint: str | None = field(default=None, metadata={"help": "start from this codec checkpoint instead of a preset"})
+    data_dirs: list[str] = field(
+        default_factory=lambda: [_DEFAULT_DATA],
+        metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
+    )
+    val_every_nth: int = field(default=25, metadata={"help": "every n-th image (sorted by path) is held out for validation"})
+    crop_size: int = field(default=256, metadata={"help": "random crop side (multiple of 64)"})
+    batch_size: int = field(default=8, metadata={"help": "crops per step and process"})
+    max_steps: int = field(default=100_000, metadata={"help": "optimisation steps"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate of the codec"})
+    aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's quantiles"})
+    lr_decay_at: list[float] = field(
+        default_factory=lambda: [0.8, 0.95], metadata={"help": "fractions of max_steps where the learning rate drops ×0.1"}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    map_probability: float = field(
+        default=0.5, metadata={"help": "share of samples trained with a random spatial quality map instead of one level"}
+    )
+    save_every: int = field(default=200, metadata={"help": "steps between resumable checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
+    val_every: int = field(default=500, metadata={"help": "steps between validations on real bitstreams (0: only at the end)"})
+    val_qualities: list[int] = field(default_factory=lambda: [0, 3, 6, 9], metadata={"help": "qualities validated"})
+    val_max_side: int = field(default=512, metadata={"help": "validation images are center-cropped to at most this side"})
+    log_every: int = field(default=10, metadata={"help": "steps between log lines (CSV)"})
+    seed: int = field(default=0, metadata={"help": "seed: batches and noise depend only on (seed, step)"})
+    resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop (after a checkpoint) after this wall time; 0: no limit"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: default)"})
+
+    def __post_init__(self) -> None:
+        if self.crop_size <= 0 or self.crop_size % 64:
+            raise ConfigError(f"crop_size must be a positive multiple of 64, got {self.crop_size}")
+        for name in ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"):
+            if getattr(self, name) < (0 if name == "val_every" else 1):
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0.0 <= self.map_probability <= 1.0:
+            raise ConfigError(f"map_probability must be in [0, 1], got {self.map_probability}")
+        if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
+            raise ConfigError("Kodak is the test set: never train on it")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,196 @@
+"""Training loop of the variable-rate base codec (``cotam train-codec``), on accelerate.
+
+Per step: a batch of random crops, a random quality level or spatial quality map per
+sample, the RD loss of :mod:`.losses` (λ from the paper's 10-level table), the entropy
+bottleneck's auxiliary loss on its own optimizer. Periodically: a resumable checkpoint
+(safetensors + JSON, no pickles) and a validation on held-out photos with **real
+bitstreams** (bpp from bytes, PSNR) at several qualities, which also exports a
+finalized codec to ``latest/``. At the end the finalized codec goes to ``final/``.
+The same code runs on one CPU, one GPU or many (``accelerate launch``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..codec.container import Container, serialize
+from ..codec.model import CoTAMELIC
+from ..codec.pipeline import compress_image, decode
+from ..imageio import psnr, to_uint8_array
+from .arguments import CodecTrainingArguments
+from .data import PhotoCrops, sample_quality_maps, split_files
+from .losses import rate_distortion_loss
+from .state import CHECKPOINT_PREFIX, latest_checkpoint, load_optimizers, prune_checkpoints, save_optimizers
+
+__all__ = ["train_codec", "validate_codec"]
+
+
+def validate_codec(model: CoTAMELIC, files: list[Path], qualities: list[int], max_side: int) -> list[dict]:
+    """Real-bitstream bpp and PSNR of ``model`` (finalized) on center crops of ``files``."""
+    rows = []
+    for path in files:
+        img = to_uint8_array(path)
+        h, w = img.shape[:2]
+        ch, cw = min(h, max_side) // 64 * 64, min(w, max_side) // 64 * 64
+        if ch == 0 or cw == 0:
+            continue
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = np.ascontiguousarray(img[top:top + ch, left:left + cw])
+        for q in qualities:
+            item, _ = compress_image(model, crop, q)
+            data = serialize(Container(codec_id=model.codec_id, items=[item]))
+            rec = to_uint8_array(decode(model, data)[0].to_pil())
+            rows.append({"image": path.name, "quality": q, "bpp": len(data) * 8 / (ch * cw), "psnr": psnr(rec, crop)})
+    return rows
+
+
+def _summarize_val(rows: list[dict], qualities: list[int]) -> dict[int, tuple[float, float]]:
+    return {
+        q: (float(np.mean([r["bpp"] for r in rows if r["quality"] == q])), float(np.mean([r["psnr"] for r in rows if r["quality"] == q])))
+        for q in qualities
+    }
+
+
+def _lr_factor(step: int, args: CodecTrainingArguments) -> float:
+    return 0.1 ** sum(step >= int(f * args.max_steps) for f in args.lr_decay_at)
+
+
+def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
+    """Train (or resume) a codec run in ``args.output_dir``; returns the exported ``final/`` folder."""
+    from accelerate import Accelerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    run = Path(args.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    main_process = accelerator.is_main_process
+
+    resume_from = latest_checkpoint(run) if args.resume else None
+    if resume_from is not None:
+        model = CoTAMELIC.from_pretrained(resume_from / "codec")
+        start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+    elif args.init_checkpoint:
+        model = CoTAMELIC.from_pretrained(args.init_checkpoint)
+        start_step = 0
+    else:
+        model = CoTAMELIC.from_preset(args.preset, seed=args.seed)
+        start_step = 0
+    model.config.finalized = False  # training changes the weights; only exports are finalized
+    model.train()
+    if main_process:
+        (run / "training_args.json").write_text(args.to_json())
+
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=args.learning_rate)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=args.aux_learning_rate)
+    if resume_from is not None:
+        load_optimizers({"main": optimizer, "aux": aux_optimizer}, resume_from)
+    model, optimizer, aux_optimizer = accelerator.prepare(model, optimizer, aux_optimizer)
+    core: CoTAMELIC = accelerator.unwrap_model(model)
+
+    train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
+    crops = PhotoCrops(train_files, args.crop_size)
+    Q = core.config.num_qualities
+    lambdas = torch.tensor([core.config.lambda_for_quality(q) for q in range(Q)])
+    grid = (args.crop_size // 16, args.crop_size // 16)
+
+    log_path, val_path = run / "train_log.csv", run / "val_log.csv"
+    log_fields = ["step", "loss", "mse", "psnr", "bpp", "aux_loss", "lr", "sec_per_step"]
+    val_fields = ["step", "quality", "bpp", "psnr"]
+    if main_process:
+        for path, fields in ((log_path, log_fields), (val_path, val_fields)):
+            if not path.exists():
+                with path.open("w", newline="") as f:
+                    csv.writer(f).writerow(fields)
+
+    def save_checkpoint(step: int) -> None:
+        if not main_process:
+            return
+        folder = run / f"{CHECKPOINT_PREFIX}{step:07d}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        core.save_pretrained(tmp / "codec")
+        save_optimizers({"main": optimizer, "aux": aux_optimizer}, tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+        prune_checkpoints(run, args.keep_checkpoints)
+
+    def validate_and_export(step: int, target: str) -> None:
+        if not main_process:
+            return
+        export = copy.deepcopy(core).eval()
+        export.finalize()
+        rows = validate_codec(export, val_files, args.val_qualities, args.val_max_side)
+        summary = _summarize_val(rows, args.val_qualities)
+        with val_path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            for q, (bpp, p) in summary.items():
+                writer.writerow([step, q, f"{bpp:.5f}", f"{p:.3f}"])
+        export.save_pretrained(run / target)
+        (run / target / "validation.json").write_text(json.dumps({"step": step, "rows": rows}, indent=1))
+        tqdm.write("val step {}: ".format(step) + ", ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, (b, p) in summary.items()))
+
+    started = time.time()
+    bar = tqdm(total=args.max_steps, initial=start_step, desc="train-codec", unit="step",
+               disable=not (progress and main_process))
+    t_last, step = time.time(), start_step
+    while step < args.max_steps:
+        rng = np.random.default_rng([args.seed, step, accelerator.process_index])
+        torch.manual_seed(int(rng.integers(2**62)))  # quantisation noise depends on (seed, step) only
+        x = crops.batch(rng, args.batch_size).to(accelerator.device)
+        qmap = sample_quality_maps(rng, args.batch_size, grid, Q, args.map_probability).to(accelerator.device)
+        for group in optimizer.param_groups:
+            group["lr"] = args.learning_rate * _lr_factor(step, args)
+
+        out = model(x, qmap)
+        rd = rate_distortion_loss(out, x, lambdas, qmap)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(rd.loss)
+        if args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(main_params, args.max_grad_norm)
+        optimizer.step()
+        aux = core.aux_loss()
+        aux_optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(aux)
+        aux_optimizer.step()
+        step += 1
+        bar.update()
+
+        if main_process and (step % args.log_every == 0 or step == args.max_steps):
+            now = time.time()
+            sec = (now - t_last) / args.log_every
+            t_last = now
+            with log_path.open("a", newline="") as f:
+                csv.writer(f).writerow([step, f"{rd.loss.item():.5f}", f"{rd.mse.item():.6f}", f"{rd.psnr:.3f}",
+                                        f"{rd.bpp.item():.4f}", f"{aux.item():.3f}", optimizer.param_groups[0]["lr"], f"{sec:.3f}"])
+            bar.set_postfix(loss=f"{rd.loss.item():.3f}", bpp=f"{rd.bpp.item():.3f}", psnr=f"{rd.psnr:.2f}")
+        if step == args.max_steps:
+            break  # the final checkpoint and validation follow the loop
+        out_of_time = args.max_minutes > 0 and (time.time() - started) / 60 > args.max_minutes
+        if step % args.save_every == 0 or out_of_time:
+            save_checkpoint(step)
+        if args.val_every and step % args.val_every == 0:
+            validate_and_export(step, "latest")
+        if out_of_time:
+            tqdm.write(f"stopping after {args.max_minutes} minutes at step {step}; resume with the same command")
+            bar.close()
+            return run / "latest"
+    bar.close()
+    save_checkpoint(step)
+    validate_and_export(step, "final")
+    return run / "final"

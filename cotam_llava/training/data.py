@@ -1,0 +1,107 @@
+"""Training data for the codec: random crops of photo folders, and random quality maps.
+
+Every batch is a pure function of ``(seed, step, process)``: a killed run resumes
+with exactly the batches it would have seen, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ImageInputError
+from ..imageio import IMAGE_SUFFIXES, to_uint8_array
+
+__all__ = ["PhotoCrops", "sample_quality_maps", "split_files"]
+
+
+def split_files(folders: Sequence[str | Path], val_every_nth: int) -> tuple[list[Path], list[Path]]:
+    """All images under ``folders`` (recursive, sorted); every n-th goes to validation."""
+    files: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ImageInputError(f"training data folder not found: {folder}")
+        files += [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    files = sorted(set(files))
+    if len(files) < 2:
+        raise ImageInputError(f"need at least 2 training images under {', '.join(map(str, folders))}")
+    val = files[::val_every_nth]
+    train = [f for f in files if f not in set(val)]
+    return train, val
+
+
+@dataclass
+class PhotoCrops:
+    """Random crops (with flips) of photos held in memory as uint8 arrays.
+
+    Args:
+        files: image files; smaller than the crop side ones are upscaled to fit.
+        crop: crop side in pixels.
+    """
+
+    files: Sequence[Path]
+    crop: int
+
+    def __post_init__(self) -> None:
+        from PIL import Image
+
+        self.images: list[np.ndarray] = []
+        for path in self.files:
+            img = to_uint8_array(path)
+            h, w = img.shape[:2]
+            if min(h, w) < self.crop:
+                scale = self.crop / min(h, w)
+                img = np.asarray(Image.fromarray(img).resize((max(self.crop, round(w * scale)), max(self.crop, round(h * scale))), Image.BICUBIC))
+            self.images.append(img)
+
+    def batch(self, rng: np.random.Generator, size: int) -> Tensor:
+        """(size, 3, crop, crop) float in [0, 1]."""
+        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
+        for i in range(size):
+            img = self.images[int(rng.integers(len(self.images)))]
+            h, w = img.shape[:2]
+            top, left = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
+            patch = img[top:top + self.crop, left:left + self.crop]
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if rng.random() < 0.5:
+                patch = patch[::-1]
+            out[i] = patch
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def sample_quality_maps(
+    rng: np.random.Generator, batch: int, grid: tuple[int, int], num_qualities: int, map_probability: float
+) -> Tensor:
+    """Per-sample quality maps on the latent grid, (batch, h, w) long.
+
+    Each sample gets a base level; with ``map_probability`` it gets instead one of:
+    random patches (a coarse grid of base−s / base / base+s, as guidance produces), or a
+    linear gradient between two levels. Levels are clamped to [0, num_qualities − 1].
+    """
+    h, w = grid
+    maps = np.empty((batch, h, w), dtype=np.int64)
+    for i in range(batch):
+        base = int(rng.integers(num_qualities))
+        kind = "uniform" if rng.random() >= map_probability else ("patches" if rng.random() < 0.6 else "gradient")
+        if kind == "uniform":
+            maps[i] = base
+        elif kind == "patches":
+            cells = int(rng.integers(2, 9))
+            step = int(rng.integers(1, 4))
+            coarse = base + step * rng.integers(-1, 2, size=(cells, cells))
+            rows = (np.arange(h) * cells) // h
+            cols = (np.arange(w) * cells) // w
+            maps[i] = coarse[rows[:, None], cols[None, :]]
+        else:
+            other = int(rng.integers(num_qualities))
+            t = np.linspace(0.0, 1.0, w if rng.random() < 0.5 else h)
+            ramp = np.rint(base + (other - base) * t).astype(np.int64)
+            maps[i] = ramp[None, :] if ramp.size == w else ramp[:, None]
+    return torch.from_numpy(np.clip(maps, 0, num_qualities - 1))

@@ -1,0 +1,55 @@
+"""Rate–distortion loss of the variable-rate codec (CoTAM appendix A.3, Eq. 3).
+
+The paper's per-level objective is L = D + λ_q·R (D: MSE of [0, 1] images, R: bits
+per pixel). With a quality per position, each pixel has its own λ; we minimise
+
+    L = mean_pixels( MSE_pixel / λ_pixel ) + R_bpp
+
+which for a uniform level is (D + λ_q·R)/λ_q — the same minimiser per sample — but
+keeps the loss of every level on a comparable scale (in bits) when a batch mixes levels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..codec.model import CodecOutput
+
+__all__ = ["RDLossOutput", "rate_distortion_loss"]
+
+
+@dataclass
+class RDLossOutput:
+    """Scalars of one batch: ``loss`` (differentiable), ``mse``, ``bpp``, ``psnr``."""
+
+    loss: Tensor
+    mse: Tensor
+    bpp: Tensor
+    psnr: float
+
+
+def rate_distortion_loss(output: CodecOutput, x: Tensor, lambdas: Tensor, qmap: Tensor) -> RDLossOutput:
+    """Loss of a training batch.
+
+    Args:
+        output: the codec's forward output for ``x``.
+        x: originals (B, 3, H, W) in [0, 1].
+        lambdas: λ per quality index, (Q,) — i.e. ``lambdas[q]`` is the λ of quality q.
+        qmap: quality map (B, H/16, W/16), long.
+    """
+    B, _, H, W = x.shape
+    pixels = B * H * W
+    bits = sum(-(lk.clamp_min(1e-9).log2()).sum() for lk in output.likelihoods.values())
+    bpp = bits / pixels
+    mse_map = (output.x_hat - x).pow(2).mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    lam = lambdas.to(x.device)[qmap].unsqueeze(1).float()  # (B, 1, h, w)
+    lam = F.interpolate(lam, size=(H, W), mode="nearest")
+    loss = (mse_map / lam).mean() + bpp
+    mse = mse_map.mean().detach()
+    psnr = 10 * math.log10(1.0 / max(float(mse), 1e-12))
+    return RDLossOutput(loss=loss, mse=mse, bpp=bpp.detach(), psnr=psnr)

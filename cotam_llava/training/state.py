@@ -1,0 +1,72 @@
+"""Resumable training state without pickles: tensors in safetensors, the rest in JSON.
+
+A checkpoint folder ``checkpoint-0001200/`` holds ``codec/`` (config.json +
+model.safetensors), ``optimizers.safetensors`` + ``optimizers.json`` (every optimizer's
+state dict, split into tensors and JSON scalars) and ``trainer_state.json`` (the step).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+__all__ = ["save_optimizers", "load_optimizers", "latest_checkpoint", "prune_checkpoints", "CHECKPOINT_PREFIX"]
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def save_optimizers(optimizers: dict[str, torch.optim.Optimizer], folder: Path) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, st in sd["state"].items():
+            for key, value in st.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{name}.{pid}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(pid), {})[key] = value
+        meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars, "ids": [str(p) for p in sd["state"]]}
+    save_file(tensors, str(folder / "optimizers.safetensors"))
+    (folder / "optimizers.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_optimizers(optimizers: dict[str, torch.optim.Optimizer], folder: Path) -> None:
+    try:
+        tensors = load_file(str(folder / "optimizers.safetensors"))
+        meta = json.loads((folder / "optimizers.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the optimizer state in {folder}: {exc}") from exc
+    for name, opt in optimizers.items():
+        if name not in meta:
+            raise CheckpointError(f"{folder}: no state for optimizer {name!r}")
+        state: dict[int, dict[str, Any]] = {}
+        for pid in meta[name]["ids"]:
+            entry = dict(meta[name]["scalars"].get(pid, {}))
+            prefix = f"{name}.{pid}."
+            entry.update({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            state[int(pid)] = entry
+        opt.load_state_dict({"state": state, "param_groups": meta[name]["param_groups"]})
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder in ``run_dir`` (one with trainer_state.json)."""
+    done = [p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: json.loads((p / "trainer_state.json").read_text())["step"], default=None)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    done = sorted(
+        (p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()),
+        key=lambda p: json.loads((p / "trainer_state.json").read_text())["step"],
+    )
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
