@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.cotam")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png",
                    help="output image; several images are written as OUT_0000.png, OUT_0001.png, ...")
-    p.add_argument("--max-pixels", type=int, help="refuse images larger than this (default 8192*8192)")
+    p.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this (default 4096*4096)")
     common(p)
     p.set_defaults(func=cmd_decode)
 

@@ -163,7 +163,7 @@ def test_container_round_trip(video):
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(
-    sizes=st.lists(st.tuples(st.integers(1, 8192), st.integers(1, 8192), st.integers(1, 64), st.integers(1, 64),
+    sizes=st.lists(st.tuples(st.integers(1, 4096), st.integers(1, 4096), st.integers(1, 64), st.integers(1, 64),
                              st.sampled_from(list(ResizeMode))),
                    min_size=1, max_size=4),
     streams=st.lists(st.binary(max_size=40), min_size=1, max_size=12),

@@ -67,14 +67,15 @@ class ParseLimits:
     """Bounds the parser enforces before allocating anything.
 
     Args:
-        max_pixels: largest original or canvas area accepted (default 8192×8192).
-        max_side: largest width or height.
+        max_pixels: largest original or canvas area accepted (default 4096×4096: decoding a
+            canvas costs memory in proportion to its area; raise it on a machine that can afford it).
+        max_side: largest width or height (default 8192).
         max_items: most images/frames in one container.
         max_streams: most rANS streams per item.
     """
 
-    max_pixels: int = 8192 * 8192
-    max_side: int = 16384
+    max_pixels: int = 4096 * 4096
+    max_side: int = 8192
     max_items: int = 100_000
     max_streams: int = 64
 

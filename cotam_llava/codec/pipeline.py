@@ -100,6 +100,12 @@ def compress_image(
     """
     quality = model.config.check_quality(quality)
     x, orig, size, mode = _to_canvas(image, canvas)
+    limits = ParseLimits()
+    if size[0] * size[1] > limits.max_pixels or max(size) > limits.max_side:
+        raise ConfigError(
+            f"canvas {size[0]}×{size[1]} exceeds what decoders accept by default ({limits.max_pixels} pixels, "
+            f"{limits.max_side} per side): pass a smaller canvas"
+        )
     h, w = size[1] // 16, size[0] // 16
     if quality_map is not None:
         levels = quality_map.levels()
