@@ -21,9 +21,6 @@ Image height and width must be multiples of 64 (z is at 1/64 resolution).
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

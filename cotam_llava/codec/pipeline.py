@@ -73,7 +73,7 @@ def _to_canvas(image: ImageLike, canvas: int | tuple[int, int] | None) -> tuple[
     if mode == ResizeMode.PAD:
         x = F.pad(x, (0, size[0] - orig[0], 0, size[1] - orig[1]), mode="replicate")
     else:
-        x = to_tensor(to_pil(image if not isinstance(image, Tensor) else x).resize(size, Image.BICUBIC))
+        x = to_tensor(to_pil(x).resize(size, Image.BICUBIC))  # 8-bit bicubic, as MLLM image processors do
     return x, orig, size, mode
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 import time
 from pathlib import Path
 
