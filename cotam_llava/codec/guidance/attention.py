@@ -1,0 +1,195 @@
+"""Shallow-attention guidance: which regions a frozen ViT's first layers attend to.
+
+CoTAM §3.2: the mean [CLS]→patch attention of the first K = 3 layers of the MLLM's own
+vision encoder (CLIP ViT-L/14@336 for LLaVA-1.5) predicts which regions the MLLM will
+need; the codec spends more bits there. Only those K layers are loaded and kept, so an
+edge device never holds the whole ViT::
+
+    image ─resize to the ViT input, normalise─▶ embeddings ─layers 0..K−1 (eager attention)─▶
+        A_l (B, heads, T, T) ─mean over heads and l─▶ row of [CLS] over the patches ─▶ (B, gh, gw)
+
+Encoders without a [CLS] token (SigLIP) use instead the mean attention each patch
+*receives* (averaged over all queries), which plays the same role. Register tokens
+(DINOv2 with registers) are skipped.
+
+Supported: ``CLIPVisionModel``, ``SiglipVisionModel``, ``InternVLVisionModel`` (InternViT),
+``Dinov2Model`` and ``Dinov2WithRegistersModel`` from transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...imageio import ImageLike, to_pil
+from .configuration import DEFAULT_NORMALIZATION, GuidanceConfig
+
+__all__ = ["ShallowAttentionGuidance", "encoder_family", "DEFAULT_GUIDANCE_MODEL"]
+
+#: What users of LLaVA-1.5 should pass to :meth:`ShallowAttentionGuidance.from_pretrained`.
+DEFAULT_GUIDANCE_MODEL = "openai/clip-vit-large-patch14-336"
+
+_FAMILIES = {
+    "CLIPVisionModel": "clip",
+    "SiglipVisionModel": "siglip",
+    "InternVLVisionModel": "internvl",
+    "Dinov2Model": "dinov2",
+    "Dinov2WithRegistersModel": "dinov2",
+}
+
+
+def encoder_family(model: nn.Module) -> str:
+    """'clip', 'siglip', 'internvl' or 'dinov2'; ConfigError for anything else."""
+    name = type(model).__name__
+    if name not in _FAMILIES:
+        raise ConfigError(f"guidance does not support {name}; use one of {', '.join(_FAMILIES)}")
+    return _FAMILIES[name]
+
+
+def _layer_list(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of transformer layers (the ModuleList of num_hidden_layers blocks)."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n and n > 0:
+            return module
+    raise ConfigError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def _image_size(model: nn.Module) -> tuple[int, int]:
+    size = model.config.image_size
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _patch_size(model: nn.Module) -> tuple[int, int]:
+    size = model.config.patch_size
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class ShallowAttentionGuidance(nn.Module):
+    """Importance maps from the first K layers of a frozen vision transformer.
+
+    Args:
+        encoder: a supported transformers vision model; it is truncated in place to its
+            first ``config.num_layers`` layers, switched to eager attention, frozen.
+        config: guidance settings (K, grid, levels, k, step, normalisation).
+    """
+
+    def __init__(self, encoder: nn.Module, config: GuidanceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GuidanceConfig()
+        self.family = encoder_family(encoder)
+        layers = _layer_list(encoder)
+        K = self.config.num_layers
+        if K > len(layers):
+            raise ConfigError(f"guidance needs {K} layers, the encoder has {len(layers)}")
+        del layers[K:]
+        encoder.config.num_hidden_layers = K
+        encoder.config._attn_implementation = "eager"  # attention weights are needed
+        self.encoder = encoder.eval().requires_grad_(False)
+        mean, std = DEFAULT_NORMALIZATION[self.family]
+        self.register_buffer("image_mean", torch.tensor(self.config.image_mean or mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(self.config.image_std or std).view(1, 3, 1, 1), persistent=False)
+        self.input_size = _image_size(encoder)
+        ph, pw = _patch_size(encoder)
+        self.patch_grid = (self.input_size[0] // ph, self.input_size[1] // pw)
+        self.num_prefix = (0 if self.family == "siglip" else 1) + int(getattr(encoder.config, "num_register_tokens", 0) or 0)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, config: GuidanceConfig | None = None, **kwargs) -> "ShallowAttentionGuidance":
+        """Load only the first K layers of a vision encoder from the hub or a folder.
+
+        ``name_or_path`` may be a full CLIP / SigLIP checkpoint (its vision tower is used),
+        a vision-only checkpoint, or an InternVL / DINOv2 one. Other kwargs go to
+        ``from_pretrained`` (e.g. ``local_files_only=True``, ``torch_dtype``).
+        """
+        from transformers import AutoConfig
+
+        config = config or GuidanceConfig()
+        hub_config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
+        model_type = getattr(hub_config, "model_type", "")
+        cls_name = {
+            "clip": "CLIPVisionModel", "clip_vision_model": "CLIPVisionModel",
+            "siglip": "SiglipVisionModel", "siglip_vision_model": "SiglipVisionModel",
+            "internvl": "InternVLVisionModel", "internvl_vision": "InternVLVisionModel",
+            "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
+        }.get(model_type)
+        if cls_name is None:
+            raise ConfigError(f"{name_or_path}: model type {model_type!r} is not a supported guidance encoder")
+        import transformers
+
+        model_cls = getattr(transformers, cls_name)
+        overrides = {"num_hidden_layers": config.num_layers, "attn_implementation": "eager"}
+        with _quiet_transformers():  # the skipped deeper layers are reported as "unexpected" keys
+            if model_type == "internvl":  # the vision tower of a full InternVL checkpoint
+                vision_config = hub_config.vision_config
+                vision_config.num_hidden_layers = config.num_layers
+                vision_config._attn_implementation = "eager"
+                encoder = model_cls.from_pretrained(name_or_path, config=vision_config, **kwargs)
+            else:
+                encoder = model_cls.from_pretrained(name_or_path, **overrides, **kwargs)
+        return cls(encoder, config)
+
+    # ------------------------------------------------------------------ maps
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
+        """Images → pixel values (B, 3, H_in, W_in): bicubic resize to the ViT input, normalised."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        h, w = self.input_size
+        batch = []
+        for image in images:
+            pil = to_pil(image).resize((w, h), Image.BICUBIC)
+            batch.append(torch.from_numpy(np.asarray(pil, dtype=np.float32).copy()).permute(2, 0, 1))
+        x = torch.stack(batch).div_(255.0).to(self.image_mean.device)
+        return (x - self.image_mean) / self.image_std
+
+    @torch.no_grad()
+    def attention_map(self, pixel_values: Tensor) -> Tensor:
+        """Mean shallow attention on the patch grid.
+
+        Args:
+            pixel_values: (B, 3, H_in, W_in), normalised as the encoder expects.
+
+        Returns:
+            (B, gh, gw) float, gh × gw the encoder's patch grid (e.g. 24 × 24 for CLIP-L/14@336).
+        """
+        out = self.encoder(pixel_values=pixel_values, output_attentions=True)
+        if not out.attentions:
+            raise ConfigError(f"{type(self.encoder).__name__} returned no attention weights (needs eager attention)")
+        attn = torch.stack([a.float() for a in out.attentions]).mean(dim=(0, 2))  # (B, T, T)
+        p = self.num_prefix
+        if self.family == "siglip":
+            scores = attn.mean(dim=1)  # attention each patch receives, averaged over queries
+        else:
+            scores = attn[:, 0, p:]  # [CLS] → patches
+        gh, gw = self.patch_grid
+        if scores.shape[-1] != gh * gw:
+            raise ConfigError(f"expected {gh * gw} patch tokens, got {scores.shape[-1]}")
+        return scores.reshape(-1, gh, gw)
+
+    def forward(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
+        """Continuous importance maps (B, gh, gw) of images (paths, PIL, arrays or tensors)."""
+        return self.attention_map(self.preprocess(images))
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report and progress bars for one call, then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

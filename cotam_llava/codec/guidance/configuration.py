@@ -1,0 +1,83 @@
+"""Configuration of shallow-attention guidance (``GuidanceConfig``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...errors import ConfigError
+
+__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_NORMALIZATION"]
+
+GUIDANCE_CONFIG_NAME = "guidance_config.json"
+
+#: (image_mean, image_std) each encoder family's own image processor uses.
+DEFAULT_NORMALIZATION: dict[str, tuple[list[float], list[float]]] = {
+    "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+    "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    "dinov2": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "internvl": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+}
+
+
+@dataclass
+class GuidanceConfig:
+    """How guidance turns an image into a quality map.
+
+    Args:
+        num_layers: K, the first ViT layers whose attention is averaged (paper: 3).
+        grid: G, the pooled map is G×G (paper: 8, ≤ 128 bits with 3 levels).
+        num_levels: L quantization levels (paper: 3 = decrease / keep / increase; 5 tried).
+        k: threshold spread μ ± kσ (paper: 0.75; stable for k ∈ [0.45, 0.85]).
+        step: quality levels a guidance level moves the base quality (see the README's sweep).
+        image_mean, image_std: the encoder's input normalisation (None: its family's default).
+    """
+
+    num_layers: int = 3
+    grid: int = 8
+    num_levels: int = 3
+    k: float = 0.75
+    step: int = 2
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_layers <= 64:
+            raise ConfigError(f"num_layers must be in [1, 64], got {self.num_layers}")
+        if not 1 <= self.grid <= 255:
+            raise ConfigError(f"grid must be in [1, 255], got {self.grid}")
+        if not 2 <= self.num_levels <= 16:
+            raise ConfigError(f"num_levels must be in [2, 16], got {self.num_levels}")
+        if not 0 < self.k <= 5:
+            raise ConfigError(f"k must be in (0, 5], got {self.k}")
+        if not 0 <= self.step <= 9:
+            raise ConfigError(f"step must be in [0, 9], got {self.step}")
+        for name in ("image_mean", "image_std"):
+            v = getattr(self, name)
+            if v is not None and (len(v) != 3 or (name == "image_std" and min(v) <= 0)):
+                raise ConfigError(f"{name} must be three numbers (std > 0), got {v}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GuidanceConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown guidance config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / GUIDANCE_CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "GuidanceConfig":
+        path = Path(directory) / GUIDANCE_CONFIG_NAME
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
