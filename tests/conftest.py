@@ -27,12 +27,6 @@ if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes more than ~10 s on a 2-core CPU")
-    config.addinivalue_line("markers", "gpu: needs a CUDA device")
-    config.addinivalue_line("markers", "realweights: needs trained codec weights under checkpoints/")
-
-
 def make_synthetic_image(height: int, width: int) -> np.ndarray:
     """Deterministic uint8 (H, W, 3) test image: gradients, a checkerboard and stripes, no RNG."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.int64)
