@@ -71,6 +71,8 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, photo_dir):
     train_codec(_args(tmp_path / "b", photo_dir, max_minutes=1e-9), progress=False)
     assert json.loads((tmp_path / "b" / "checkpoint-0000001" / "trainer_state.json").read_text())["step"] == 1
     resumed = train_codec(_args(tmp_path / "b", photo_dir), progress=False)
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "b" / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4]  # the log continues where the checkpoint was, without repeats
     a = CoTAMELIC.from_pretrained(straight).canonical_state()
     b = CoTAMELIC.from_pretrained(resumed).canonical_state()
     assert a.keys() == b.keys()

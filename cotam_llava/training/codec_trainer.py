@@ -109,9 +109,14 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     val_fields = ["step", "quality", "bpp", "psnr"]
     if main_process:
         for path, fields in ((log_path, log_fields), (val_path, val_fields)):
-            if not path.exists():
-                with path.open("w", newline="") as f:
-                    csv.writer(f).writerow(fields)
+            kept: list[list[str]] = []
+            if path.exists() and resume_from is not None:  # drop rows logged after the checkpoint we resume
+                with path.open(newline="") as f:
+                    kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start_step]
+            with path.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(fields)
+                writer.writerows(kept)
 
     def save_checkpoint(step: int) -> None:
         if not main_process:
