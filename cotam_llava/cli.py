@@ -461,6 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     common(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("analyze", help="the paper's §2 analyses: attention distance, information flow, layer-wise "
+                       "similarity under compression, [CLS] attention / PCA maps, loss summary",
+                       description="Analyse a vision transformer (CLIP, SigLIP, InternViT, DINOv2) the way CoTAM §2 "
+                                   "does; every analysis writes JSON and PNG figures. See `cotam analyze ANALYSIS --help`.")
+    from .analysis.cli import register_analyze_commands
+
+    register_analyze_commands(p)
     return parser
 
 

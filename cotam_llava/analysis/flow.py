@@ -205,7 +205,7 @@ def plot_flow_statistics(
         shade_stages(ax, stages, labels=False)
         for key, label in series:
             values = np.asarray(statistics[key], dtype=float)
-            if np.isfinite(values).any():
+            if np.isfinite(values).any() and not (key == "inflow_to_registers" and np.nanmax(values) == 0):
                 ax.plot(x, values, "o-", ms=3, lw=1.3, label=label)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("layer")

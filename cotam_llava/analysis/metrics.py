@@ -325,7 +325,7 @@ class TokenSimilarity:
 
 
 def token_similarity(reference: Tensor, other: Tensor, layout: TokenLayout) -> TokenSimilarity:
-    """Token-wise cosine similarity of two hidden states.
+    """Token-wise cosine similarity of two hidden states (identical tokens count 1, even all-zero ones).
 
     Args:
         reference, other: (B, T, D) hidden states of one layer (e.g. original vs compressed image).
@@ -333,7 +333,9 @@ def token_similarity(reference: Tensor, other: Tensor, layout: TokenLayout) -> T
     if reference.shape != other.shape or reference.dim() != 3:
         raise ConfigError(f"hidden states must both be (B, T, D), got {tuple(reference.shape)} and {tuple(other.shape)}")
     layout.check(reference.shape[1], "hidden state")
-    cos = F.cosine_similarity(reference.float(), other.float(), dim=-1, eps=1e-8)  # (B, T)
+    a, b = reference.float(), other.float()
+    cos = F.cosine_similarity(a, b, dim=-1, eps=1e-8)  # (B, T)
+    cos = torch.where((a == b).all(dim=-1), torch.ones_like(cos), cos)  # identical (even all-zero) tokens: 1
     p = layout.num_prefix
     cls = cos[:, 0] if layout.has_cls else torch.full((cos.shape[0],), math.nan)
     return TokenSimilarity(
@@ -443,9 +445,10 @@ def stage_boundaries(d_avg: Sequence[float], min_rise: float = 0.1) -> StageSpli
     """Stages from the U-shape of the per-layer attention distance (paper Fig. 5a), else thirds.
 
     Heuristic (half-height crossings of the U's two arms): let m = argmin D_avg. Stage 2
-    starts at the first layer after the left arm's peak whose D_avg falls below the midpoint
-    between that peak and the minimum; stage 3 starts at the first layer after m whose
-    D_avg rises above the midpoint between the minimum and the right arm's peak. If the
+    starts where D_avg has fallen for good below the midpoint between the left arm's peak and
+    the minimum (the first layer after that peak from which every layer up to m is below it);
+    stage 3 starts where it has risen for good above the midpoint between the minimum and the
+    right arm's peak (the first layer after m from which every layer up to that peak is above). If the
     minimum is at either end, or either arm rises less than ``min_rise`` × (max − min),
     the curve is not U-shaped and the split falls back to :func:`stages_by_thirds`
     (``note`` says so).
@@ -471,6 +474,9 @@ def stage_boundaries(d_avg: Sequence[float], min_rise: float = 0.1) -> StageSpli
             L, f"no U-shape: an arm rises less than {min_rise:.0%} of the range "
                f"(left {left_rise:.3f}, right {right_rise:.3f}, range {span:.3f})"
         )
-    s2 = next(i for i in range(left_peak + 1, m + 1) if d[i] <= d[m] + 0.5 * left_rise)
-    s3 = next(i for i in range(m + 1, L) if d[i] >= d[m] + 0.5 * right_rise)
+    # sustained crossings: every layer from s2 to m is below the left midpoint, every layer from s3 to
+    # the right peak above the right one (a single layer grazing a midpoint does not move a boundary)
+    below, above = d <= d[m] + 0.5 * left_rise, d >= d[m] + 0.5 * right_rise
+    s2 = next(i for i in range(left_peak + 1, m + 1) if below[i : m + 1].all())
+    s3 = next(i for i in range(m + 1, right_peak + 1) if above[i : right_peak + 1].all())
     return StageSplit(L, s2, s3, "attention-distance U-shape", f"D_avg minimum at layer {m}")

@@ -15,6 +15,7 @@ the same original images (``stages="auto"``), or equal thirds.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -105,7 +106,7 @@ class SimilarityReport:
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise ConfigError(f"cannot read similarity report {path}: {exc}") from exc
 
 
@@ -184,7 +185,7 @@ def analyze_similarity(
             decoded = []
             for i in chunk:
                 codec, q = keys[i]
-                bar.set_postfix_str(f"{name} {codec.name} q={q}")
+                bar.set_postfix_str(f"{name} {codec.name} q={q}", refresh=False)
                 data = codec.encode(arr, q)
                 rec = to_uint8_array(codec.decode(data))
                 h, w = arr.shape[:2]
@@ -262,11 +263,14 @@ def plot_similarity(report: SimilarityReport, path: str | Path, title: str = "")
         ax.set_xticks(ticks)
         ax.set_xticklabels(["emb" if t < 0 else str(t) for t in ticks], fontsize=7)
         ax.grid(True, alpha=0.25)
-    ax1.legend(fontsize=6.5, loc="lower left")
+    handles, labels = ax1.get_legend_handles_labels()
+    legend_rows = math.ceil(len(labels) / 4)
+    fig.set_size_inches(12, 4.2 + 0.22 * legend_rows)
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=4, frameon=False)  # below: hides no curve
     ax1.set_title("token similarity, original vs compressed", fontsize=9)
     ax2.set_title("relative loss per layer (shape of the damage)", fontsize=9)
     s = report.stages
     fig.suptitle(title or f"{report.model['model']}: {len(report.images)} images; stages ({s.method}) 1=[0,{s.stage2_start}) "
                  f"2=[{s.stage2_start},{s.stage3_start}) 3=[{s.stage3_start},{L})", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, min(0.4, 0.045 * legend_rows + 0.01), 1, 1))
     return save_figure(fig, path)

@@ -7,6 +7,8 @@ For each (codec, quality) of a :class:`~cotam_llava.analysis.similarity.Similari
 * **largest drop**: the block l with the largest s_{l−1} − s_l (s_{−1} = s_emb): where damage is *created*;
 * **stage means**: mean similarity over each stage;
 * **stage-3 recovery**: s_{L−1} − min over stage 3;
+* **early-stage-3 change**: min over the first half of stage 3 − s at the last stage-2 block
+  (negative: similarity falls on entering stage 3, a local dip even when it is not the minimum);
 * **early-stage-3 dip** (the paper's finding, Fig. 5c): yes when the lowest block lies in stage 3
   but is not the last block, and the last block recovers at least 10% of the loss there
   (s_{L−1} − s_min ≥ 0.1·(1 − s_min)).
@@ -48,6 +50,7 @@ class LayerLossSummary:
     largest_drop: float
     stage_means: list[float]
     stage3_recovery: float
+    early_stage3_change: float
     early_stage3_dip: bool
 
 
@@ -67,6 +70,8 @@ def summarize_similarity(report: SimilarityReport, top: int = 3) -> list[LayerLo
         drop_layer = int(np.nanargmax(drops))
         stage3 = s[st.stage3_start:]
         recovery = float(s[-1] - stage3.min())
+        early = stage3[: max(1, stage3.size // 2)]
+        early_change = float(early.min() - s[st.stage3_start - 1])
         dip = (st.stage_of(low) == 3 and low < L - 1
                and s[-1] - s[low] >= DIP_RECOVERY_FRACTION * (1.0 - s[low]) and s[low] < 1.0)
         rows.append(LayerLossSummary(
@@ -75,7 +80,7 @@ def summarize_similarity(report: SimilarityReport, top: int = 3) -> list[LayerLo
             lowest_layers=order, lowest_similarity=float(s[low]), lowest_stage=st.stage_of(low),
             largest_drop_layer=drop_layer, largest_drop=float(drops[drop_layer]),
             stage_means=[float(s[a:b].mean()) for a, b in st.ranges()],
-            stage3_recovery=recovery, early_stage3_dip=bool(dip),
+            stage3_recovery=recovery, early_stage3_change=early_change, early_stage3_dip=bool(dip),
         ))
     return rows
 
@@ -90,8 +95,8 @@ def summary_markdown(report: SimilarityReport, rows: Sequence[LayerLossSummary])
         f"2 = {st.stage2_start}–{st.stage3_start - 1}, 3 = {st.stage3_start}–{L - 1}.",
         "",
         "| codec | q | bpp | PSNR | final sim | lowest blocks (stage) | lowest sim | largest drop (block: Δ) "
-        "| mean sim stage 1 / 2 / 3 | stage-3 recovery | early-stage-3 dip |",
-        "|---|---:|---:|---:|---:|---|---:|---|---|---:|---|",
+        "| mean sim stage 1 / 2 / 3 | stage-3 recovery | early-stage-3 change | early-stage-3 dip |",
+        "|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|---|",
     ]
     for r in rows:
         out.append(
@@ -99,7 +104,7 @@ def summary_markdown(report: SimilarityReport, rows: Sequence[LayerLossSummary])
             f"{', '.join(map(str, r.lowest_layers))} ({r.lowest_stage}) | {r.lowest_similarity:.4f} | "
             f"{r.largest_drop_layer}: {r.largest_drop:+.4f} | "
             f"{' / '.join(f'{v:.4f}' for v in r.stage_means)} | {r.stage3_recovery:+.4f} | "
-            f"{'yes' if r.early_stage3_dip else 'no'} |"
+            f"{r.early_stage3_change:+.4f} | {'yes' if r.early_stage3_dip else 'no'} |"
         )
     out += ["", "Similarity after every block (emb = embeddings):", ""]
     out.append("| codec | q | " + " | ".join(report.layer_labels) + " |")
