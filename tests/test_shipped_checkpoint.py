@@ -1,0 +1,45 @@
+"""The codec shipped in checkpoints/elic-small (when present): self-describing, small, and its streams round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cotam_llava.codec.model import CoTAMELIC
+from cotam_llava.codec.pipeline import compress_image, decode, encode
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "elic-small"
+KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+
+pytestmark = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no codec is shipped yet")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> CoTAMELIC:
+    return CoTAMELIC.from_pretrained(SHIPPED)
+
+
+def test_checkpoint_describes_itself_and_is_small(shipped):
+    assert shipped.config.finalized and shipped.config.preset == "elic-small"
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 25 * 2**20
+    assert (SHIPPED / "MODEL_CARD.md").is_file()
+
+
+def test_shipped_streams_round_trip_and_order_rates(shipped):
+    from cotam_llava.imageio import to_uint8_array
+
+    path = KODAK / "kodim23.png"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    img = np.ascontiguousarray(to_uint8_array(path)[128:384, 128:512])
+    sizes = []
+    for q in (0, 5, 9):
+        _, latent = compress_image(shipped, img, q)
+        data = encode(shipped, img, quality=q)
+        [dec] = decode(shipped, data)
+        assert torch.equal(dec.y_hat, latent.y_hat)
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1] < sizes[2]
