@@ -90,3 +90,24 @@ def kodak_image(kodak_photo: np.ndarray) -> np.ndarray:
     crop = np.ascontiguousarray(kodak_photo[160:352, 256:512])
     crop.setflags(write=False)
     return crop
+
+
+def make_tiny_vit(family: str, layers: int = 4, size: int = 112, num_register_tokens: int = 4):
+    """A tiny random transformers vision model: clip, siglip, dinov2, dinov2reg or internvl."""
+    import transformers
+
+    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2)
+    if family == "clip":
+        return transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**common, image_size=size, patch_size=14))
+    if family == "siglip":
+        return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**common, image_size=size, patch_size=14))
+    if family == "dinov2":
+        return transformers.Dinov2Model(transformers.Dinov2Config(**common, image_size=size, patch_size=14))
+    if family == "dinov2reg":
+        return transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
+            **common, image_size=size, patch_size=14, num_register_tokens=num_register_tokens))
+    if family == "internvl":
+        from transformers.models.internvl import InternVLVisionConfig, InternVLVisionModel
+
+        return InternVLVisionModel(InternVLVisionConfig(**common, image_size=[size, size], patch_size=[14, 14]))
+    raise ValueError(f"unknown family {family!r}")

@@ -195,22 +195,10 @@ def test_running_stats_and_strict_json(tmp_path):
 
 # ----------------------------------------------------------------------------- tiny encoders of every family
 def _tiny(family: str, layers: int = 4, size: int = 56):
-    import transformers
+    from conftest import make_tiny_vit
 
-    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2)
     torch.manual_seed(0)
-    if family == "clip":
-        return transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**common, image_size=size, patch_size=14))
-    if family == "siglip":
-        return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**common, image_size=size, patch_size=14))
-    if family == "dinov2":
-        return transformers.Dinov2Model(transformers.Dinov2Config(**common, image_size=size, patch_size=14))
-    if family == "dinov2reg":
-        return transformers.Dinov2WithRegistersModel(
-            transformers.Dinov2WithRegistersConfig(**common, image_size=size, patch_size=14, num_register_tokens=2))
-    from transformers.models.internvl import InternVLVisionConfig, InternVLVisionModel
-
-    return InternVLVisionModel(InternVLVisionConfig(**common, image_size=[size, size], patch_size=[14, 14]))
+    return make_tiny_vit(family, layers, size, num_register_tokens=2)
 
 
 def _photo(i: int, h: int = 60, w: int = 84) -> np.ndarray:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_tiny_vit
+
 from cotam_llava.cli import main
 from cotam_llava.codec.guidance import (
     GuidanceConfig,
@@ -26,21 +28,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _tiny(family: str, layers: int = 4, size: int = 112):
-    import transformers
-
-    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2)
-    if family == "clip":
-        return transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**common, image_size=size, patch_size=14))
-    if family == "siglip":
-        return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**common, image_size=size, patch_size=14))
-    if family == "dinov2":
-        return transformers.Dinov2Model(transformers.Dinov2Config(**common, image_size=size, patch_size=14))
-    if family == "dinov2reg":
-        return transformers.Dinov2WithRegistersModel(
-            transformers.Dinov2WithRegistersConfig(**common, image_size=size, patch_size=14, num_register_tokens=4))
-    from transformers.models.internvl import InternVLVisionConfig, InternVLVisionModel
-
-    return InternVLVisionModel(InternVLVisionConfig(**common, image_size=[size, size], patch_size=[14, 14]))
+    return make_tiny_vit(family, layers, size, num_register_tokens=4)
 
 
 FAMILIES = ["clip", "siglip", "dinov2", "dinov2reg", "internvl"]
