@@ -48,6 +48,15 @@ class DecodedImage:
     quality: np.ndarray
     item: CodedItem
 
+    @property
+    def picture(self) -> Tensor:
+        """x̂ as coded, (1, 3, h, w): the original area of a padded canvas, or the whole canvas of a resized
+        one (what an MLLM's vision tower consumes; no resampling back to the original size)."""
+        if self.item.resize_mode == ResizeMode.PAD:
+            w, h = self.item.orig_size
+            return self.x_hat[..., :h, :w]
+        return self.x_hat
+
     def to_pil(self) -> Image.Image:
         """The reconstruction at the original size (cropped, or resized back)."""
         w, h = self.item.orig_size

@@ -1,0 +1,461 @@
+"""CoTAM-enabled LLaVA, LLaVA-OneVision and InternVL: the stock transformers models with a CoTAM tower.
+
+Each class subclasses its host's ``*ForConditionalGeneration`` and keeps its forward, generation, cache
+and weight layout; the only changes are
+
+* ``model.vision_tower`` is a :class:`~cotam_llava.vision.tower.CoTAMVisionTower` wrapping the host's own
+  vision model (so ``vision_feature_layer`` / ``vision_feature_select_strategy`` work unchanged), and
+* ``get_image_features`` / ``get_video_features`` accept bitstreams packed in ``pixel_values`` /
+  ``pixel_values_videos`` (what :class:`~cotam_llava.models.CoTAMProcessor` produces)::
+
+      packed bytes ─tower.decode─▶ x̂, ŷ ─host image processor on x̂ / same geometry on ŷ─▶ views, ŷ views
+          ─attach ŷ views to the tower─▶ the host's own get_image_features(views) ─▶ projector ─▶ LLM
+
+  Float ``pixel_values`` (the stock processor's output) still work: the tower compresses them on the fly.
+
+Build one from a stock checkpoint and a codec with :meth:`from_host_pretrained`; ``save_pretrained``
+writes one self-describing folder (``config.json`` with a ``cotam`` entry, ``model.safetensors`` with the
+host and adapter weights, ``codec/``), which ``from_pretrained`` and
+``AutoModelForImageTextToText.from_pretrained`` restore.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForImageTextToText,
+    InternVLForConditionalGeneration,
+    InternVLModel,
+    LlavaForConditionalGeneration,
+    LlavaModel,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionModel,
+)
+
+from ..codec.model import CoTAMELIC
+from ..errors import CheckpointError, ConfigError
+from ..vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
+from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
+from ..vision.views import LATENT_STRIDE
+from .configuration_cotam import CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
+
+__all__ = [
+    "CoTAMLlavaForConditionalGeneration",
+    "CoTAMLlavaOnevisionForConditionalGeneration",
+    "CoTAMInternVLForConditionalGeneration",
+    "CoTAMLlavaModel",
+    "CoTAMLlavaOnevisionModel",
+    "CoTAMInternVLModel",
+    "CODEC_SUBFOLDER",
+    "default_tower_config",
+    "cotam_class_for",
+]
+
+CODEC_SUBFOLDER = "codec"
+
+#: vision config model_type → number of prefix tokens besides registers ([CLS]).
+_PREFIX = {"clip_vision_model": 1, "siglip_vision_model": 0, "internvl_vision": 1, "dinov2": 1}
+
+
+def _side(value: Any) -> int:
+    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
+
+
+def default_tower_config(
+    host_config: Any,
+    image_processor: Any,
+    codec: CoTAMELIC,
+    quality: int = 6,
+    guidance: dict[str, Any] | None = None,
+    guidance_model: str | None = None,
+) -> CoTAMTowerConfig:
+    """The default CoTAM tower for a host: canvas = 16 × the patch grid (ŷ aligned 1:1 with the patches).
+
+    AnyRes hosts (``image_grid_pinpoints``) code at native resolution instead, so their tiles keep detail.
+    """
+    vision = host_config.vision_config
+    if vision.model_type not in _PREFIX:
+        raise ConfigError(f"unsupported vision encoder {vision.model_type!r}; CoTAM supports {', '.join(_PREFIX)}")
+    grid = _side(vision.image_size) // _side(vision.patch_size)
+    prefix = _PREFIX[vision.model_type] + int(getattr(vision, "num_register_tokens", 0) or 0)
+    adapter = LatentAdapterConfig(latent_channels=codec.config.M, hidden_size=vision.hidden_size, grid=(grid, grid),
+                                  num_prefix_tokens=prefix)
+    anyres = bool(getattr(image_processor, "image_grid_pinpoints", None))
+    canvas = None if anyres else -(-LATENT_STRIDE * grid // 64) * 64
+    processor_dict = image_processor.to_dict()
+    if "crop_to_patches" in processor_dict:
+        processor_dict["crop_to_patches"] = False  # InternVL tiling is not supported on the CoTAM path yet
+    return CoTAMTowerConfig(
+        adapter=adapter.to_dict(),
+        image_processor=processor_dict,
+        canvas_size=canvas,
+        center_crop=bool(getattr(image_processor, "do_center_crop", False)),
+        quality=quality,
+        guidance=guidance,
+        guidance_model=guidance_model,
+    )
+
+
+# --------------------------------------------------------------------------- base models (the *Model level)
+class _CoTAMBaseMixin:
+    """Bitstream handling at the level where hosts (and ``generate``) ask for image features."""
+
+    vision_tower: CoTAMVisionTower
+
+    def _cotam_views(self, packed: torch.Tensor, anyres: bool | list[bool]) -> HostVisionInputs:
+        tower = self.vision_tower
+        decoded = [item for items in tower.decode(packed) for item in items]
+        if isinstance(anyres, bool):
+            return tower.host_inputs(decoded, anyres=anyres)
+        parts = [tower.host_inputs([d], anyres=a) for d, a in zip(decoded, anyres)]
+        return HostVisionInputs(
+            pixel_values=torch.cat([p.pixel_values for p in parts]),
+            latents=torch.cat([p.latents for p in parts]),
+            image_sizes=torch.cat([p.image_sizes for p in parts]),
+            views_per_image=[n for p in parts for n in p.views_per_image],
+            decoded=decoded,
+        )
+
+    def _cotam_set_output_dtype(self) -> None:
+        self.vision_tower.output_dtype = self.get_input_embeddings().weight.dtype
+
+
+class CoTAMLlavaModel(_CoTAMBaseMixin, LlavaModel):
+    """``LlavaModel`` whose ``get_image_features`` also takes packed bitstreams."""
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        image_sizes: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        self._cotam_set_output_dtype()
+        if is_packed_bitstreams(pixel_values):
+            views = self._cotam_views(pixel_values, anyres=False)
+            with self.vision_tower.attached_latents(views.latents):
+                return super().get_image_features(
+                    pixel_values=views.pixel_values,
+                    vision_feature_layer=vision_feature_layer,
+                    vision_feature_select_strategy=vision_feature_select_strategy,
+                    **kwargs,
+                )
+        return super().get_image_features(
+            pixel_values=pixel_values,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            image_sizes=image_sizes,
+            **kwargs,
+        )
+
+
+class CoTAMLlavaOnevisionModel(_CoTAMBaseMixin, LlavaOnevisionModel):
+    """``LlavaOnevisionModel`` whose image (AnyRes) and video features also take packed bitstreams."""
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        vision_aspect_ratio: str | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ):
+        self._cotam_set_output_dtype()
+        if is_packed_bitstreams(pixel_values):
+            n_images = pixel_values.shape[0]
+            anyres = [True] * n_images if batch_num_images is None else [int(n) == 1 for n in batch_num_images for _ in range(int(n))]
+            views = self._cotam_views(pixel_values, anyres=anyres)
+            with self.vision_tower.attached_latents(views.latents):
+                return super().get_image_features(
+                    pixel_values=views.pixel_values,
+                    image_sizes=views.image_sizes.to(self.device),
+                    vision_feature_layer=vision_feature_layer,
+                    vision_feature_select_strategy=vision_feature_select_strategy,
+                    vision_aspect_ratio=vision_aspect_ratio,
+                    batch_num_images=batch_num_images,
+                    **kwargs,
+                )
+        return super().get_image_features(
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            vision_aspect_ratio=vision_aspect_ratio,
+            batch_num_images=batch_num_images,
+            **kwargs,
+        )
+
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs: Any,
+    ):
+        self._cotam_set_output_dtype()
+        if is_packed_bitstreams(pixel_values_videos):
+            tower = self.vision_tower
+            videos = tower.decode(pixel_values_videos)
+            counts = {len(frames) for frames in videos}
+            if len(counts) != 1:
+                raise ConfigError(f"videos in one batch must have the same number of frames, got {sorted(counts)}")
+            frames = tower.frame_inputs([f for v in videos for f in v])
+            pixels = frames.pixel_values.reshape(len(videos), counts.pop(), *frames.pixel_values.shape[1:])
+            with tower.attached_latents(frames.latents):
+                return super().get_video_features(
+                    pixel_values_videos=pixels,
+                    vision_feature_layer=vision_feature_layer,
+                    vision_feature_select_strategy=vision_feature_select_strategy,
+                    **kwargs,
+                )
+        return super().get_video_features(
+            pixel_values_videos=pixel_values_videos,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
+        )
+
+
+class CoTAMInternVLModel(_CoTAMBaseMixin, InternVLModel):
+    """``InternVLModel`` whose ``get_image_features`` also takes packed bitstreams (one 448² view per image)."""
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs: Any,
+    ):
+        self._cotam_set_output_dtype()
+        if is_packed_bitstreams(pixel_values):
+            views = self._cotam_views(pixel_values, anyres=False)
+            with self.vision_tower.attached_latents(views.latents):
+                return super().get_image_features(
+                    pixel_values=views.pixel_values,
+                    vision_feature_layer=vision_feature_layer,
+                    vision_feature_select_strategy=vision_feature_select_strategy,
+                    **kwargs,
+                )
+        return super().get_image_features(
+            pixel_values=pixel_values,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
+        )
+
+
+# --------------------------------------------------------------------------- generation models
+class _CoTAMGenerationMixin:
+    """Shared by the three ``*ForConditionalGeneration`` classes."""
+
+    _cotam_host_class: type
+    _cotam_base_class: type
+    _keep_in_fp32_modules = ["vision_tower"]
+
+    def _install_cotam(self, config: Any) -> None:
+        if not config.cotam:
+            raise ConfigError(
+                f"{type(self).__name__} needs config.cotam (build one with from_host_pretrained or default_tower_config)"
+            )
+        base = self.model
+        base.__class__ = self._cotam_base_class  # adds methods only; the host's modules stay as built
+        if not isinstance(base.vision_tower, CoTAMVisionTower):
+            base.vision_tower = CoTAMVisionTower(base.vision_tower, CoTAMTowerConfig.from_dict(config.cotam))
+
+    @property
+    def vision_tower(self) -> CoTAMVisionTower:
+        return self.model.vision_tower
+
+    @property
+    def codec(self) -> CoTAMELIC:
+        return self.model.vision_tower.codec
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # the adapter has its own initialisation (zero output projection); the host's would randomise it
+        adapter = self.model.vision_tower.adapter if isinstance(self.model.vision_tower, CoTAMVisionTower) else None
+        if adapter is not None:
+            if module is adapter:
+                adapter.reset_parameters()
+                return
+            if any(module is m for m in adapter.modules()):
+                return
+        super()._init_weights(module)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """Save config.json (host + cotam), model.safetensors (host + adapter) and the codec under ``codec/``."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.codec.save_pretrained(Path(save_directory) / CODEC_SUBFOLDER)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, codec: CoTAMELIC | str | None = None, **kwargs: Any):
+        """Load a folder saved by :meth:`save_pretrained` (host weights, adapter, ``codec/``).
+
+        ``device_map``, ``dtype`` and ``quantization_config`` apply to the host as usual; the tower is kept in
+        fp32 and left out of quantization, and the codec is loaded fp32 onto the tower's ``decode_device``.
+
+        Args:
+            codec: a codec (or its folder) to use instead of the one saved under ``codec/``.
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.vision_tower.set_codec(_load_codec(codec if codec is not None else pretrained_model_name_or_path, codec is None, kwargs))
+        return model
+
+    @classmethod
+    def from_host_pretrained(
+        cls,
+        host: str | os.PathLike,
+        codec: CoTAMELIC | str | os.PathLike,
+        image_processor: Any = None,
+        adapter: str | os.PathLike | None = None,
+        quality: int = 6,
+        guidance: dict[str, Any] | None = None,
+        guidance_model: str | None = None,
+        **kwargs: Any,
+    ):
+        """A CoTAM model from a stock checkpoint (hub id or folder) and a codec.
+
+        Args:
+            host: a LLaVA / LLaVA-OneVision / InternVL checkpoint of the matching class.
+            codec: finalized codec or its folder.
+            image_processor: the host's image processor (default: loaded from ``host``).
+            adapter: folder of a trained adapter (``adapter.safetensors``); default: zero-initialised.
+            quality, guidance, guidance_model: edge defaults stored in the config.
+            **kwargs: passed to the host's ``from_pretrained`` (``device_map``, ``dtype``, ``quantization_config``...).
+        """
+        from transformers import AutoImageProcessor
+
+        codec_model = codec if isinstance(codec, CoTAMELIC) else CoTAMELIC.from_pretrained(codec)
+        if image_processor is None:
+            image_processor = AutoImageProcessor.from_pretrained(host)
+        quantization = kwargs.get("quantization_config")
+        if quantization is not None and hasattr(quantization, "llm_int8_skip_modules"):
+            skip = list(quantization.llm_int8_skip_modules or [])
+            quantization.llm_int8_skip_modules = sorted(set(skip) | {"vision_tower", "multi_modal_projector", "lm_head"})
+        model = cls._cotam_host_class.from_pretrained(host, **kwargs)
+        tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
+        config_dict = model.config.to_dict()
+        config_dict.pop("model_type", None)
+        config = cls.config_class.from_dict({**config_dict, "cotam": tower.to_dict()})
+        model.__class__ = cls
+        model.config = config
+        model._install_cotam(config)
+        device = next(model.model.vision_tower.encoder.parameters()).device
+        model.model.vision_tower.to(device=device, dtype=torch.float32)
+        if adapter is not None:
+            model.vision_tower.adapter.load_state_dict(_load_adapter_weights(adapter))
+        model.vision_tower.set_codec(codec_model)
+        return model
+
+
+def _load_codec(source: CoTAMELIC | str | os.PathLike, in_subfolder: bool, kwargs: dict[str, Any]) -> CoTAMELIC:
+    if isinstance(source, CoTAMELIC):
+        return source
+    path = Path(source)
+    if in_subfolder:
+        if path.is_dir():
+            path = path / CODEC_SUBFOLDER
+        else:  # a hub id: fetch the codec files beside the model's
+            from transformers.utils import cached_file
+
+            hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            cached_file(str(source), f"{CODEC_SUBFOLDER}/model.safetensors", **hub)
+            path = Path(cached_file(str(source), f"{CODEC_SUBFOLDER}/config.json", **hub)).parent
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"no codec checkpoint at {path} (a CoTAM model folder holds its codec under {CODEC_SUBFOLDER}/)")
+    return CoTAMELIC.from_pretrained(path)
+
+
+def _load_adapter_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "adapter.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"no adapter.safetensors in {folder}")
+    return load_file(str(path))
+
+
+class CoTAMLlavaForConditionalGeneration(_CoTAMGenerationMixin, LlavaForConditionalGeneration):
+    """LLaVA (CLIP + Llama) reading CoTAM bitstreams. See the module docstring."""
+
+    config_class = CoTAMLlavaConfig
+    _cotam_host_class = LlavaForConditionalGeneration
+    _cotam_base_class = CoTAMLlavaModel
+
+    def __init__(self, config: CoTAMLlavaConfig) -> None:
+        super().__init__(config)
+        self._install_cotam(config)
+
+
+class CoTAMLlavaOnevisionForConditionalGeneration(_CoTAMGenerationMixin, LlavaOnevisionForConditionalGeneration):
+    """LLaVA-OneVision (SigLIP + Qwen2; AnyRes images and video) reading CoTAM bitstreams."""
+
+    config_class = CoTAMLlavaOnevisionConfig
+    _cotam_host_class = LlavaOnevisionForConditionalGeneration
+    _cotam_base_class = CoTAMLlavaOnevisionModel
+
+    def __init__(self, config: CoTAMLlavaOnevisionConfig) -> None:
+        super().__init__(config)
+        self._install_cotam(config)
+
+
+class CoTAMInternVLForConditionalGeneration(_CoTAMGenerationMixin, InternVLForConditionalGeneration):
+    """InternVL (InternViT + Qwen2) reading CoTAM bitstreams (one view per image)."""
+
+    config_class = CoTAMInternVLConfig
+    _cotam_host_class = InternVLForConditionalGeneration
+    _cotam_base_class = CoTAMInternVLModel
+
+    def __init__(self, config: CoTAMInternVLConfig) -> None:
+        super().__init__(config)
+        self._install_cotam(config)
+
+
+_BY_HOST = {
+    "llava": CoTAMLlavaForConditionalGeneration,
+    "llava_onevision": CoTAMLlavaOnevisionForConditionalGeneration,
+    "internvl": CoTAMInternVLForConditionalGeneration,
+}
+
+
+def cotam_class_for(host_model_type: str) -> type:
+    """The CoTAM class for a host ``model_type`` ("llava", "llava_onevision", "internvl")."""
+    try:
+        return _BY_HOST[host_model_type]
+    except KeyError:
+        raise ConfigError(f"no CoTAM integration for {host_model_type!r}; supported: {', '.join(_BY_HOST)}") from None
+
+
+def register_auto_classes() -> None:
+    """Register the CoTAM configs, models and processor with transformers' Auto classes (idempotent)."""
+    from transformers import AutoConfig, AutoProcessor
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+
+    from .processing_cotam import CoTAMProcessor
+
+    for host_type, model_cls in _BY_HOST.items():
+        cfg = model_cls.config_class
+        # the host's checkpoint key conversions (legacy hub layouts) apply to the CoTAM class too, so stock
+        # checkpoints load and CoTAM folders are saved in the same layout as the host's
+        conversions = get_checkpoint_conversion_mapping(host_type)
+        if conversions is not None and get_checkpoint_conversion_mapping(cfg.model_type) is None:
+            register_checkpoint_conversion_mapping(cfg.model_type, conversions)
+        try:
+            AutoConfig.register(cfg.model_type, cfg)
+        except ValueError:  # already registered
+            pass
+        for auto, target in ((AutoModelForImageTextToText, model_cls), (AutoProcessor, CoTAMProcessor)):
+            try:
+                auto.register(cfg, target)
+            except ValueError:  # already registered
+                pass

@@ -1,0 +1,165 @@
+"""The latent feature adapter: ŷ → an enhancement added to the encoder's embedding output (paper §3.3).
+
+::
+
+    ŷ (B, M, gh, gw) ─flatten─▶ (B, gh·gw, M) ─Linear(M→D)─▶ ─prepend prefix tokens ([CLS], registers)─▶
+      + learned position embeddings (interpolated if the grid differs) ─pre-LayerNorm─▶
+      one CLIP-style transformer block (heads = D/64) ─Linear(D→D), zero-initialised─▶ Δ (B, P + gh·gw, D)
+
+The output projection starts at zero, so an untrained adapter adds nothing and the MLLM sees exactly
+the stock encoder's tokens of the decoded image x̂.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._config import strict_from_dict
+from ..errors import ConfigError
+
+__all__ = ["LatentAdapterConfig", "LatentFeatureAdapter"]
+
+
+@dataclass
+class LatentAdapterConfig:
+    """Shape of a :class:`LatentFeatureAdapter`.
+
+    Args:
+        latent_channels: M, channels of the codec's ŷ (320 in the paper's ELIC, 192 in ``elic-small``).
+        hidden_size: D, the vision encoder's width (1024 for CLIP-L).
+        grid: (rows, cols) of the encoder's patch grid the position embeddings are learned for.
+        num_prefix_tokens: tokens before the patches in the encoder's embedding output
+            (1 for a [CLS] token, + registers; 0 for SigLIP).
+        num_heads: attention heads of the block (None: D/64, at least 1).
+        mlp_ratio: MLP width of the block as a multiple of D.
+        layer_norm_eps: epsilon of both LayerNorms.
+    """
+
+    latent_channels: int
+    hidden_size: int
+    grid: tuple[int, int]
+    num_prefix_tokens: int = 1
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
+        if self.latent_channels < 1 or self.hidden_size < 1:
+            raise ConfigError("latent_channels and hidden_size must be positive")
+        if len(self.grid) != 2 or min(self.grid) < 1 or max(self.grid) > 256:
+            raise ConfigError(f"grid must be two sides in [1, 256], got {self.grid}")
+        if not 0 <= self.num_prefix_tokens <= 64:
+            raise ConfigError(f"num_prefix_tokens must be in [0, 64], got {self.num_prefix_tokens}")
+        if self.num_heads is None:
+            self.num_heads = max(1, self.hidden_size // 64)
+        if self.num_heads < 1 or self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError("mlp_ratio must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatentAdapterConfig":
+        return strict_from_dict(cls, data, "adapter")
+
+
+class _Block(nn.Module):
+    """A pre-LN transformer block as in CLIP's encoder layers (self-attention, then an MLP)."""
+
+    def __init__(self, config: LatentAdapterConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = int(config.num_heads)  # type: ignore[arg-type]
+        self.layer_norm1 = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out_proj = nn.Linear(d, d)
+        self.layer_norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        hidden = int(round(d * config.mlp_ratio))
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.layer_norm1(x)).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
+        x = x + self.out_proj(attn)
+        return x + self.fc2(F.gelu(self.fc1(self.layer_norm2(x))))
+
+
+class LatentFeatureAdapter(nn.Module):
+    """Maps the decoded latent ŷ to tokens added to the vision encoder's embedding output (CoTAM §3.3).
+
+    The block is written out (a dozen lines over ``F.scaled_dot_product_attention``) rather than borrowed
+    from ``transformers.models.clip`` so its weights and behaviour do not change with that module's
+    internals (attention backends, signature changes across transformers releases).
+    """
+
+    def __init__(self, config: LatentAdapterConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_size
+        gh, gw = config.grid
+        self.proj_in = nn.Linear(config.latent_channels, d)
+        self.prefix = nn.Parameter(torch.zeros(1, config.num_prefix_tokens, d))
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + gh * gw, d))
+        self.pre_layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.block = _Block(config)
+        self.proj_out = nn.Linear(d, d)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh initialisation: small random weights, and a zero output projection (Δ = 0)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.prefix, std=0.02)
+        nn.init.trunc_normal_(self.position_embedding, std=0.02)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def _positions(self, grid: tuple[int, int]) -> Tensor:
+        p = self.config.num_prefix_tokens
+        if tuple(grid) == tuple(self.config.grid):
+            return self.position_embedding
+        gh, gw = self.config.grid
+        patch = self.position_embedding[:, p:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        patch = F.interpolate(patch, size=grid, mode="bicubic", align_corners=False)
+        return torch.cat([self.position_embedding[:, :p], patch.flatten(2).transpose(1, 2)], dim=1)
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        """Compute the enhancement Δ.
+
+        Args:
+            y_hat: decoded latent on the encoder's patch grid, (B, M, gh, gw).
+
+        Returns:
+            Δ, (B, num_prefix_tokens + gh·gw, D), to add to the embedding output.
+        """
+        if y_hat.dim() != 4 or y_hat.shape[1] != self.config.latent_channels:
+            raise ConfigError(
+                f"adapter expects ŷ of shape (B, {self.config.latent_channels}, h, w), got {tuple(y_hat.shape)}"
+            )
+        b, _, gh, gw = y_hat.shape
+        dtype = self.proj_in.weight.dtype
+        tokens = self.proj_in(y_hat.to(dtype).flatten(2).transpose(1, 2))
+        tokens = torch.cat([self.prefix.expand(b, -1, -1), tokens], dim=1) + self._positions((gh, gw))
+        return self.proj_out(self.block(self.pre_layernorm(tokens)))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+

@@ -1,0 +1,389 @@
+"""``CoTAMVisionTower``: bitstreams in, the stock vision tower's outputs out (paper §3.3, Fig. 5).
+
+::
+
+    .cotam bytes ─parse, validate, entropy-decode (CPU by default)─▶ x̂ (picture), ŷ (M, Hc/16, Wc/16)
+        x̂ ─host image processor (exactly as for a stock image)─▶ pixel views (n, 3, S, S)
+        ŷ ─same geometry (views.py), resampled to the patch grid─▶ (n, M, gh, gw) ─adapter─▶ Δ (n, P + gh·gw, D)
+        encoder(pixel views) with Δ added to its embedding output ─▶ the stock encoder's output
+                                                                     (hidden_states for vision_feature_layer)
+
+The tower wraps the host's own vision model (``encoder``) and adds a :class:`LatentFeatureAdapter`.
+Inputs to :meth:`CoTAMVisionTower.forward`:
+
+* bitstreams — ``bytes``, a list of them, parsed :class:`~cotam_llava.codec.container.Container` objects, or
+  the packed ``uint8`` tensor :func:`pack_bitstreams` makes (what :class:`~cotam_llava.models.CoTAMProcessor`
+  puts in ``pixel_values``) — one view per image (the host's plain preprocessing);
+* normalised pixel views while :meth:`attached_latents` is active — how a host model's own
+  ``get_image_features`` calls the tower once the CoTAM model has decoded the bitstreams and cut the views;
+* other normalised pixel views — compressed on the fly (codec forward in eval mode: the same ŷ a real
+  bitstream would carry) at ``quality``; for simulation and training.
+
+The codec is deliberately not a registered submodule: its weights and finalized CDF tables live in their
+own checkpoint (``codec/``), it stays fp32 on ``decode_device`` whatever ``.to()`` or quantization does
+to the host, and it is never part of the host's state dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._config import strict_from_dict
+from ..codec.container import Container, ParseLimits, ResizeMode, parse
+from ..codec.model import CoTAMELIC
+from ..codec.pipeline import DecodedImage, decode_container
+from ..errors import BitstreamFormatError, ConfigError, CoTAMError
+from ..imageio import to_pil
+from .adapter import LatentAdapterConfig, LatentFeatureAdapter
+from .encoders import EncoderSpec, encoder_spec, run_with_embedding_delta
+from .views import LATENT_STRIDE, full_box, sample_latent, view_boxes
+
+__all__ = [
+    "CoTAMTowerConfig",
+    "CoTAMVisionTower",
+    "HostVisionInputs",
+    "pack_bitstreams",
+    "unpack_bitstreams",
+    "is_packed_bitstreams",
+    "image_processor_from_dict",
+]
+
+BitstreamInput = bytes | bytearray | Container | Sequence[bytes | bytearray | Container]
+
+
+@dataclass
+class CoTAMTowerConfig:
+    """Everything the edge and cloud sides need besides the weights (stored under ``cotam`` in config.json).
+
+    Args:
+        adapter: a :class:`LatentAdapterConfig` as a dict.
+        image_processor: the host image processor's ``to_dict()``; the cloud side runs x̂ through it.
+        canvas_size: edge-side codec canvas (square side, pixels). Default: 16 × the encoder's patch grid,
+            so ŷ maps 1:1 onto the patches (384 for CLIP-L/14@336). None: code at native resolution
+            (padded), which AnyRes hosts need for their tiles.
+        center_crop: the edge crops the picture to the centred square the host's processor would keep
+            before resizing to the canvas (CLIP-style processors), so no coded pixel is thrown away.
+        quality: quality level for pixels compressed on the fly (0 = lowest rate, 9 = highest).
+        decode_device: where entropy decoding and synthesis run. Bitstreams are only guaranteed to decode
+            on the kind of device that encoded them (see the symbol CRC in docs/bitstream.md).
+        guidance: the edge-side guidance config (a :class:`GuidanceConfig` dict) or None.
+        guidance_model: name or path of the guidance ViT the edge uses (see ``load_guidance``), or None.
+    """
+
+    adapter: dict[str, Any]
+    image_processor: dict[str, Any]
+    canvas_size: int | None = None
+    center_crop: bool = False
+    quality: int = 6
+    decode_device: str = "cpu"
+    guidance: dict[str, Any] | None = None
+    guidance_model: str | None = None
+
+    def __post_init__(self) -> None:
+        LatentAdapterConfig.from_dict(self.adapter)
+        if not isinstance(self.image_processor, dict) or "image_processor_type" not in self.image_processor:
+            raise ConfigError("image_processor must be an image processor's to_dict() (with image_processor_type)")
+        if self.canvas_size is not None and (self.canvas_size < 64 or self.canvas_size % 64):
+            raise ConfigError(f"canvas_size must be a positive multiple of 64, got {self.canvas_size}")
+        if not 0 <= int(self.quality) <= 9:
+            raise ConfigError(f"quality must be in [0, 9], got {self.quality}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CoTAMTowerConfig":
+        return strict_from_dict(cls, data, "CoTAM tower")
+
+
+def image_processor_from_dict(data: dict[str, Any]) -> Any:
+    """Rebuild a transformers image processor from its ``to_dict()`` (PIL backend when torchvision is absent)."""
+    import transformers
+
+    from .._transformers import quiet_transformers
+
+    name = data.get("image_processor_type")
+    cls = getattr(transformers, str(name), None)
+    if cls is None:
+        raise ConfigError(f"unknown image processor type {name!r} in the CoTAM config")
+    kwargs = {k: v for k, v in data.items() if k not in ("image_processor_type", "processor_class")}
+    with quiet_transformers():
+        return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- bitstream transport
+_LEN_BYTES = 8
+
+
+def pack_bitstreams(streams: Sequence[bytes]) -> Tensor:
+    """Pack containers into one ``uint8`` tensor (N, 8 + max_len): a little-endian length, the bytes, zeros.
+
+    This is how bitstreams travel through ``BatchFeature``/``generate`` (which only move tensors) as the
+    host model's ``pixel_values``; float casts never touch integer tensors.
+    """
+    if not streams:
+        raise ConfigError("no bitstreams to pack")
+    width = _LEN_BYTES + max(len(s) for s in streams)
+    out = np.zeros((len(streams), width), dtype=np.uint8)
+    for i, s in enumerate(streams):
+        out[i, :_LEN_BYTES] = np.frombuffer(len(s).to_bytes(_LEN_BYTES, "little"), dtype=np.uint8)
+        out[i, _LEN_BYTES : _LEN_BYTES + len(s)] = np.frombuffer(bytes(s), dtype=np.uint8)
+    return torch.from_numpy(out)
+
+
+def is_packed_bitstreams(value: Any) -> bool:
+    """True for a tensor made by :func:`pack_bitstreams` (2-D uint8)."""
+    return isinstance(value, Tensor) and value.dtype == torch.uint8 and value.dim() == 2
+
+
+def unpack_bitstreams(packed: Tensor) -> list[bytes]:
+    """Inverse of :func:`pack_bitstreams`.
+
+    Raises:
+        BitstreamFormatError: a length field does not fit its row.
+    """
+    if not is_packed_bitstreams(packed):
+        raise BitstreamFormatError(f"packed bitstreams must be a 2-D uint8 tensor, got {tuple(packed.shape)} {packed.dtype}")
+    rows = packed.detach().cpu().numpy()
+    out = []
+    for i, row in enumerate(rows):
+        n = int.from_bytes(row[:_LEN_BYTES].tobytes(), "little")
+        if n > row.size - _LEN_BYTES:
+            raise BitstreamFormatError(f"packed bitstream {i} claims {n} bytes but its row holds {row.size - _LEN_BYTES}")
+        out.append(row[_LEN_BYTES : _LEN_BYTES + n].tobytes())
+    return out
+
+
+# --------------------------------------------------------------------------- the tower
+@dataclass
+class HostVisionInputs:
+    """Decoded bitstreams turned into what a host model's vision path expects.
+
+    Attributes:
+        pixel_values: (n_views, 3, S, S) normalised views of x̂, in the host processor's order.
+        latents: (n_views, M, gh, gw) ŷ cut and resampled the same way.
+        image_sizes: (n_images, 2) picture (height, width) — what AnyRes hosts need.
+        views_per_image: number of views of each image.
+        decoded: the decoded images (x̂ canvases, ŷ, headers).
+    """
+
+    pixel_values: Tensor
+    latents: Tensor
+    image_sizes: Tensor
+    views_per_image: list[int]
+    decoded: list[DecodedImage] = field(repr=False)
+
+
+class CoTAMVisionTower(nn.Module):
+    """The cloud side of CoTAM as a drop-in vision tower (see the module docstring for the data flow).
+
+    Args:
+        encoder: the host's vision model (CLIPVisionModel, SiglipVisionModel, InternVLVisionModel, Dinov2Model).
+        config: :class:`CoTAMTowerConfig`.
+        codec: the finalized codec whose bitstreams this tower reads (may be set later with :meth:`set_codec`).
+    """
+
+    def __init__(self, encoder: nn.Module, config: CoTAMTowerConfig, codec: CoTAMELIC | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cotam_config = config
+        self.adapter = LatentFeatureAdapter(LatentAdapterConfig.from_dict(config.adapter))
+        self.output_dtype: torch.dtype | None = None
+        self.limits = ParseLimits()
+        self.__dict__["_codec"] = None
+        self.__dict__["_image_processor"] = None
+        self.__dict__["_pending"] = []
+        if codec is not None:
+            self.set_codec(codec)
+
+    # ------------------------------------------------------------------ wiring
+    @property
+    def config(self) -> Any:
+        """The encoder's transformers config (hosts read ``vision_tower.config``)."""
+        return self.encoder.config
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return encoder_spec(self.encoder)
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def codec(self) -> CoTAMELIC:
+        codec = self.__dict__["_codec"]
+        if codec is None:
+            raise ConfigError("this CoTAM tower has no codec: load one with set_codec() or from a CoTAM checkpoint")
+        return codec
+
+    def set_codec(self, codec: CoTAMELIC) -> None:
+        """Attach the codec (kept fp32 on ``decode_device``, outside the state dict)."""
+        m = codec.config.M
+        if m != self.adapter.config.latent_channels:
+            raise ConfigError(f"codec has M={m} latent channels, the adapter expects {self.adapter.config.latent_channels}")
+        codec.eval()
+        self.__dict__["_codec"] = codec.to(device=self.cotam_config.decode_device, dtype=torch.float32)
+
+    @property
+    def image_processor(self) -> Any:
+        if self.__dict__["_image_processor"] is None:
+            self.__dict__["_image_processor"] = image_processor_from_dict(self.cotam_config.image_processor)
+        return self.__dict__["_image_processor"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.parameters()).device
+
+    @contextmanager
+    def attached_latents(self, latents: Tensor) -> Iterator[None]:
+        """Within this block, the next pixel-tensor call uses ``latents`` (n_views, M, gh, gw) for its views."""
+        self.__dict__["_pending"].append(latents)
+        try:
+            yield
+        finally:
+            if self.__dict__["_pending"] and self.__dict__["_pending"][-1] is latents:
+                self.__dict__["_pending"].pop()
+
+    # ------------------------------------------------------------------ cloud: decode and cut views
+    def decode(self, bitstreams: BitstreamInput | Tensor) -> list[list[DecodedImage]]:
+        """Parse, validate and decode bitstreams: one list of decoded items (images or frames) per container."""
+        if is_packed_bitstreams(bitstreams):
+            bitstreams = unpack_bitstreams(bitstreams)  # type: ignore[arg-type]
+        if isinstance(bitstreams, (bytes, bytearray, Container)):
+            bitstreams = [bitstreams]
+        out = []
+        with torch.no_grad():
+            for stream in bitstreams:  # type: ignore[union-attr]
+                container = stream if isinstance(stream, Container) else parse(bytes(stream), self.limits)
+                out.append(decode_container(self.codec, container))
+        return out
+
+    def host_inputs(self, decoded: Sequence[DecodedImage], anyres: bool = True) -> HostVisionInputs:
+        """Turn decoded images into the host's pixel views (its own image processor) and the matching ŷ views."""
+        processor = self.image_processor
+        pixels, latents, sizes, counts = [], [], [], []
+        grid = self.spec.grid
+        for dec in decoded:
+            x = dec.picture
+            h, w = x.shape[-2:]
+            boxes = view_boxes(processor, w, h, anyres=anyres)
+            feats = processor(images=[to_pil(x)], return_tensors="pt")
+            pv = feats["pixel_values"]
+            pv = pv.reshape(-1, *pv.shape[-3:])[: len(boxes)]
+            if pv.shape[0] != len(boxes):
+                raise CoTAMError(f"the host image processor made {pv.shape[0]} views, CoTAM expected {len(boxes)}")
+            pixels.append(pv)
+            latents.append(sample_latent(dec.y_hat.float(), boxes, grid))
+            sizes.append((h, w))
+            counts.append(len(boxes))
+        return HostVisionInputs(
+            pixel_values=torch.cat(pixels),
+            latents=torch.cat(latents),
+            image_sizes=torch.tensor(sizes, dtype=torch.long),
+            views_per_image=counts,
+            decoded=list(decoded),
+        )
+
+    def frame_inputs(self, decoded: Sequence[DecodedImage]) -> HostVisionInputs:
+        """Video frames: each frame resized to the encoder's square input (as video processors do), one view each."""
+        side = self.spec.image_size
+        mean = torch.tensor(self.image_processor.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_processor.image_std).view(1, 3, 1, 1)
+        pixels, latents, sizes = [], [], []
+        for dec in decoded:
+            x = dec.picture
+            h, w = x.shape[-2:]
+            frame = to_pil(x).resize((side, side), resample=3)  # PIL bicubic, as the host processors resample
+            pv = torch.from_numpy(np.asarray(frame, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+            pixels.append((pv - mean) / std)
+            latents.append(sample_latent(dec.y_hat.float(), [full_box(w, h)], self.spec.grid))
+            sizes.append((h, w))
+        return HostVisionInputs(torch.cat(pixels), torch.cat(latents), torch.tensor(sizes), [1] * len(decoded), list(decoded))
+
+    # ------------------------------------------------------------------ on-the-fly compression
+    def simulate(self, images: Tensor, quality: int | Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Compress and decode images without entropy coding (codec forward in eval mode).
+
+        Args:
+            images: (B, 3, H, W) in [0, 1].
+            quality: level(s) in [0, 9] (default: the config's ``quality``).
+
+        Returns:
+            x̂ (B, 3, H, W) in [0, 1] and ŷ (B, M, ceil(H/16), ceil(W/16)), on the tower's device.
+        """
+        codec = self.codec
+        q = self.cotam_config.quality if quality is None else quality
+        h, w = images.shape[-2:]
+        ph, pw = (-h) % 64, (-w) % 64
+        x = F.pad(images.float(), (0, pw, 0, ph), mode="replicate").to(next(codec.parameters()).device)
+        out = codec(x, q)
+        hl, wl = -(-h // LATENT_STRIDE), -(-w // LATENT_STRIDE)
+        return out.x_hat[..., :h, :w].clamp(0, 1).to(self.device), out.y_hat[..., :hl, :wl].to(self.device)
+
+    # ------------------------------------------------------------------ forward
+    def _encode(self, pixel_values: Tensor, latents: Tensor, capture: list[Tensor] | None, **kwargs: Any) -> Any:
+        encoder_dtype = next(self.encoder.parameters()).dtype
+        delta = self.adapter(latents.to(self.device))
+        kwargs.setdefault("output_hidden_states", True)
+        kwargs.setdefault("return_dict", True)
+        out = run_with_embedding_delta(self.encoder, pixel_values.to(self.device, encoder_dtype), delta, capture, **kwargs)
+        if self.output_dtype is not None:
+            for key in ("last_hidden_state", "pooler_output"):
+                if isinstance(out.get(key), Tensor):
+                    out[key] = out[key].to(self.output_dtype)
+            if out.get("hidden_states") is not None:
+                out["hidden_states"] = tuple(
+                    h.to(self.output_dtype) if h is not None else None for h in out["hidden_states"]
+                )
+        return out
+
+    def forward(
+        self,
+        pixel_values: Tensor | BitstreamInput,
+        quality: int | Tensor | None = None,
+        capture_embeddings: list[Tensor] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the tower.
+
+        Args:
+            pixel_values: bitstreams (bytes, list, containers, or a packed uint8 tensor), or normalised pixel
+                views (n, 3, S, S) as the host image processor makes them.
+            quality: for pixel views without attached latents: the on-the-fly quality.
+            capture_embeddings: list to which the enhanced embedding output (n, T, D) is appended.
+            **kwargs: passed to the encoder (``output_hidden_states`` defaults to True).
+
+        Returns:
+            What the stock encoder returns (e.g. ``BaseModelOutputWithPooling``) for the views.
+        """
+        kwargs.pop("image_sizes", None)
+        if not isinstance(pixel_values, Tensor) or is_packed_bitstreams(pixel_values):
+            decoded = [item for items in self.decode(pixel_values) for item in items]
+            inputs = self.host_inputs(decoded, anyres=False)
+            return self._encode(inputs.pixel_values, inputs.latents, capture_embeddings, **kwargs)
+        pending = self.__dict__["_pending"]
+        if pending:
+            latents = pending.pop()
+            if latents.shape[0] != pixel_values.shape[0]:
+                raise CoTAMError(f"{pixel_values.shape[0]} pixel views but {latents.shape[0]} latent views attached")
+            return self._encode(pixel_values, latents, capture_embeddings, **kwargs)
+        processor = self.image_processor
+        mean = torch.tensor(processor.image_mean, device=pixel_values.device).view(1, 3, 1, 1)
+        std = torch.tensor(processor.image_std, device=pixel_values.device).view(1, 3, 1, 1)
+        images = (pixel_values.float() * std + mean).clamp(0, 1)
+        x_hat, y_hat = self.simulate(images, quality)
+        size = (pixel_values.shape[-2], pixel_values.shape[-1])
+        grid_boxes = [full_box(size[1], size[0])]
+        latents = torch.cat([sample_latent(y[None], grid_boxes, self.spec.grid) for y in y_hat])
+        views = (x_hat - mean.to(x_hat.device)) / std.to(x_hat.device)
+        return self._encode(views, latents, capture_embeddings, **kwargs)
+
