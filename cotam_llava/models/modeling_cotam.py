@@ -258,7 +258,10 @@ class _CoTAMGenerationMixin:
 
     _cotam_host_class: type
     _cotam_base_class: type
-    _keep_in_fp32_modules = ["vision_tower"]
+    # the tower (encoder + adapter) stays fp32 for fp16/bf16 loads, and out of bitsandbytes quantization
+    # (transformers skips ``_keep_in_fp32_modules`` when quantizing); cast it yourself to run it in half precision
+    _keep_in_fp32_modules = ["model.vision_tower"]
+    _keep_in_fp32_modules_strict = ["model.vision_tower"]
 
     def _install_cotam(self, config: Any) -> None:
         if not config.cotam:

@@ -90,11 +90,13 @@ class CoTAMProcessor:
         return [self._edge().encode_video(video, num_frames, quality) for video in videos]
 
     # ------------------------------------------------------------------ cloud side
+    def _require_video(self) -> None:
+        if getattr(self.host, "num_image_tokens", None) is None or not getattr(self.host, "video_token", None):
+            raise ConfigError(f"{type(self.host).__name__} hosts take no video on the CoTAM path; use LLaVA-OneVision")
+
     def _video_tokens(self, num_frames: int) -> int:
         """Placeholder tokens of one video, as the host's own processor counts them (LLaVA-OneVision)."""
-        per_frame = getattr(self.host, "num_image_tokens", None)
-        if per_frame is None or not hasattr(self.host, "video_token"):
-            raise ConfigError(f"{type(self.host).__name__} hosts take no video on the CoTAM path; use LLaVA-OneVision")
+        per_frame = self.host.num_image_tokens
         pooled = math.ceil(int(math.sqrt(per_frame)) / 2)
         return num_frames * pooled * pooled + 1  # +1: the newline token
 
@@ -130,6 +132,8 @@ class CoTAMProcessor:
         if images is not None:
             streams += self.encode_images(images, quality)
         video_streams = list(video_bitstreams or [])
+        if videos is not None or video_streams:
+            self._require_video()
         if videos is not None:
             video_streams += self.encode_videos(videos, num_frames, quality)
         texts = [text] if isinstance(text, str) else list(text)
@@ -160,7 +164,16 @@ class CoTAMProcessor:
         host_kwargs = dict(kwargs)
         if "crop_to_patches" in self.tower_config.image_processor:
             host_kwargs["crop_to_patches"] = False
-        features = self.host(text=texts, images=stand_ins or None, return_tensors="pt", **host_kwargs)
+        # the video tokens are expanded above; hide them from the host's input validation, which would look
+        # for the (pixel) videos it expands itself
+        video_token = getattr(self.host, "video_token", None)
+        if video_streams:
+            self.host.video_token = None
+        try:
+            features = self.host(text=texts, images=stand_ins or None, return_tensors="pt", **host_kwargs)
+        finally:
+            if video_streams:
+                self.host.video_token = video_token
         if streams:
             features["pixel_values"] = pack_bitstreams(streams)
         if video_streams:

@@ -1,0 +1,293 @@
+"""One question about one image, video or ``.cotam`` file to a CoTAM-enabled MLLM (``cotam chat``).
+
+::
+
+    --model FOLDER (CoTAM: config.json with ``cotam``, cotam_processor.json, codec/)
+        ─AutoModelForImageTextToText / AutoProcessor─▶ model, CoTAMProcessor
+    --model HOST (stock LLaVA / LLaVA-OneVision / InternVL) + --cotam CODEC
+        ─cotam_class_for(model_type).from_host_pretrained─▶ model; CoTAMProcessor(stock processor, tower, codec)
+
+    image ─processor edge side (codec at the tower's canvas, quality q)─▶ .cotam bytes ─┐
+    video ─uniform frame sampling, each frame coded (LLaVA-OneVision)──▶ .cotam bytes ─┤
+    .cotam file ─read as is (image or video frames, from its header)────▶ .cotam bytes ─┤
+    question ─host chat template with an image / video entry─▶ prompt ───────────────────┤
+        → processor(...) → model.generate(greedy) ─TextStreamer─▶ the answer on stdout
+
+The bits reported are the real container's (``len(bytes) * 8``, headers included), whatever the input was; bpp
+divides them by the input image's pixels (for a ``.cotam`` input: the coded picture's original size, as
+``cotam info`` does; the two differ when the edge keeps only the centre square a CLIP-style host would crop).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, CoTAMError, ImageInputError
+
+__all__ = ["ChatResult", "load_cotam", "chat", "default_codec_folder", "input_kind", "SHIPPED_CODEC"]
+
+#: The codec checkpoint shipped with the repository (used with a stock host when no codec is given).
+SHIPPED_CODEC = Path(__file__).resolve().parents[2] / "checkpoints" / "elic-small"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ChatResult:
+    """What one :func:`chat` call produced.
+
+    Attributes:
+        answer: the generated text (special tokens removed, stripped).
+        bits: size of the ``.cotam`` container the model read, in bits (headers included).
+        bpp: ``bits`` / pixels of the input image (of the coded picture for a ``.cotam`` input); None for a video.
+        quality: the container's base quality level (of its first item).
+        kind: "image" or "video".
+        items: coded items in the container (1 for an image, the frame count for a video).
+    """
+
+    answer: str
+    bits: int
+    bpp: float | None
+    quality: int
+    kind: str = "image"
+    items: int = 1
+
+
+# --------------------------------------------------------------------------- loading
+def default_codec_folder() -> Path | None:
+    """``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small`` when present, else None."""
+    env = os.environ.get("COTAM_CHECKPOINT")
+    if env:
+        return Path(env)
+    return SHIPPED_CODEC if (SHIPPED_CODEC / "config.json").is_file() else None
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (``org/name``): absolute, relative with ./.., ~, or more than one '/'."""
+    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+
+
+def _resolve_device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"invalid device {device!r}: {exc}") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
+    return device
+
+
+def load_cotam(
+    model: str | os.PathLike,
+    cotam: str | os.PathLike | None = None,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> tuple[Any, Any]:
+    """Load a CoTAM-enabled model and its :class:`~cotam_llava.models.CoTAMProcessor`.
+
+    Args:
+        model: a CoTAM model folder (saved by ``model.save_pretrained`` + ``processor.save_pretrained``) or hub
+            id, or a stock LLaVA / LLaVA-OneVision / InternVL checkpoint (folder or hub id).
+        cotam: codec checkpoint folder. With a stock host it is required unless a default exists
+            (:func:`default_codec_folder`); with a CoTAM folder it replaces the folder's own ``codec/``.
+        device: "cpu", "cuda", "cuda:1"...; default: cuda when available, else cpu. The codec always
+            decodes on the tower's ``decode_device`` (cpu by default).
+        dtype: "float32", "bfloat16" or "float16" for the host (the CoTAM tower stays fp32); default
+            bfloat16 on cuda, float32 on cpu.
+
+    Returns:
+        (model in eval mode on ``device``, processor whose edge side uses the model's codec).
+
+    Raises:
+        CheckpointError: the model or codec folder is missing or cannot be loaded.
+        ConfigError: an unsupported host, device or dtype.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from .._transformers import quiet_transformers
+    from . import CoTAMProcessor, cotam_class_for  # importing the package registers the Auto classes
+
+    name = os.fspath(model)
+    device = _resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, device)
+    if Path(name).expanduser().exists():
+        name = str(Path(name).expanduser())
+        if not (Path(name) / "config.json").is_file():
+            raise CheckpointError(f"{name} is not a model folder (no config.json)")
+    elif _looks_local(name):
+        raise CheckpointError(f"model folder not found: {name}")
+    codec_path = None
+    if cotam is not None:
+        codec_path = Path(os.fspath(cotam)).expanduser()
+        if not (codec_path / "config.json").is_file():
+            raise CheckpointError(f"no codec checkpoint at {codec_path} (a codec folder has config.json + model.safetensors)")
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(name)
+            if getattr(config, "cotam", None):
+                extra = {"codec": str(codec_path)} if codec_path is not None else {}
+                net = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, **extra)
+                processor = AutoProcessor.from_pretrained(name, codec=net.codec)
+            else:
+                cls = cotam_class_for(config.model_type)
+                if codec_path is None:
+                    codec_path = default_codec_folder()
+                    if codec_path is None:
+                        raise ConfigError(
+                            f"{name} is a stock {config.model_type!r} checkpoint and no codec is shipped yet: "
+                            "pass --cotam CODEC_FOLDER (`cotam init-codec --preset tiny DIR` makes an untrained one)"
+                        )
+                    if not (codec_path / "config.json").is_file():
+                        raise CheckpointError(f"no codec checkpoint at {codec_path}")
+                net = cls.from_host_pretrained(name, str(codec_path), dtype=torch_dtype)
+                processor = CoTAMProcessor(AutoProcessor.from_pretrained(name), net.vision_tower.cotam_config, net.codec)
+            net.vision_tower.image_processor  # build the cloud-side image processor now, while transformers is quiet
+    except CoTAMError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load model {name}: {first}") from exc
+    if not isinstance(processor, CoTAMProcessor):
+        raise CheckpointError(f"{name}: expected a CoTAMProcessor, got {type(processor).__name__}")
+    return net.to(device).eval(), processor
+
+
+# --------------------------------------------------------------------------- chatting
+def input_kind(path: str | os.PathLike) -> str:
+    """"cotam", "video" or "image", from the file name (videos by their extension)."""
+    from ..codec.video import is_video
+
+    p = Path(path)
+    if p.suffix.lower() == ".cotam":
+        return "cotam"
+    return "video" if is_video(p) else "image"
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ImageInputError(f"cannot read image {path}: {exc}") from exc
+
+
+def _supports_video(model: Any) -> bool:
+    from .modeling_cotam import CoTAMLlavaOnevisionForConditionalGeneration
+
+    return isinstance(model, CoTAMLlavaOnevisionForConditionalGeneration)
+
+
+def chat(
+    model: Any,
+    processor: Any,
+    input_path: str | os.PathLike,
+    question: str,
+    quality: int | None = None,
+    frames: int = 16,
+    max_new_tokens: int = 64,
+    stream: bool = True,
+) -> ChatResult:
+    """Ask ``question`` about an image, a video or a ``.cotam`` file; greedy decoding.
+
+    Args:
+        model, processor: from :func:`load_cotam` (or any CoTAM model and :class:`CoTAMProcessor`).
+        input_path: an image file, a video file (LLaVA-OneVision only), or a ``.cotam`` container holding
+            one image or the frames of one video.
+        question: the user's text.
+        quality: edge quality level for images and videos (default: the model's); ignored for ``.cotam``.
+        frames: frames sampled uniformly from a video file.
+        max_new_tokens: generation budget.
+        stream: print the answer to stdout token by token as it is generated.
+
+    Returns:
+        A :class:`ChatResult` (answer, bits, bpp, quality).
+
+    Raises:
+        ImageInputError: the input is missing or unreadable.
+        ConfigError: a video on a host without video support, or invalid settings.
+        BitstreamError: a malformed ``.cotam`` file, or one made by another codec (CodecMismatchError).
+    """
+    from transformers import TextStreamer
+
+    from ..codec.container import parse
+    from ..vision.tower import unpack_bitstreams
+
+    path = Path(input_path)
+    if not path.is_file():
+        raise ImageInputError(f"input not found: {path}" if not path.exists() else f"input is not a file: {path}")
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    kind = input_kind(path)
+    data: bytes | None = None
+    if kind == "cotam":
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageInputError(f"cannot read {path}: {exc}") from exc
+        container = parse(data, processor.limits)
+        if not container.items:
+            raise ImageInputError(f"{path} holds no coded items")
+        media = "video" if container.items[0].is_video_frame else "image"
+    else:
+        media = kind
+    if media == "video" and not _supports_video(model):
+        raise ConfigError(f"{type(model).__name__} takes no video on the CoTAM path; use a LLaVA-OneVision host")
+    if media == "video" and frames < 1:
+        raise ConfigError(f"frames must be at least 1, got {frames}")
+
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}], add_generation_prompt=True
+    )
+    if kind == "cotam":
+        key = "video_bitstreams" if media == "video" else "bitstreams"
+        inputs = processor(text=prompt, **{key: [data]})
+    elif media == "video":
+        inputs = processor(text=prompt, videos=[str(path)], num_frames=frames, quality=quality)
+    else:
+        inputs = processor(text=prompt, images=[str(path)], quality=quality)
+
+    [stream_bytes] = unpack_bitstreams(inputs["pixel_values_videos" if media == "video" else "pixel_values"])
+    coded = parse(stream_bytes, processor.limits)
+    bits = 8 * len(stream_bytes)
+    first = coded.items[0]
+    bpp = None
+    if media == "image":
+        width, height = _image_size(path) if kind == "image" else first.orig_size
+        bpp = bits / (width * height)
+
+    tokenizer = processor.tokenizer
+    extra: dict[str, Any] = {}
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is not None:
+            extra["pad_token_id"] = pad
+    if stream:
+        extra["streamer"] = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    inputs = inputs.to(model.device)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
+    new_tokens = out[0, inputs["input_ids"].shape[1]:]
+    answer = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    return ChatResult(answer=answer, bits=bits, bpp=bpp, quality=first.base_quality, kind=media, items=len(coded.items))

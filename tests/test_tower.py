@@ -1,0 +1,204 @@
+"""CoTAMVisionTower, the latent adapter, the encoder wrapper and the view geometry, on tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_vit
+
+import tiny_hosts
+from cotam_llava.codec.container import parse
+from cotam_llava.codec.pipeline import decode, encode
+from cotam_llava.errors import BitstreamFormatError, CodecMismatchError, ConfigError
+from cotam_llava.imageio import to_pil
+from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
+from cotam_llava.vision.edge import EdgeEncoder, center_square
+from cotam_llava.vision.encoders import embed, encoder_spec, run_with_embedding_delta
+from cotam_llava.vision.tower import (
+    CoTAMTowerConfig,
+    CoTAMVisionTower,
+    pack_bitstreams,
+    unpack_bitstreams,
+)
+from cotam_llava.vision.views import Box, sample_latent, view_boxes
+
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return tiny_hosts.tiny_codec()
+
+
+def _tower(codec, family: str = "clip"):
+    import transformers
+
+    from cotam_llava.models import default_tower_config
+
+    enc = make_tiny_vit(family, layers=2, size=56).eval()
+    ip = transformers.CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    host = type("Host", (), {"vision_config": enc.config})()
+    cfg = default_tower_config(host, ip, codec, quality=5)
+    return CoTAMVisionTower(enc, cfg, codec).eval()
+
+
+# ----------------------------------------------------------------------------- adapter
+def test_adapter_starts_at_zero_and_has_the_token_layout():
+    cfg = LatentAdapterConfig(latent_channels=24, hidden_size=64, grid=(4, 4), num_prefix_tokens=1)
+    adapter = LatentFeatureAdapter(cfg)
+    assert cfg.num_heads == 1
+    delta = adapter(torch.randn(2, 24, 4, 4))
+    assert delta.shape == (2, 17, 64)
+    assert torch.count_nonzero(delta) == 0
+    torch.nn.init.normal_(adapter.proj_out.weight)
+    assert adapter(torch.randn(2, 24, 4, 4)).abs().sum() > 0
+    # a different grid interpolates the position embeddings
+    assert adapter(torch.randn(1, 24, 6, 5)).shape == (1, 31, 64)
+
+
+def test_adapter_config_validates():
+    with pytest.raises(ConfigError, match="unknown adapter config keys"):
+        LatentAdapterConfig.from_dict({"latent_channels": 8, "hidden_size": 64, "grid": [2, 2], "heads": 3})
+    with pytest.raises(ConfigError, match="divisible"):
+        LatentAdapterConfig(latent_channels=8, hidden_size=66, grid=(2, 2), num_heads=4)
+    with pytest.raises(ConfigError, match="expects ŷ"):
+        LatentFeatureAdapter(LatentAdapterConfig(8, 64, (2, 2)))(torch.zeros(1, 9, 2, 2))
+
+
+# ----------------------------------------------------------------------------- encoders
+@pytest.mark.parametrize("family, prefix", [("clip", 1), ("siglip", 0), ("internvl", 1), ("dinov2", 1), ("dinov2reg", 5)])
+def test_zero_delta_reproduces_the_stock_encoder(family, prefix):
+    enc = make_tiny_vit(family, layers=2, size=56).eval()
+    spec = encoder_spec(enc)
+    assert spec.num_prefix_tokens == prefix and spec.grid == (4, 4)
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        ref = enc(pixel_values=x, output_hidden_states=True)
+        out = run_with_embedding_delta(enc, x, torch.zeros(2, prefix + 16, 32), output_hidden_states=True)
+        assert embed(enc, x).shape == (2, prefix + 16, 32)
+        shifted = run_with_embedding_delta(enc, x, torch.ones(2, prefix + 16, 32), output_hidden_states=True)
+    assert type(out) is type(ref)
+    assert torch.equal(out.last_hidden_state, ref.last_hidden_state)
+    assert all(torch.equal(a, b) for a, b in zip(out.hidden_states, ref.hidden_states))
+    assert not torch.allclose(shifted.last_hidden_state, ref.last_hidden_state)
+
+
+def test_unsupported_encoder_is_rejected():
+    with pytest.raises(ConfigError, match="unsupported vision encoder"):
+        encoder_spec(torch.nn.Linear(2, 2))
+
+
+# ----------------------------------------------------------------------------- views
+def test_clip_geometry_is_the_centre_square():
+    import transformers
+
+    ip = transformers.CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    (box,) = view_boxes(ip, 200, 100)
+    assert box.y0 == 0 and box.y1 == 100
+    assert box.x0 == pytest.approx(50, abs=2) and box.x1 - box.x0 == pytest.approx(100, abs=1)
+
+
+def test_anyres_boxes_match_the_host_processor_views():
+    _, proc = tiny_hosts.tiny_host("onevision")
+    import numpy as np
+
+    for w, h in [(100, 60), (60, 100), (56, 56), (200, 180)]:
+        n = proc.image_processor(images=[np.zeros((h, w, 3), np.uint8)], return_tensors="pt")["pixel_values"].shape[1]
+        assert len(view_boxes(proc.image_processor, w, h)) == n
+
+
+def test_sampling_a_latent_aligned_1_to_1_returns_it_unchanged():
+    y = torch.randn(1, 5, 4, 4)
+    out = sample_latent(y, [Box(0, 0, 64, 64)], (4, 4))
+    assert torch.allclose(out, y, atol=1e-6)
+    # a box twice the grid is area-averaged; padding reads as zero
+    big = sample_latent(torch.ones(1, 5, 8, 8), [Box(0, 0, 128, 128), Box(-64, 0, 64, 128)], (4, 4))
+    assert torch.allclose(big[0], torch.ones(5, 4, 4), atol=1e-6)
+    assert torch.count_nonzero(big[1][..., :2]) == 0
+
+
+# ----------------------------------------------------------------------------- tower
+def test_bitstream_input_forms_agree_and_match_the_stock_encoder_on_the_decoded_picture(codec):
+    tower = _tower(codec)
+    data = EdgeEncoder(codec, tower.cotam_config).encode_image(KODAK / "kodim23.png", quality=5)
+    assert parse(data).items[0].canvas_size == (64, 64)
+    with torch.no_grad():
+        outs = [tower(data), tower([data]), tower(parse(data)), tower(pack_bitstreams([data]))]
+        picture = decode(codec, data)[0].picture
+        pv = tower.image_processor(images=[to_pil(picture)], return_tensors="pt")["pixel_values"]
+        ref = tower.encoder(pixel_values=pv, output_hidden_states=True)
+    for out in outs:
+        assert torch.equal(out.last_hidden_state, ref.last_hidden_state)
+        assert len(out.hidden_states) == len(ref.hidden_states)
+
+
+def test_a_batch_of_two_pictures_of_different_sizes(codec):
+    tower = _tower(codec)
+    a = encode(codec, KODAK / "kodim01.png", quality=4, canvas=(128, 64))
+    b = encode(codec, KODAK / "kodim23.png", quality=7)  # native resolution, padded
+    with torch.no_grad():
+        out = tower([a, b])
+        single = tower(b)
+    assert out.last_hidden_state.shape == (2, 17, 32)
+    assert torch.allclose(out.last_hidden_state[1], single.last_hidden_state[0], atol=1e-5)
+
+
+def test_on_the_fly_compression_gives_the_bitstreams_latent(codec):
+    tower = _tower(codec)
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        x_hat, y_hat = tower.simulate(image, 5)
+        coded = decode(codec, encode(codec, image[0], quality=5))[0]
+    assert torch.allclose(y_hat, coded.y_hat, atol=1e-4)
+    assert (x_hat - coded.x_hat).abs().max() < 2 / 255  # the decoder's x̂ is rounded to 8 bits on the way
+    pv = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        out = tower(pv, quality=3)
+    assert out.last_hidden_state.shape == (2, 17, 32)
+
+
+def test_trained_adapter_changes_the_output(codec):
+    tower = _tower(codec)
+    data = encode(codec, KODAK / "kodim23.png", quality=5, canvas=64)
+    with torch.no_grad():
+        before = tower(data).last_hidden_state
+        torch.nn.init.normal_(tower.adapter.proj_out.weight, std=0.1)
+        after = tower(data).last_hidden_state
+    assert not torch.allclose(before, after)
+
+
+def test_a_bitstream_from_another_codec_is_refused(codec):
+    tower = _tower(codec)
+    other = tiny_hosts.tiny_codec(seed=1)
+    with pytest.raises(CodecMismatchError, match="made by codec"):
+        tower(encode(other, KODAK / "kodim23.png", quality=5, canvas=64))
+
+
+def test_packing_round_trip_and_corrupt_lengths():
+    streams = [b"abc", b"", bytes(range(256))]
+    packed = pack_bitstreams(streams)
+    assert packed.dtype == torch.uint8 and unpack_bitstreams(packed) == streams
+    packed[0, 1] = 255  # length 65 283 in a 264-byte row
+    with pytest.raises(BitstreamFormatError, match="claims"):
+        unpack_bitstreams(packed)
+
+
+def test_tower_config_rejects_unknown_keys_and_a_codec_of_the_wrong_width(codec):
+    tower = _tower(codec)
+    data = tower.cotam_config.to_dict()
+    with pytest.raises(ConfigError, match="unknown CoTAM tower config keys"):
+        CoTAMTowerConfig.from_dict({**data, "canvas": 64})
+    from cotam_llava.codec.model import CoTAMELIC
+
+    wide = CoTAMELIC.from_preset("tiny", seed=0, M=48, groups=[8, 8, 16, 16])
+    with pytest.raises(ConfigError, match="latent channels"):
+        tower.set_codec(wide)
+
+
+def test_edge_crops_to_the_centre_square_for_clip_style_hosts(codec):
+    tower = _tower(codec)
+    assert tower.cotam_config.center_crop and tower.cotam_config.canvas_size == 64
+    pic = center_square(to_pil(KODAK / "kodim01.png"))
+    assert pic.size == (512, 512)
