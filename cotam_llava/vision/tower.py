@@ -111,11 +111,11 @@ def image_processor_from_dict(data: dict[str, Any]) -> Any:
     from .._transformers import quiet_transformers
 
     name = data.get("image_processor_type")
-    cls = getattr(transformers, str(name), None)
-    if cls is None:
-        raise ConfigError(f"unknown image processor type {name!r} in the CoTAM config")
     kwargs = {k: v for k, v in data.items() if k not in ("image_processor_type", "processor_class")}
-    with quiet_transformers():
+    with quiet_transformers():  # without torchvision, transformers falls back to the PIL backend (and says so)
+        cls = getattr(transformers, str(name), None)
+        if cls is None:
+            raise ConfigError(f"unknown image processor type {name!r} in the CoTAM config")
         return cls(**kwargs)
 
 
