@@ -202,3 +202,21 @@ def test_edge_crops_to_the_centre_square_for_clip_style_hosts(codec):
     assert tower.cotam_config.center_crop and tower.cotam_config.canvas_size == 64
     pic = center_square(to_pil(KODAK / "kodim01.png"))
     assert pic.size == (512, 512)
+
+
+def test_switches_for_ablations_and_baselines(codec):
+    tower = _tower(codec)
+    torch.nn.init.normal_(tower.adapter.proj_out.weight, std=0.1)
+    data = encode(codec, KODAK / "kodim23.png", quality=5, canvas=64)
+    pv = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        enhanced = tower(data).last_hidden_state
+        tower.adapter_enabled = False
+        plain = tower(data).last_hidden_state
+        picture = decode(codec, data)[0].picture
+        ref = tower.encoder(pixel_values=tower.image_processor(images=[to_pil(picture)], return_tensors="pt")["pixel_values"])
+        tower.compress_pixels = False
+        stock = tower(pv).last_hidden_state
+    assert not torch.allclose(enhanced, plain)
+    assert torch.equal(plain, ref.last_hidden_state)
+    assert torch.equal(stock, tower.encoder(pixel_values=pv).last_hidden_state)

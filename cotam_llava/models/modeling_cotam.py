@@ -341,7 +341,9 @@ class _CoTAMGenerationMixin:
         quantization = kwargs.get("quantization_config")
         if quantization is not None and hasattr(quantization, "llm_int8_skip_modules"):
             skip = list(quantization.llm_int8_skip_modules or [])
-            quantization.llm_int8_skip_modules = sorted(set(skip) | {"vision_tower", "multi_modal_projector", "lm_head"})
+            # module names match from the start (transformers.quantizers.quantizers_utils.should_convert_module)
+            keep = {"model.vision_tower", "model.multi_modal_projector", "lm_head"}
+            quantization.llm_int8_skip_modules = sorted(set(skip) | keep)
         model = cls._cotam_host_class.from_pretrained(host, **kwargs)
         tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
         config_dict = model.config.to_dict()

@@ -17,7 +17,10 @@ Inputs to :meth:`CoTAMVisionTower.forward`:
 * normalised pixel views while :meth:`attached_latents` is active — how a host model's own
   ``get_image_features`` calls the tower once the CoTAM model has decoded the bitstreams and cut the views;
 * other normalised pixel views — compressed on the fly (codec forward in eval mode: the same ŷ a real
-  bitstream would carry) at ``quality``; for simulation and training.
+  bitstream would carry) at ``quality``; for simulation and training. With ``compress_pixels = False`` they
+  go to the stock encoder unchanged (classical-codec baselines, the uncompressed reference).
+
+``adapter_enabled = False`` drops the enhancement (x̂ alone: the base codec ablation).
 
 The codec is deliberately not a registered submodule: its weights and finalized CDF tables live in their
 own checkpoint (``codec/``), it stays fp32 on ``decode_device`` whatever ``.to()`` or quantization does
@@ -197,6 +200,11 @@ class CoTAMVisionTower(nn.Module):
         self.cotam_config = config
         self.adapter = LatentFeatureAdapter(LatentAdapterConfig.from_dict(config.adapter))
         self.output_dtype: torch.dtype | None = None
+        #: False: no enhancement (x̂ alone feeds the encoder) — the "no adapter" ablation.
+        self.adapter_enabled = True
+        #: False: pixel views without attached latents go to the stock encoder as they are (for classical
+        #: codecs and the uncompressed reference) instead of being compressed on the fly.
+        self.compress_pixels = True
         self.limits = ParseLimits()
         self.__dict__["_codec"] = None
         self.__dict__["_image_processor"] = None
@@ -330,9 +338,9 @@ class CoTAMVisionTower(nn.Module):
         return out.x_hat[..., :h, :w].clamp(0, 1).to(self.device), out.y_hat[..., :hl, :wl].to(self.device)
 
     # ------------------------------------------------------------------ forward
-    def _encode(self, pixel_values: Tensor, latents: Tensor, capture: list[Tensor] | None, **kwargs: Any) -> Any:
+    def _encode(self, pixel_values: Tensor, latents: Tensor | None, capture: list[Tensor] | None, **kwargs: Any) -> Any:
         encoder_dtype = next(self.encoder.parameters()).dtype
-        delta = self.adapter(latents.to(self.device))
+        delta = self.adapter(latents.to(self.device)) if latents is not None and self.adapter_enabled else None
         kwargs.setdefault("output_hidden_states", True)
         kwargs.setdefault("return_dict", True)
         out = run_with_embedding_delta(self.encoder, pixel_values.to(self.device, encoder_dtype), delta, capture, **kwargs)
@@ -376,6 +384,8 @@ class CoTAMVisionTower(nn.Module):
             if latents.shape[0] != pixel_values.shape[0]:
                 raise CoTAMError(f"{pixel_values.shape[0]} pixel views but {latents.shape[0]} latent views attached")
             return self._encode(pixel_values, latents, capture_embeddings, **kwargs)
+        if not self.compress_pixels:
+            return self._encode(pixel_values, None, capture_embeddings, **kwargs)
         processor = self.image_processor
         mean = torch.tensor(processor.image_mean, device=pixel_values.device).view(1, 3, 1, 1)
         std = torch.tensor(processor.image_std, device=pixel_values.device).view(1, 3, 1, 1)
