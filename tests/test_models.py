@@ -177,3 +177,22 @@ def test_quantized_language_model_loads_and_generates(bits, tmp_path):
     inputs = proc(text=tiny_hosts.chat_prompt(proc), images=[KODAK / "kodim23.png"])
     out = q.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
+
+
+def test_anyres_edge_uses_hierarchical_guidance_and_the_model_reads_it(tmp_path):
+    from cotam_llava.codec.guidance import GuidanceConfig, ShallowAttentionGuidance
+    from cotam_llava.codec.container import parse
+    from cotam_llava.vision.edge import EdgeEncoder
+    from conftest import make_tiny_vit
+
+    model, proc, _, _ = tiny_hosts.build_cotam("onevision", tmp_path)
+    guidance = ShallowAttentionGuidance(make_tiny_vit("siglip", layers=2, size=56), GuidanceConfig(num_layers=2, grid=4))
+    edge = EdgeEncoder(model.codec, model.vision_tower.cotam_config, guidance=guidance)
+    picture = to_pil(KODAK / "kodim01.png")  # 768×512 → best resolution 112×112 → shrunk to 112×75, 2×2 tiles
+    assert edge.picture(picture).size == (112, 75)
+    item = parse(edge.encode_image(picture, quality=5)).items[0]
+    assert item.quality_map is not None and item.quality_map.shape == (8, 8)  # 2×2 tiles of 4×4 cells
+    inputs = proc(text=tiny_hosts.chat_prompt(proc), bitstreams=[edge.encode_image(picture, quality=5)])
+    assert inputs["image_sizes"].tolist() == [[75, 112]]
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()

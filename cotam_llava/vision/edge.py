@@ -2,8 +2,8 @@
 
 ::
 
-    image ─(centre square, if the host's processor crops)─▶ picture
-          ─guidance (optional): shallow-ViT attention → G×G quality map─┐
+    image ─(centre square, if the host's processor crops; shrunk to the AnyRes resolution)─▶ picture
+          ─guidance (optional): shallow-ViT attention → G×G quality map (hierarchical for AnyRes tiles)─┐
           ─codec at the tower's canvas (16 × patch grid; or native, padded, for AnyRes)─▶ bytes
     video ─uniform frame sampling (as video MLLMs do)─▶ frames ─each as above─▶ one container
 """
@@ -39,13 +39,14 @@ class EdgeEncoder:
         codec: the finalized codec (the same checkpoint the cloud decodes with).
         config: the tower's :class:`CoTAMTowerConfig` (canvas, crop, default quality, guidance).
         use_guidance: run guidance when the config names a guidance model (False: uniform quality).
+        guidance: an already loaded ``ShallowAttentionGuidance`` to use instead of the configured one.
     """
 
-    def __init__(self, codec: CoTAMELIC, config: CoTAMTowerConfig, use_guidance: bool = True) -> None:
+    def __init__(self, codec: CoTAMELIC, config: CoTAMTowerConfig, use_guidance: bool = True, guidance=None) -> None:
         self.codec = codec
         self.config = config
-        self.use_guidance = use_guidance and config.guidance_model is not None
-        self._guidance = None
+        self.use_guidance = use_guidance and (guidance is not None or config.guidance_model is not None)
+        self._guidance = guidance
 
     @property
     def guidance(self):
@@ -54,20 +55,47 @@ class EdgeEncoder:
             self._guidance = load_guidance(str(self.config.guidance_model), cfg)
         return self._guidance
 
-    def picture(self, image: ImageLike) -> Image.Image:
+    def _anyres_grid(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """For AnyRes hosts: (best resolution (h, w), tile grid (rows, cols)) the host will use; else None."""
+        proc = self.config.image_processor
+        pins = proc.get("image_grid_pinpoints")
+        if not pins:
+            return None
+        from transformers.image_processing_utils import select_best_resolution
+
+        size = proc.get("crop_size") or proc.get("size") or {}
+        tile = int(size.get("height") or size.get("shortest_edge"))
+        bh, bw = select_best_resolution((height, width), pins)
+        return (bh, bw), (bh // tile, bw // tile)
+
+    def picture(self, image: ImageLike, video: bool = False) -> Image.Image:
+        """What gets coded: the host's centre square (CLIP-style hosts), or for AnyRes hosts the picture
+        shrunk to fit the tiling resolution the host will pick (it would downscale it anyway)."""
         pil = to_pil(image)
-        return center_square(pil) if self.config.center_crop else pil
+        if self.config.center_crop:
+            return center_square(pil)
+        anyres = None if video else self._anyres_grid(*pil.size)
+        if anyres is not None:
+            (bh, bw), _ = anyres
+            scale = min(bw / pil.width, bh / pil.height)
+            if scale < 1:
+                pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BICUBIC)
+        return pil
+
+    def _quality_map(self, picture: Image.Image, quality: int, video: bool):
+        anyres = None if video else self._anyres_grid(*picture.size)
+        tiles = anyres[1] if anyres is not None and anyres[1] != (1, 1) else None
+        return guided_quality_map(self.guidance, picture, quality, tiles=tiles,
+                                  num_qualities=self.codec.config.num_qualities)[0]
 
     def encode_images(self, images: Sequence[ImageLike], quality: int | None = None, video: bool = False) -> bytes:
-        """Encode pictures (or the frames of one video, ``video=True``) into one container."""
+        """Encode pictures (or the frames of one video, ``video=True``) into one container.
+
+        With guidance, AnyRes hosts get hierarchical maps (a global map plus one per host tile, paper A.6).
+        """
         q = self.config.quality if quality is None else quality
-        pictures = [self.picture(image) for image in images]
-        maps = None
-        if self.guidance is not None:
-            maps = [
-                guided_quality_map(self.guidance, p, q, num_qualities=self.codec.config.num_qualities)[0]
-                for p in pictures
-            ]
+        pictures = [self.picture(image, video) for image in images]
+        maps = [self._quality_map(p, q, video) for p in pictures] if self.guidance is not None else None
         return encode(self.codec, pictures, quality=q, quality_maps=maps, canvas=self.config.canvas_size, video=video)
 
     def encode_image(self, image: ImageLike, quality: int | None = None) -> bytes:
