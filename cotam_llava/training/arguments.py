@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["CodecTrainingArguments"]
+__all__ = ["CodecTrainingArguments", "AdapterTrainingArguments"]
 
 _DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train")
 
@@ -60,6 +60,61 @@ class CodecTrainingArguments:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0.0 <= self.map_probability <= 1.0:
             raise ConfigError(f"map_probability must be in [0, 1], got {self.map_probability}")
+        if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
+            raise ConfigError("Kodak is the test set: never train on it")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+@dataclass
+class AdapterTrainingArguments:
+    """Training of the latent feature adapter against a frozen vision encoder (``cotam train-adapter``).
+
+    The paper trains 5 epochs, the first with the low-level term only; here the schedule is in steps:
+    ``warmup_fraction`` of ``max_steps`` use λ_low only, the rest λ_low·MSE(embeddings) + λ_high·MSE(final).
+    """
+
+    output_dir: str = field(metadata={"help": "run folder: checkpoints, logs, the exported adapter (latest/, final/)"})
+    codec: str = field(metadata={"help": "frozen codec checkpoint (config.json + model.safetensors)"})
+    encoder: str = field(
+        default="dinov2-imgfocus",
+        metadata={"help": "vision encoder: 'dinov2-imgfocus' (real DINOv2-S/14 converted offline) or a local "
+                          "transformers vision model folder (CLIP, SigLIP, InternViT, DINOv2)"},
+    )
+    guidance: bool = field(default=True, metadata={"help": "train on guided quality maps (the encoder's first layers)"})
+    data_dirs: list[str] = field(
+        default_factory=lambda: [_DEFAULT_DATA],
+        metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
+    )
+    val_every_nth: int = field(default=25, metadata={"help": "every n-th image (sorted by path) is held out for validation"})
+    batch_size: int = field(default=8, metadata={"help": "crops (at the codec canvas) per step and process"})
+    max_steps: int = field(default=2000, metadata={"help": "optimisation steps"})
+    warmup_fraction: float = field(default=0.2, metadata={"help": "share of steps with the low-level term only (paper: 1 of 5 epochs)"})
+    lambda_low: float = field(default=0.1, metadata={"help": "weight of the patch-embedding (layer-0) token MSE"})
+    lambda_high: float = field(default=1.0, metadata={"help": "weight of the final-layer token MSE"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    save_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
+    val_every: int = field(default=200, metadata={"help": "steps between validations on real bitstreams (0: only at the end)"})
+    val_qualities: list[int] = field(default_factory=lambda: [1, 4, 7], metadata={"help": "qualities validated"})
+    val_images: int = field(default=6, metadata={"help": "held-out photos used for validation"})
+    log_every: int = field(default=10, metadata={"help": "steps between log lines (CSV)"})
+    seed: int = field(default=0, metadata={"help": "seed: batches depend only on (seed, step)"})
+    resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop (after a checkpoint) after this wall time; 0: no limit"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: default)"})
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints", "val_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.lambda_low < 0 or self.lambda_high < 0 or self.lambda_low + self.lambda_high == 0:
+            raise ConfigError("lambda_low and lambda_high must be ≥ 0 and not both 0")
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
             raise ConfigError("Kodak is the test set: never train on it")
 

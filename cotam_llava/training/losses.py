@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..codec.model import CodecOutput
 
-__all__ = ["RDLossOutput", "rate_distortion_loss"]
+__all__ = ["RDLossOutput", "rate_distortion_loss", "MultiLevelLossOutput", "multi_level_loss"]
 
 
 @dataclass
@@ -52,3 +52,28 @@ def rate_distortion_loss(output: CodecOutput, x: Tensor, lambdas: Tensor, qmap: 
     mse = mse_map.mean().detach()
     psnr = 10 * math.log10(1.0 / max(float(mse), 1e-12))
     return RDLossOutput(loss=loss, mse=mse, bpp=bpp.detach(), psnr=psnr)
+
+
+@dataclass
+class MultiLevelLossOutput:
+    """Scalars of one adapter batch: ``loss`` (differentiable), ``low`` and ``high`` (MSEs, detached)."""
+
+    loss: Tensor
+    low: Tensor
+    high: Tensor
+
+
+def multi_level_loss(
+    embeddings: Tensor, final: Tensor, target_embeddings: Tensor, target_final: Tensor, lambda_low: float, lambda_high: float
+) -> MultiLevelLossOutput:
+    """CoTAM's adapter loss (§3.3): λ_low·MSE(patch-embedding tokens) + λ_high·MSE(final-layer tokens).
+
+    Args:
+        embeddings: enhanced embedding output of x̂ (+ adapter), (B, T, D).
+        final: final-layer tokens of x̂ (+ adapter), (B, T, D).
+        target_embeddings, target_final: the same for the original image (no grad).
+        lambda_low, lambda_high: the weights (paper: 0.1 and 1; λ_high = 0 during warm-up).
+    """
+    low = F.mse_loss(embeddings, target_embeddings)
+    high = F.mse_loss(final, target_final)
+    return MultiLevelLossOutput(loss=lambda_low * low + lambda_high * high, low=low.detach(), high=high.detach())

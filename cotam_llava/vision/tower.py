@@ -386,14 +386,56 @@ class CoTAMVisionTower(nn.Module):
             return self._encode(pixel_values, latents, capture_embeddings, **kwargs)
         if not self.compress_pixels:
             return self._encode(pixel_values, None, capture_embeddings, **kwargs)
-        processor = self.image_processor
-        mean = torch.tensor(processor.image_mean, device=pixel_values.device).view(1, 3, 1, 1)
-        std = torch.tensor(processor.image_std, device=pixel_values.device).view(1, 3, 1, 1)
-        images = (pixel_values.float() * std + mean).clamp(0, 1)
-        x_hat, y_hat = self.simulate(images, quality)
-        size = (pixel_values.shape[-2], pixel_values.shape[-1])
-        grid_boxes = [full_box(size[1], size[0])]
-        latents = torch.cat([sample_latent(y[None], grid_boxes, self.spec.grid) for y in y_hat])
-        views = (x_hat - mean.to(x_hat.device)) / std.to(x_hat.device)
-        return self._encode(views, latents, capture_embeddings, **kwargs)
+        mean, std = self._normalization(pixel_values.device)
+        return self.encode_images((pixel_values.float() * std + mean).clamp(0, 1), quality, capture_embeddings, **kwargs)
 
+    # ------------------------------------------------------------------ differentiable path (training, simulation)
+    def _normalization(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        proc = self.cotam_config.image_processor
+        mean = torch.tensor(proc["image_mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(proc["image_std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        return mean, std
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Differentiable stand-in for the host image processor on square pictures.
+
+        Bicubic (antialiased) resize to the encoder's input side, then the processor's normalisation. The
+        bitstream path uses the host's own (PIL) processor instead; this one is for training and simulation.
+
+        Args:
+            images: (B, 3, H, W) in [0, 1].
+
+        Returns:
+            (B, 3, S, S) normalised views.
+        """
+        side = self.spec.image_size
+        if images.shape[-2:] != (side, side):
+            images = F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+        mean, std = self._normalization(images.device)
+        return (images.clamp(0, 1) - mean) / std
+
+    def encode_images(
+        self,
+        images: Tensor,
+        quality: int | Tensor | None = None,
+        capture_embeddings: list[Tensor] | None = None,
+        compress: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Encoder output for pictures compressed on the fly (or left as they are with ``compress=False``).
+
+        Args:
+            images: (B, 3, H, W) in [0, 1], e.g. crops at the codec canvas (16 × the patch grid).
+            quality: level (or per-sample / per-position levels) for the codec; default: the config's.
+            capture_embeddings: list to which the (enhanced) embedding output is appended.
+            compress: False runs the stock encoder on ``images`` (the reference for fidelity losses).
+
+        Returns:
+            What the stock encoder returns for the views.
+        """
+        if not compress:
+            return self._encode(self.preprocess(images.to(self.device)), None, capture_embeddings, **kwargs)
+        x_hat, y_hat = self.simulate(images, quality)
+        h, w = images.shape[-2:]
+        latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.spec.grid) for y in y_hat])
+        return self._encode(self.preprocess(x_hat), latents, capture_embeddings, **kwargs)

@@ -1,0 +1,279 @@
+"""Training loop of the latent feature adapter (``cotam train-adapter``), codec and encoder frozen, on accelerate.
+
+Per step (CoTAM §3.3, appendix A.3)::
+
+    crops x (B, 3, C, C) at the codec canvas (16 × the encoder's patch grid)
+      ├─ reference: encoder(x) → embedding tokens E, final tokens F                      (no grad)
+      └─ quality per sample (random base level; guided map from the encoder's first layers)
+           → frozen codec (eval: the ŷ a bitstream carries) → x̂, ŷ
+           → encoder(x̂) with adapter(ŷ) added to its embeddings → Ê, F̂
+    L = λ_low·MSE(Ê, E) + λ_high·MSE(F̂, F)     (λ_high = 0 during the warm-up share of steps)
+
+Validation decodes **real bitstreams** of held-out photos (the edge side with guidance) and reports the
+final-token cosine and MSE to the original's tokens with and without the adapter. Checkpoints are
+safetensors + JSON (no pickles) and resume at the same step; exports (``latest/``, ``final/``) hold
+``adapter.safetensors`` and ``adapter_config.json`` (the tower config, the encoder and the codec id).
+Fine-tuning the codec with a rate term (the paper's variant) is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..codec.guidance import GuidanceConfig, guided_quality_map
+from ..codec.guidance.attention import ShallowAttentionGuidance
+from ..codec.model import CoTAMELIC
+from ..errors import CheckpointError
+from ..imageio import to_pil
+from ..vision.edge import EdgeEncoder, center_square
+from ..vision.tower import CoTAMVisionTower
+from .arguments import AdapterTrainingArguments
+from .data import PhotoCrops, split_files
+from .losses import multi_level_loss
+from .state import CHECKPOINT_PREFIX, latest_checkpoint, load_optimizers, prune_checkpoints, save_optimizers
+
+__all__ = ["train_adapter", "build_tower", "load_encoder", "token_fidelity", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
+
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
+    """(vision encoder in eval mode, its image processor) for ``"dinov2-imgfocus"`` or a local folder."""
+    import transformers
+
+    from .._transformers import quiet_transformers
+
+    with quiet_transformers():
+        if name == "dinov2-imgfocus":
+            from ..vision.dinov2_onnx import load_dinov2_small
+
+            encoder = load_dinov2_small()
+            processor = transformers.BitImageProcessor(
+                size={"height": 224, "width": 224}, do_center_crop=False, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+            )
+        else:
+            if not Path(name).is_dir():
+                raise CheckpointError(f"encoder {name!r} is neither 'dinov2-imgfocus' nor a local model folder")
+            encoder = transformers.AutoModel.from_pretrained(name)
+            processor = transformers.AutoImageProcessor.from_pretrained(name)
+    return encoder.eval(), processor
+
+
+def build_tower(encoder: torch.nn.Module, processor: Any, codec: CoTAMELIC, guidance_model: str | None = None) -> CoTAMVisionTower:
+    """A CoTAM tower over ``encoder`` with the default canvas (16 × its patch grid)."""
+    from ..models.modeling_cotam import default_tower_config
+
+    config = default_tower_config(SimpleNamespace(vision_config=encoder.config), processor, codec, guidance_model=guidance_model)
+    return CoTAMVisionTower(encoder, config, codec)
+
+
+def token_fidelity(tokens: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """(mean cosine similarity over tokens, MSE) of final-layer tokens (B, T, D) against the reference's."""
+    cos = F.cosine_similarity(tokens.float(), reference.float(), dim=-1).mean()
+    return float(cos), float(F.mse_loss(tokens.float(), reference.float()))
+
+
+def _quality_maps(rng: np.random.Generator, x: torch.Tensor, q_levels: int, guidance: ShallowAttentionGuidance | None) -> torch.Tensor:
+    """(B, C/16, C/16) quality levels: a random base level per sample, guided when ``guidance`` is given."""
+    b, _, h, w = x.shape
+    base = rng.integers(q_levels, size=b)
+    if guidance is None:
+        return torch.from_numpy(np.repeat(base, (h // 16) * (w // 16)).reshape(b, h // 16, w // 16))
+    maps = [guided_quality_map(guidance, x[i].cpu(), int(base[i]), num_qualities=q_levels)[0].expand(h // 16, w // 16)
+            for i in range(b)]
+    return torch.from_numpy(np.stack(maps).astype(np.int64))
+
+
+def _validate(tower: CoTAMVisionTower, edge: EdgeEncoder, files: list[Path], qualities: list[int]) -> list[dict]:
+    """Real-bitstream token fidelity, base codec vs + adapter, on centre squares of ``files``."""
+    rows = []
+    proc = tower.image_processor
+    with torch.no_grad():
+        for path in files:
+            picture = center_square(to_pil(path))
+            pv = proc(images=[picture], return_tensors="pt")["pixel_values"].to(tower.device)
+            reference = tower.encoder(pixel_values=pv).last_hidden_state
+            for q in qualities:
+                data = edge.encode_image(picture, q)
+                tower.adapter_enabled = False
+                base = tower(data).last_hidden_state
+                tower.adapter_enabled = True
+                enhanced = tower(data).last_hidden_state
+                cos_b, mse_b = token_fidelity(base, reference)
+                cos_a, mse_a = token_fidelity(enhanced, reference)
+                bpp = len(data) * 8 / (picture.width * picture.height)
+                rows.append({"image": path.name, "quality": q, "bpp": bpp, "cos_base": cos_b, "cos_adapter": cos_a,
+                             "mse_base": mse_b, "mse_adapter": mse_a})
+    return rows
+
+
+def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArguments, step: int) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in tower.adapter.state_dict().items()}
+    save_file(state, str(folder / ADAPTER_WEIGHTS))
+    info = {"tower": tower.cotam_config.to_dict(), "encoder": args.encoder, "codec": args.codec,
+            "codec_id": tower.codec.codec_id.hex(), "step": step}
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path:
+    """Train (or resume) an adapter run in ``args.output_dir``; returns the exported ``final/`` (or ``latest/``)."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    run = Path(args.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    main_process = accelerator.is_main_process
+
+    torch.manual_seed(args.seed)  # the adapter's initialisation
+    codec = CoTAMELIC.from_pretrained(args.codec)
+    encoder, processor = load_encoder(args.encoder)
+    guidance_model = args.encoder if args.guidance else None
+    tower = build_tower(encoder, processor, codec, guidance_model)
+    tower.cotam_config.decode_device = str(accelerator.device)
+    tower.set_codec(codec)
+    tower.encoder.requires_grad_(False)
+    codec.requires_grad_(False)
+    guidance = None
+    if args.guidance:
+        # a truncated copy (guidance keeps only the first K layers of the module it is given)
+        guidance = ShallowAttentionGuidance(copy.deepcopy(encoder), GuidanceConfig(image_size=tower.spec.image_size,
+                                                                    image_mean=list(processor.image_mean),
+                                                                    image_std=list(processor.image_std)))
+
+    resume_from = latest_checkpoint(run) if args.resume else None
+    start_step = 0
+    if resume_from is not None:
+        tower.adapter.load_state_dict(load_file(str(resume_from / ADAPTER_WEIGHTS)))
+        start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+    if main_process:
+        (run / "training_args.json").write_text(args.to_json())
+
+    optimizer = torch.optim.AdamW(tower.adapter.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    if resume_from is not None:
+        load_optimizers({"adapter": optimizer}, resume_from)
+    tower, optimizer = accelerator.prepare(tower, optimizer)
+    core: CoTAMVisionTower = accelerator.unwrap_model(tower)
+    core.train()
+    core.encoder.eval()
+
+    train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
+    canvas = int(core.cotam_config.canvas_size or 16 * core.spec.grid[0])
+    crops = PhotoCrops(train_files, canvas)
+    Q = codec.config.num_qualities
+    edge = EdgeEncoder(codec, core.cotam_config, guidance=guidance) if args.guidance else EdgeEncoder(codec, core.cotam_config, use_guidance=False)
+    warmup_steps = int(args.warmup_fraction * args.max_steps)
+
+    log_path, val_path = run / "train_log.csv", run / "val_log.csv"
+    log_fields = ["step", "loss", "mse_low", "mse_high", "lambda_high", "sec_per_step"]
+    val_fields = ["step", "quality", "bpp", "cos_base", "cos_adapter", "mse_base", "mse_adapter"]
+    if main_process:
+        for path, fields in ((log_path, log_fields), (val_path, val_fields)):
+            kept: list[list[str]] = []
+            if path.exists() and resume_from is not None:
+                with path.open(newline="") as f:
+                    kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start_step]
+            with path.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(fields)
+                writer.writerows(kept)
+
+    def save_checkpoint(step: int) -> None:
+        if not main_process:
+            return
+        folder = run / f"{CHECKPOINT_PREFIX}{step:07d}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        _export(core, tmp, args, step)
+        save_optimizers({"adapter": optimizer}, tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+        prune_checkpoints(run, args.keep_checkpoints)
+
+    def validate_and_export(step: int, target: str) -> None:
+        if not main_process:
+            return
+        core.eval()
+        rows = _validate(core, edge, val_files[: args.val_images], args.val_qualities)
+        core.train()
+        core.encoder.eval()
+        with val_path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            for q in args.val_qualities:
+                sel = [r for r in rows if r["quality"] == q]
+                writer.writerow([step, q] + [f"{np.mean([r[k] for r in sel]):.6f}" for k in val_fields[2:]])
+        _export(core, run / target, args, step)
+        (run / target / "validation.json").write_text(json.dumps({"step": step, "rows": rows}, indent=1))
+        summary = ", ".join(
+            f"q{q} cos {np.mean([r['cos_base'] for r in rows if r['quality'] == q]):.4f}→"
+            f"{np.mean([r['cos_adapter'] for r in rows if r['quality'] == q]):.4f}" for q in args.val_qualities)
+        tqdm.write(f"val step {step}: {summary}")
+
+    started = time.time()
+    bar = tqdm(total=args.max_steps, initial=start_step, desc="train-adapter", unit="step",
+               disable=not (progress and main_process))
+    t_last, step = time.time(), start_step
+    while step < args.max_steps:
+        rng = np.random.default_rng([args.seed, step, accelerator.process_index])
+        x = crops.batch(rng, args.batch_size).to(accelerator.device)
+        qmap = _quality_maps(rng, x, Q, guidance).to(accelerator.device)
+        lambda_high = 0.0 if step < warmup_steps else args.lambda_high
+        with torch.no_grad():
+            target_emb: list[torch.Tensor] = []
+            target = core.encode_images(x, compress=False, capture_embeddings=target_emb)
+        emb: list[torch.Tensor] = []
+        out = core.encode_images(x, qmap, capture_embeddings=emb)
+        loss = multi_level_loss(emb[0], out.last_hidden_state, target_emb[0], target.last_hidden_state,
+                                args.lambda_low, lambda_high)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss.loss)
+        if args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(core.adapter.parameters(), args.max_grad_norm)
+        optimizer.step()
+        step += 1
+        bar.update()
+        if main_process and (step % args.log_every == 0 or step == args.max_steps):
+            now = time.time()
+            sec = (now - t_last) / args.log_every
+            t_last = now
+            with log_path.open("a", newline="") as f:
+                csv.writer(f).writerow([step, f"{loss.loss.item():.6f}", f"{loss.low.item():.6f}", f"{loss.high.item():.6f}",
+                                        lambda_high, f"{sec:.3f}"])
+            bar.set_postfix(loss=f"{loss.loss.item():.4f}", high=f"{loss.high.item():.4f}")
+        if step == args.max_steps:
+            break
+        out_of_time = args.max_minutes > 0 and (time.time() - started) / 60 > args.max_minutes
+        if step % args.save_every == 0 or out_of_time:
+            save_checkpoint(step)
+        if args.val_every and step % args.val_every == 0:
+            validate_and_export(step, "latest")
+        if out_of_time:
+            tqdm.write(f"stopping after {args.max_minutes} minutes at step {step}; resume with the same command")
+            bar.close()
+            return run / "latest"
+    bar.close()
+    save_checkpoint(step)
+    validate_and_export(step, "final")
+    return run / "final"

@@ -1,0 +1,96 @@
+"""Adapter training: a few steps lower the multi-level loss; a killed run resumes at the same step and state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_vit
+from PIL import Image
+from safetensors.torch import load_file
+
+import tiny_hosts
+from cotam_llava.cli import main
+from cotam_llava.errors import ConfigError
+from cotam_llava.training.adapter_trainer import ADAPTER_WEIGHTS, build_tower, load_encoder, train_adapter
+from cotam_llava.training.arguments import AdapterTrainingArguments
+from cotam_llava.training.data import PhotoCrops
+from cotam_llava.training.losses import multi_level_loss
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    import transformers
+
+    root = tmp_path_factory.mktemp("adapter")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:80, 0:96]
+    for i in range(4):
+        smooth = np.stack([(x * (i + 1)) % 256, (y * 3) % 256, ((x + y) // 2) % 256], axis=-1)
+        Image.fromarray(np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    encoder = make_tiny_vit("dinov2", layers=3, size=56)
+    encoder.save_pretrained(root / "encoder")
+    transformers.BitImageProcessor(size={"height": 56, "width": 56}, do_center_crop=False).save_pretrained(root / "encoder")
+    tiny_hosts.tiny_codec().save_pretrained(root / "codec")
+    return {"root": root, "photos": photos, "encoder": root / "encoder", "codec": root / "codec"}
+
+
+def _args(setup, out: Path, **kw) -> AdapterTrainingArguments:
+    base = dict(output_dir=str(out), codec=str(setup["codec"]), encoder=str(setup["encoder"]), data_dirs=[str(setup["photos"])],
+                val_every_nth=4, batch_size=2, max_steps=4, save_every=2, val_every=0, val_qualities=[2, 8], val_images=1,
+                log_every=1, learning_rate=3e-3, warmup_fraction=0.25, guidance=True)
+    base.update(kw)
+    return AdapterTrainingArguments(**base)
+
+
+def _fixed_loss(setup, adapter_folder: Path | None) -> float:
+    from cotam_llava.codec.model import CoTAMELIC
+
+    encoder, processor = load_encoder(str(setup["encoder"]))
+    tower = build_tower(encoder, processor, CoTAMELIC.from_pretrained(setup["codec"])).eval()
+    if adapter_folder is not None:
+        tower.adapter.load_state_dict(load_file(str(adapter_folder / ADAPTER_WEIGHTS)))
+    x = PhotoCrops(sorted(setup["photos"].glob("*.png")), 64).batch(np.random.default_rng(7), 4)
+    with torch.no_grad():
+        ref_emb, emb = [], []
+        ref = tower.encode_images(x, compress=False, capture_embeddings=ref_emb)
+        out = tower.encode_images(x, 1, capture_embeddings=emb)
+    return float(multi_level_loss(emb[0], out.last_hidden_state, ref_emb[0], ref.last_hidden_state, 0.1, 1.0).loss)
+
+
+def test_a_few_steps_lower_the_loss(setup, tmp_path):
+    before = _fixed_loss(setup, None)
+    final = train_adapter(_args(setup, tmp_path / "run", max_steps=30, save_every=30), progress=False)
+    after = _fixed_loss(setup, final)
+    assert after < 0.9 * before
+    info = json.loads((final / "adapter_config.json").read_text())
+    assert info["step"] == 30 and info["tower"]["canvas_size"] == 64
+    rows = json.loads((final / "validation.json").read_text())["rows"]
+    assert {r["quality"] for r in rows} == {2, 8} and all(r["bpp"] > 0 for r in rows)
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert log[1].split(",")[4] == "0.0" and log[-1].split(",")[4] == "1.0"  # warm-up: low-level term only
+
+
+def test_a_killed_run_resumes_at_the_same_step_and_state(setup, tmp_path):
+    straight = train_adapter(_args(setup, tmp_path / "straight", guidance=False), progress=False)
+    # "killed" after the first step: max_minutes≈0 stops right after a checkpoint at step 1
+    train_adapter(_args(setup, tmp_path / "killed", guidance=False, max_minutes=1e-9), progress=False)
+    resumed = train_adapter(_args(setup, tmp_path / "killed", guidance=False), progress=False)
+    a, b = load_file(str(straight / ADAPTER_WEIGHTS)), load_file(str(resumed / ADAPTER_WEIGHTS))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "killed" / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_arguments_are_validated(setup, tmp_path):
+    with pytest.raises(ConfigError, match="Kodak"):
+        _args(setup, tmp_path, data_dirs=["../shared/data/kodak"])
+    with pytest.raises(ConfigError, match="warmup_fraction"):
+        _args(setup, tmp_path, warmup_fraction=1.0)
+    assert main(["train-adapter", "--output_dir", str(tmp_path), "--codec", str(setup["codec"]),
+                 "--encoder", str(tmp_path / "nowhere")]) == 1
