@@ -125,16 +125,9 @@ class CoTAMCodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CoTAMCodecConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"a codec config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown codec config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"invalid codec config: {exc}") from exc
+        from .._config import strict_from_dict
+
+        return strict_from_dict(cls, data, "codec")
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / CONFIG_NAME

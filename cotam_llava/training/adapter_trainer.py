@@ -41,7 +41,7 @@ from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
 from .losses import multi_level_loss
-from .state import CHECKPOINT_PREFIX, latest_checkpoint, load_optimizers, prune_checkpoints, save_optimizers
+from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_adapter", "build_tower", "load_encoder", "token_fidelity", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
 
@@ -187,30 +187,12 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     log_fields = ["step", "loss", "mse_low", "mse_high", "lambda_high", "sec_per_step"]
     val_fields = ["step", "quality", "bpp", "cos_base", "cos_adapter", "mse_base", "mse_adapter"]
     if main_process:
-        for path, fields in ((log_path, log_fields), (val_path, val_fields)):
-            kept: list[list[str]] = []
-            if path.exists() and resume_from is not None:
-                with path.open(newline="") as f:
-                    kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start_step]
-            with path.open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(fields)
-                writer.writerows(kept)
+        reset_logs({log_path: log_fields, val_path: val_fields}, start_step if resume_from is not None else None)
 
     def save_checkpoint(step: int) -> None:
-        if not main_process:
-            return
-        folder = run / f"{CHECKPOINT_PREFIX}{step:07d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        _export(core, tmp, args, step)
-        save_optimizers({"adapter": optimizer}, tmp)
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        prune_checkpoints(run, args.keep_checkpoints)
+        if main_process:
+            write_checkpoint(run, step, args.keep_checkpoints, lambda folder: _export(core, folder, args, step),
+                             {"adapter": optimizer})
 
     def validate_and_export(step: int, target: str) -> None:
         if not main_process:

@@ -28,7 +28,7 @@ from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
 from .data import PhotoCrops, sample_quality_maps, split_files
 from .losses import rate_distortion_loss
-from .state import CHECKPOINT_PREFIX, latest_checkpoint, load_optimizers, prune_checkpoints, save_optimizers
+from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_codec", "validate_codec"]
 
@@ -108,31 +108,12 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     log_fields = ["step", "loss", "mse", "psnr", "bpp", "aux_loss", "lr", "sec_per_step"]
     val_fields = ["step", "quality", "bpp", "psnr"]
     if main_process:
-        for path, fields in ((log_path, log_fields), (val_path, val_fields)):
-            kept: list[list[str]] = []
-            if path.exists() and resume_from is not None:  # drop rows logged after the checkpoint we resume
-                with path.open(newline="") as f:
-                    kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start_step]
-            with path.open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(fields)
-                writer.writerows(kept)
+        reset_logs({log_path: log_fields, val_path: val_fields}, start_step if resume_from is not None else None)
 
     def save_checkpoint(step: int) -> None:
-        if not main_process:
-            return
-        folder = run / f"{CHECKPOINT_PREFIX}{step:07d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        core.save_pretrained(tmp / "codec")
-        save_optimizers({"main": optimizer, "aux": aux_optimizer}, tmp)
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        prune_checkpoints(run, args.keep_checkpoints)
+        if main_process:
+            write_checkpoint(run, step, args.keep_checkpoints, lambda folder: core.save_pretrained(folder / "codec"),
+                             {"main": optimizer, "aux": aux_optimizer})
 
     def validate_and_export(step: int, target: str) -> None:
         if not main_process:

@@ -7,17 +7,21 @@ state dict, split into tensors and JSON scalars) and ``trainer_state.json`` (the
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 
-__all__ = ["save_optimizers", "load_optimizers", "latest_checkpoint", "prune_checkpoints", "CHECKPOINT_PREFIX"]
+__all__ = [
+    "save_optimizers", "load_optimizers", "latest_checkpoint", "prune_checkpoints", "write_checkpoint", "reset_logs",
+    "CHECKPOINT_PREFIX",
+]
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -70,3 +74,35 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
     )
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_checkpoint(
+    run_dir: Path, step: int, keep: int, write: Callable[[Path], None], optimizers: dict[str, torch.optim.Optimizer]
+) -> Path:
+    """Write ``checkpoint-{step}`` atomically: ``write(folder)`` adds the model files, then the optimizer state and
+    ``trainer_state.json``; the folder appears under its final name only when complete; old ones are pruned."""
+    folder = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    write(tmp)
+    save_optimizers(optimizers, tmp)
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    prune_checkpoints(run_dir, keep)
+    return folder
+
+
+def reset_logs(logs: dict[Path, list[str]], resume_step: int | None) -> None:
+    """(Re)create CSV logs with their header; when resuming, keep the rows up to ``resume_step`` (those logged
+    after the checkpoint would be logged again)."""
+    for path, fields in logs.items():
+        kept: list[list[str]] = []
+        if path.exists() and resume_step is not None:
+            with path.open(newline="") as f:
+                kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= resume_step]
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(fields)
+            writer.writerows(kept)

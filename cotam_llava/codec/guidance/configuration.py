@@ -67,11 +67,9 @@ class GuidanceConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GuidanceConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown guidance config keys: {', '.join(unknown)}")
-        return cls(**data)
+        from ..._config import strict_from_dict
+
+        return strict_from_dict(cls, data, "guidance")
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / GUIDANCE_CONFIG_NAME
