@@ -41,7 +41,7 @@ from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError, ConfigError
 from ..vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
 from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
-from ..vision.views import LATENT_STRIDE
+from ..vision.views import LATENT_STRIDE, view_side
 from .configuration_cotam import CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
 
 __all__ = [
@@ -81,7 +81,7 @@ def default_tower_config(
     vision = host_config.vision_config
     if vision.model_type not in _PREFIX:
         raise ConfigError(f"unsupported vision encoder {vision.model_type!r}; CoTAM supports {', '.join(_PREFIX)}")
-    grid = _side(vision.image_size) // _side(vision.patch_size)
+    grid = (view_side(image_processor) or _side(vision.image_size)) // _side(vision.patch_size)
     prefix = _PREFIX[vision.model_type] + int(getattr(vision, "num_register_tokens", 0) or 0)
     adapter = LatentAdapterConfig(latent_channels=codec.config.M, hidden_size=vision.hidden_size, grid=(grid, grid),
                                   num_prefix_tokens=prefix)

@@ -156,7 +156,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     guidance = None
     if args.guidance:
         # a truncated copy (guidance keeps only the first K layers of the module it is given)
-        guidance = ShallowAttentionGuidance(copy.deepcopy(encoder), GuidanceConfig(image_size=tower.spec.image_size,
+        guidance = ShallowAttentionGuidance(copy.deepcopy(encoder), GuidanceConfig(image_size=tower.input_side,
                                                                     image_mean=list(processor.image_mean),
                                                                     image_std=list(processor.image_std)))
 
@@ -177,7 +177,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     core.encoder.eval()
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
-    canvas = int(core.cotam_config.canvas_size or 16 * core.spec.grid[0])
+    canvas = int(core.cotam_config.canvas_size or 16 * core.grid[0])
     crops = PhotoCrops(train_files, canvas)
     Q = codec.config.num_qualities
     edge = EdgeEncoder(codec, core.cotam_config, guidance=guidance) if args.guidance else EdgeEncoder(codec, core.cotam_config, use_guidance=False)

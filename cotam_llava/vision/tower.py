@@ -47,7 +47,7 @@ from ..errors import BitstreamFormatError, ConfigError, CoTAMError
 from ..imageio import to_pil
 from .adapter import LatentAdapterConfig, LatentFeatureAdapter
 from .encoders import EncoderSpec, encoder_spec, run_with_embedding_delta
-from .views import LATENT_STRIDE, full_box, sample_latent, view_boxes
+from .views import LATENT_STRIDE, full_box, sample_latent, view_boxes, view_side
 
 __all__ = [
     "CoTAMTowerConfig",
@@ -227,6 +227,17 @@ class CoTAMVisionTower(nn.Module):
         return self.spec.patch_size
 
     @property
+    def input_side(self) -> int:
+        """Side of the encoder's square input views: the host image processor's, else the encoder config's."""
+        return view_side(self.cotam_config.image_processor) or self.spec.image_size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The encoder's patch grid (rows, cols) at :attr:`input_side` — where ŷ is resampled to."""
+        g = self.input_side // self.spec.patch_size
+        return g, g
+
+    @property
     def codec(self) -> CoTAMELIC:
         codec = self.__dict__["_codec"]
         if codec is None:
@@ -279,7 +290,7 @@ class CoTAMVisionTower(nn.Module):
         """Turn decoded images into the host's pixel views (its own image processor) and the matching ŷ views."""
         processor = self.image_processor
         pixels, latents, sizes, counts = [], [], [], []
-        grid = self.spec.grid
+        grid = self.grid
         for dec in decoded:
             x = dec.picture
             h, w = x.shape[-2:]
@@ -303,7 +314,7 @@ class CoTAMVisionTower(nn.Module):
 
     def frame_inputs(self, decoded: Sequence[DecodedImage]) -> HostVisionInputs:
         """Video frames: each frame resized to the encoder's square input (as video processors do), one view each."""
-        side = self.spec.image_size
+        side = self.input_side
         mean = torch.tensor(self.image_processor.image_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.image_processor.image_std).view(1, 3, 1, 1)
         pixels, latents, sizes = [], [], []
@@ -313,7 +324,7 @@ class CoTAMVisionTower(nn.Module):
             frame = to_pil(x).resize((side, side), resample=3)  # PIL bicubic, as the host processors resample
             pv = torch.from_numpy(np.asarray(frame, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             pixels.append((pv - mean) / std)
-            latents.append(sample_latent(dec.y_hat.float(), [full_box(w, h)], self.spec.grid))
+            latents.append(sample_latent(dec.y_hat.float(), [full_box(w, h)], self.grid))
             sizes.append((h, w))
         return HostVisionInputs(torch.cat(pixels), torch.cat(latents), torch.tensor(sizes), [1] * len(decoded), list(decoded))
 
@@ -408,7 +419,7 @@ class CoTAMVisionTower(nn.Module):
         Returns:
             (B, 3, S, S) normalised views.
         """
-        side = self.spec.image_size
+        side = self.input_side
         if images.shape[-2:] != (side, side):
             images = F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
         mean, std = self._normalization(images.device)
@@ -437,5 +448,5 @@ class CoTAMVisionTower(nn.Module):
             return self._encode(self.preprocess(images.to(self.device)), None, capture_embeddings, **kwargs)
         x_hat, y_hat = self.simulate(images, quality)
         h, w = images.shape[-2:]
-        latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.spec.grid) for y in y_hat])
+        latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.grid) for y in y_hat])
         return self._encode(self.preprocess(x_hat), latents, capture_embeddings, **kwargs)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-__all__ = ["Box", "full_box", "view_boxes", "sample_latent", "LATENT_STRIDE"]
+__all__ = ["Box", "full_box", "view_boxes", "sample_latent", "view_side", "LATENT_STRIDE"]
 
 #: pixels per ŷ position (ELIC's analysis transform downsamples by 16).
 LATENT_STRIDE = 16
@@ -56,6 +56,23 @@ def _square_side(size: Any) -> tuple[int, int] | None:
         return None
     if size.get("height") and size.get("width"):
         return int(size["height"]), int(size["width"])
+    return None
+
+
+def view_side(processor: Any) -> int | None:
+    """Side of the square views a host image processor (object or ``to_dict()``) feeds the encoder, if fixed.
+
+    This, not the encoder config's ``image_size``, is the encoder's real input (e.g. DINOv2's config says 518,
+    its processors make 224).
+    """
+    get = (lambda k: processor.get(k)) if isinstance(processor, dict) else (lambda k: _get(processor, k))
+    crop, size = get("crop_size"), get("size") or {}
+    if get("do_center_crop") and crop and crop.get("height"):
+        return int(crop["height"])
+    if size.get("height") and size.get("width") and int(size["height"]) == int(size["width"]):
+        return int(size["height"])
+    if size.get("shortest_edge") and get("do_center_crop") is not False and crop and crop.get("height"):
+        return int(crop["height"])
     return None
 
 
