@@ -220,3 +220,18 @@ def test_switches_for_ablations_and_baselines(codec):
     assert not torch.allclose(enhanced, plain)
     assert torch.equal(plain, ref.last_hidden_state)
     assert torch.equal(stock, tower.encoder(pixel_values=pv).last_hidden_state)
+
+
+def test_grid_and_canvas_follow_the_host_processor_not_the_encoder_config(codec):
+    import transformers
+
+    from cotam_llava.models import default_tower_config
+
+    enc = transformers.Dinov2Model(transformers.Dinov2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                             num_attention_heads=2, image_size=518, patch_size=14))
+    ip = transformers.BitImageProcessorPil(size={"height": 224, "width": 224}, do_center_crop=False)
+    cfg = default_tower_config(type("Host", (), {"vision_config": enc.config})(), ip, codec)
+    tower = CoTAMVisionTower(enc, cfg, codec)
+    assert tower.input_side == 224 and tower.grid == (16, 16)
+    assert cfg.canvas_size == 256 and not cfg.center_crop
+    assert LatentAdapterConfig.from_dict(cfg.adapter).grid == (16, 16)
