@@ -153,7 +153,7 @@ def test_stock_pixel_inputs_are_compressed_on_the_fly(tmp_path):
 def test_half_precision_language_model_keeps_an_fp32_tower(tmp_path):
     model, proc, _, _ = tiny_hosts.build_cotam("llava", tmp_path)
     model.save_pretrained(tmp_path / "cotam")
-    half = type(model).from_pretrained(tmp_path / "cotam", dtype=torch.bfloat16).eval()
+    half = type(model).from_pretrained(tmp_path / "cotam", dtype=torch.bfloat16, device_map="cpu").eval()
     assert half.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
     assert half.vision_tower.adapter.proj_in.weight.dtype == torch.float32
     assert next(half.vision_tower.encoder.parameters()).dtype == torch.float32
