@@ -43,7 +43,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 def _args(setup, out: Path, **kw) -> AdapterTrainingArguments:
     base = dict(output_dir=str(out), codec=str(setup["codec"]), encoder=str(setup["encoder"]), data_dirs=[str(setup["photos"])],
                 val_every_nth=4, batch_size=2, max_steps=4, save_every=2, val_every=0, val_qualities=[2, 8], val_images=1,
-                log_every=1, learning_rate=3e-3, warmup_fraction=0.25, guidance=True)
+                log_every=1, learning_rate=3e-3, lr_ramp_steps=1, warmup_fraction=0.25, guidance=True)
     base.update(kw)
     return AdapterTrainingArguments(**base)
 

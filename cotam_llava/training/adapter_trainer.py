@@ -222,6 +222,8 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         x = crops.batch(rng, args.batch_size).to(accelerator.device)
         qmap = _quality_maps(rng, x, Q, guidance).to(accelerator.device)
         lambda_high = 0.0 if step < warmup_steps else args.lambda_high
+        for group in optimizer.param_groups:
+            group["lr"] = args.learning_rate * min(1.0, (step + 1) / max(1, args.lr_ramp_steps))
         with torch.no_grad():
             target_emb: list[torch.Tensor] = []
             target = core.encode_images(x, compress=False, capture_embeddings=target_emb)
