@@ -1,1 +1,2 @@
-"""Measurements: codec benchmarks and BD-rate."""
+"""Measurements: codec benchmarks, BD-rate, and the offline real-weight proxies (DINOv2 token
+fidelity, RapidOCR on text drawn on photos: ``proxies``, ``text_overlay``, ``proxy_report``)."""
