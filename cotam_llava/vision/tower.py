@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -315,13 +316,12 @@ class CoTAMVisionTower(nn.Module):
     def frame_inputs(self, decoded: Sequence[DecodedImage]) -> HostVisionInputs:
         """Video frames: each frame resized to the encoder's square input (as video processors do), one view each."""
         side = self.input_side
-        mean = torch.tensor(self.image_processor.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_processor.image_std).view(1, 3, 1, 1)
+        mean, std = self._normalization(torch.device("cpu"))
         pixels, latents, sizes = [], [], []
         for dec in decoded:
             x = dec.picture
             h, w = x.shape[-2:]
-            frame = to_pil(x).resize((side, side), resample=3)  # PIL bicubic, as the host processors resample
+            frame = to_pil(x).resize((side, side), Image.BICUBIC)  # 8-bit PIL bicubic, as the host processors resample
             pv = torch.from_numpy(np.asarray(frame, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             pixels.append((pv - mean) / std)
             latents.append(sample_latent(dec.y_hat.float(), [full_box(w, h)], self.grid))
