@@ -94,3 +94,19 @@ def test_arguments_are_validated(setup, tmp_path):
         _args(setup, tmp_path, warmup_fraction=1.0)
     assert main(["train-adapter", "--output_dir", str(tmp_path), "--codec", str(setup["codec"]),
                  "--encoder", str(tmp_path / "nowhere")]) == 1
+
+
+def test_adapter_study_tool_writes_its_report(setup, tmp_path):
+    import importlib.util
+
+    final = train_adapter(_args(setup, tmp_path / "run", max_steps=2, save_every=2), progress=False)
+    spec = importlib.util.spec_from_file_location("adapter_study", Path(__file__).resolve().parents[1] / "eval" / "adapter_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "study"
+    assert tool.main(["--adapter", str(final), "--images", str(setup["photos"]), "--limit", "2", "--qualities", "2,8",
+                      "--out", str(out), "--no-progress"]) == 0
+    points = json.loads((out / "adapter_fidelity.json").read_text())["points"]
+    assert {p["codec"] for p in points} == {"base", "base+guidance", "base+adapter", "cotam"}
+    assert (out / "adapter_fidelity_rd.png").stat().st_size > 0
+    assert tool.main(["--adapter", str(tmp_path / "nowhere")]) == 1

@@ -28,22 +28,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..codec.guidance import GuidanceConfig, guided_quality_map
 from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError
-from ..imageio import to_pil
-from ..vision.edge import EdgeEncoder, center_square
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
 from .losses import multi_level_loss
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
-__all__ = ["train_adapter", "build_tower", "load_encoder", "token_fidelity", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
+__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -81,10 +78,12 @@ def build_tower(encoder: torch.nn.Module, processor: Any, codec: CoTAMELIC, guid
     return CoTAMVisionTower(encoder, config, codec)
 
 
-def token_fidelity(tokens: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    """(mean cosine similarity over tokens, MSE) of final-layer tokens (B, T, D) against the reference's."""
-    cos = F.cosine_similarity(tokens.float(), reference.float(), dim=-1).mean()
-    return float(cos), float(F.mse_loss(tokens.float(), reference.float()))
+def guidance_for(tower: CoTAMVisionTower) -> ShallowAttentionGuidance:
+    """Shallow-attention guidance from the tower's own encoder (a truncated copy: guidance keeps only the
+    first K layers of the module it is given), at the tower's input size and normalisation."""
+    proc = tower.image_processor
+    config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std))
+    return ShallowAttentionGuidance(copy.deepcopy(tower.encoder), config)
 
 
 def _quality_maps(rng: np.random.Generator, x: torch.Tensor, q_levels: int, guidance: ShallowAttentionGuidance | None) -> torch.Tensor:
@@ -98,27 +97,20 @@ def _quality_maps(rng: np.random.Generator, x: torch.Tensor, q_levels: int, guid
     return torch.from_numpy(np.stack(maps).astype(np.int64))
 
 
-def _validate(tower: CoTAMVisionTower, edge: EdgeEncoder, files: list[Path], qualities: list[int]) -> list[dict]:
-    """Real-bitstream token fidelity, base codec vs + adapter, on centre squares of ``files``."""
-    rows = []
-    proc = tower.image_processor
-    with torch.no_grad():
-        for path in files:
-            picture = center_square(to_pil(path))
-            pv = proc(images=[picture], return_tensors="pt")["pixel_values"].to(tower.device)
-            reference = tower.encoder(pixel_values=pv).last_hidden_state
-            for q in qualities:
-                data = edge.encode_image(picture, q)
-                tower.adapter_enabled = False
-                base = tower(data).last_hidden_state
-                tower.adapter_enabled = True
-                enhanced = tower(data).last_hidden_state
-                cos_b, mse_b = token_fidelity(base, reference)
-                cos_a, mse_a = token_fidelity(enhanced, reference)
-                bpp = len(data) * 8 / (picture.width * picture.height)
-                rows.append({"image": path.name, "quality": q, "bpp": bpp, "cos_base": cos_b, "cos_adapter": cos_a,
-                             "mse_base": mse_b, "mse_adapter": mse_a})
-    return rows
+def _validate(tower: CoTAMVisionTower, guidance: ShallowAttentionGuidance | None, files: list[Path],
+              qualities: list[int]) -> list[dict]:
+    """Real-bitstream token fidelity without and with the adapter (guided when training is), per image and quality."""
+    from ..evaluation.adapter_study import run_adapter_fidelity
+
+    base, adapted = ("base+guidance", "cotam") if guidance is not None else ("base", "base+adapter")
+    rows = run_adapter_fidelity(tower, files, qualities, guidance, variants=(base, adapted))
+    by_key = {(r.codec, r.image, r.quality): r for r in rows}
+    return [
+        {"image": r.image, "quality": r.quality, "bpp": r.bpp, "cos_base": r.cosine,
+         "cos_adapter": by_key[(adapted, r.image, r.quality)].cosine, "mse_base": r.mse,
+         "mse_adapter": by_key[(adapted, r.image, r.quality)].mse}
+        for r in rows if r.codec == base
+    ]
 
 
 def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArguments, step: int) -> None:
@@ -153,12 +145,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     tower.set_codec(codec)
     tower.encoder.requires_grad_(False)
     codec.requires_grad_(False)
-    guidance = None
-    if args.guidance:
-        # a truncated copy (guidance keeps only the first K layers of the module it is given)
-        guidance = ShallowAttentionGuidance(copy.deepcopy(encoder), GuidanceConfig(image_size=tower.input_side,
-                                                                    image_mean=list(processor.image_mean),
-                                                                    image_std=list(processor.image_std)))
+    guidance = guidance_for(tower) if args.guidance else None
 
     resume_from = latest_checkpoint(run) if args.resume else None
     start_step = 0
@@ -180,7 +167,6 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     canvas = int(core.cotam_config.canvas_size or 16 * core.grid[0])
     crops = PhotoCrops(train_files, canvas)
     Q = codec.config.num_qualities
-    edge = EdgeEncoder(codec, core.cotam_config, guidance=guidance) if args.guidance else EdgeEncoder(codec, core.cotam_config, use_guidance=False)
     warmup_steps = int(args.warmup_fraction * args.max_steps)
 
     log_path, val_path = run / "train_log.csv", run / "val_log.csv"
@@ -198,7 +184,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         if not main_process:
             return
         core.eval()
-        rows = _validate(core, edge, val_files[: args.val_images], args.val_qualities)
+        rows = _validate(core, guidance, val_files[: args.val_images], args.val_qualities)
         core.train()
         core.encoder.eval()
         with val_path.open("a", newline="") as f:
