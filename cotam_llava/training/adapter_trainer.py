@@ -38,6 +38,7 @@ from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
 from .losses import multi_level_loss
+from .loop import after_step, finish
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
@@ -232,18 +233,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
                 csv.writer(f).writerow([step, f"{loss.loss.item():.6f}", f"{loss.low.item():.6f}", f"{loss.high.item():.6f}",
                                         lambda_high, f"{sec:.3f}"])
             bar.set_postfix(loss=f"{loss.loss.item():.4f}", high=f"{loss.high.item():.4f}")
-        if step == args.max_steps:
-            break
-        out_of_time = args.max_minutes > 0 and (time.time() - started) / 60 > args.max_minutes
-        if step % args.save_every == 0 or out_of_time:
-            save_checkpoint(step)
-        if args.val_every and step % args.val_every == 0:
-            validate_and_export(step, "latest")
-        if out_of_time:
-            tqdm.write(f"stopping after {args.max_minutes} minutes at step {step}; resume with the same command")
-            bar.close()
-            return run / "latest"
-    bar.close()
-    save_checkpoint(step)
-    validate_and_export(step, "final")
-    return run / "final"
+        stopped = after_step(step, args, started, run, bar, save_checkpoint, validate_and_export)
+        if stopped is not None:
+            return stopped
+    return finish(step, run, bar, save_checkpoint, validate_and_export)

@@ -28,6 +28,7 @@ from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
 from .data import PhotoCrops, sample_quality_maps, split_files
 from .losses import rate_distortion_loss
+from .loop import after_step, finish
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_codec", "validate_codec"]
@@ -164,18 +165,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
                 csv.writer(f).writerow([step, f"{rd.loss.item():.5f}", f"{rd.mse.item():.6f}", f"{rd.psnr:.3f}",
                                         f"{rd.bpp.item():.4f}", f"{aux.item():.3f}", optimizer.param_groups[0]["lr"], f"{sec:.3f}"])
             bar.set_postfix(loss=f"{rd.loss.item():.3f}", bpp=f"{rd.bpp.item():.3f}", psnr=f"{rd.psnr:.2f}")
-        if step == args.max_steps:
-            break  # the final checkpoint and validation follow the loop
-        out_of_time = args.max_minutes > 0 and (time.time() - started) / 60 > args.max_minutes
-        if step % args.save_every == 0 or out_of_time:
-            save_checkpoint(step)
-        if args.val_every and step % args.val_every == 0:
-            validate_and_export(step, "latest")
-        if out_of_time:
-            tqdm.write(f"stopping after {args.max_minutes} minutes at step {step}; resume with the same command")
-            bar.close()
-            return run / "latest"
-    bar.close()
-    save_checkpoint(step)
-    validate_and_export(step, "final")
-    return run / "final"
+        stopped = after_step(step, args, started, run, bar, save_checkpoint, validate_and_export)
+        if stopped is not None:
+            return stopped
+    return finish(step, run, bar, save_checkpoint, validate_and_export)

@@ -1,0 +1,49 @@
+"""Loop control shared by the trainers: periodic checkpoints and validations, the wall-time limit, the end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+__all__ = ["after_step", "finish"]
+
+
+def after_step(
+    step: int,
+    args: Any,
+    started: float,
+    run: Path,
+    bar: Any,
+    save_checkpoint: Callable[[int], None],
+    validate_and_export: Callable[[int, str], None],
+) -> Path | None:
+    """What follows optimisation step ``step`` (``args`` has max_steps, save_every, val_every, max_minutes).
+
+    Returns:
+        None to go on; the exported ``latest/`` folder when the wall-time limit stopped the run (after a
+        checkpoint, so the same command resumes it). At ``max_steps`` nothing is done: :func:`finish` follows.
+    """
+    if step == args.max_steps:
+        return None
+    out_of_time = args.max_minutes > 0 and (time.time() - started) / 60 > args.max_minutes
+    if step % args.save_every == 0 or out_of_time:
+        save_checkpoint(step)
+    if args.val_every and step % args.val_every == 0:
+        validate_and_export(step, "latest")
+    if out_of_time:
+        tqdm.write(f"stopping after {args.max_minutes} minutes at step {step}; resume with the same command")
+        bar.close()
+        return run / "latest"
+    return None
+
+
+def finish(step: int, run: Path, bar: Any, save_checkpoint: Callable[[int], None],
+           validate_and_export: Callable[[int, str], None]) -> Path:
+    """The last checkpoint and validation; returns the exported ``final/`` folder."""
+    bar.close()
+    save_checkpoint(step)
+    validate_and_export(step, "final")
+    return run / "final"
