@@ -263,6 +263,10 @@ class _CoTAMGenerationMixin:
     _keep_in_fp32_modules = ["model.vision_tower"]
     _keep_in_fp32_modules_strict = ["model.vision_tower"]
 
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)  # the host class builds everything as usual
+        self._install_cotam(config)
+
     def _install_cotam(self, config: Any) -> None:
         if not config.cotam:
             raise ConfigError(
@@ -394,10 +398,6 @@ class CoTAMLlavaForConditionalGeneration(_CoTAMGenerationMixin, LlavaForConditio
     _cotam_host_class = LlavaForConditionalGeneration
     _cotam_base_class = CoTAMLlavaModel
 
-    def __init__(self, config: CoTAMLlavaConfig) -> None:
-        super().__init__(config)
-        self._install_cotam(config)
-
 
 class CoTAMLlavaOnevisionForConditionalGeneration(_CoTAMGenerationMixin, LlavaOnevisionForConditionalGeneration):
     """LLaVA-OneVision (SigLIP + Qwen2; AnyRes images and video) reading CoTAM bitstreams."""
@@ -406,10 +406,6 @@ class CoTAMLlavaOnevisionForConditionalGeneration(_CoTAMGenerationMixin, LlavaOn
     _cotam_host_class = LlavaOnevisionForConditionalGeneration
     _cotam_base_class = CoTAMLlavaOnevisionModel
 
-    def __init__(self, config: CoTAMLlavaOnevisionConfig) -> None:
-        super().__init__(config)
-        self._install_cotam(config)
-
 
 class CoTAMInternVLForConditionalGeneration(_CoTAMGenerationMixin, InternVLForConditionalGeneration):
     """InternVL (InternViT + Qwen2) reading CoTAM bitstreams (one view per image)."""
@@ -417,10 +413,6 @@ class CoTAMInternVLForConditionalGeneration(_CoTAMGenerationMixin, InternVLForCo
     config_class = CoTAMInternVLConfig
     _cotam_host_class = InternVLForConditionalGeneration
     _cotam_base_class = CoTAMInternVLModel
-
-    def __init__(self, config: CoTAMInternVLConfig) -> None:
-        super().__init__(config)
-        self._install_cotam(config)
 
 
 _BY_HOST = {

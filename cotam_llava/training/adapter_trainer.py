@@ -38,7 +38,7 @@ from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
 from .losses import multi_level_loss
-from .loop import after_step, finish
+from .loop import after_step, finish, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
@@ -127,15 +127,9 @@ def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArgument
 
 def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path:
     """Train (or resume) an adapter run in ``args.output_dir``; returns the exported ``final/`` (or ``latest/``)."""
-    from accelerate import Accelerator
     from safetensors.torch import load_file
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    accelerator = Accelerator()
-    run = Path(args.output_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    main_process = accelerator.is_main_process
+    accelerator, run, main_process = start_run(args)
 
     torch.manual_seed(args.seed)  # the adapter's initialisation
     codec = CoTAMELIC.from_pretrained(args.codec)

@@ -28,7 +28,7 @@ from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
 from .data import PhotoCrops, sample_quality_maps, split_files
 from .losses import rate_distortion_loss
-from .loop import after_step, finish
+from .loop import after_step, finish, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_codec", "validate_codec"]
@@ -66,14 +66,7 @@ def _lr_factor(step: int, args: CodecTrainingArguments) -> float:
 
 def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     """Train (or resume) a codec run in ``args.output_dir``; returns the exported ``final/`` folder."""
-    from accelerate import Accelerator
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    accelerator = Accelerator()
-    run = Path(args.output_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    main_process = accelerator.is_main_process
+    accelerator, run, main_process = start_run(args)
 
     resume_from = latest_checkpoint(run) if args.resume else None
     if resume_from is not None:

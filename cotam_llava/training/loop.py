@@ -8,7 +8,21 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-__all__ = ["after_step", "finish"]
+__all__ = ["start_run", "after_step", "finish"]
+
+
+def start_run(args: Any) -> tuple[Any, Path, bool]:
+    """(accelerate ``Accelerator``, run folder (created), whether this is the main process) for ``args``
+    (``output_dir``, ``threads``)."""
+    import torch
+    from accelerate import Accelerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    run = Path(args.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    return accelerator, run, accelerator.is_main_process
 
 
 def after_step(
