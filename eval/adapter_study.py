@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.adapter_study import VARIANTS, run_adapter_fidelity
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
-    from cotam_llava.training.adapter_trainer import ADAPTER_CONFIG, ADAPTER_WEIGHTS, guidance_for, load_encoder
+    from cotam_llava.training.adapter_trainer import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_codec_path, guidance_for,
+                                                        load_encoder)
     from cotam_llava.vision.tower import CoTAMTowerConfig, CoTAMVisionTower
 
     if args.threads:
@@ -61,10 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
             raise CheckpointError(f"{folder} is not an exported adapter (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
         info = json.loads((folder / ADAPTER_CONFIG).read_text())
-        codec = CoTAMELIC.from_pretrained(args.codec or info["codec"])
+        codec_path = args.codec or adapter_codec_path(folder, info)
+        codec = CoTAMELIC.from_pretrained(codec_path)
         if codec.codec_id.hex() != info["codec_id"]:
             raise CheckpointError(f"the adapter was trained with codec {info['codec_id']}, "
-                                  f"{args.codec or info['codec']} is {codec.codec_id.hex()}")
+                                  f"{codec_path} is {codec.codec_id.hex()}")
         encoder, _ = load_encoder(info["encoder"])
         tower = CoTAMVisionTower(encoder, CoTAMTowerConfig.from_dict(info["tower"]), codec).eval()
         tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)))
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = summarize(rows)
     bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base",))
     notes = [
-        f"adapter: {folder} (step {info.get('step')}), encoder: {info['encoder']}, codec: {args.codec or info['codec']}",
+        f"adapter: {folder} (step {info.get('step')}), encoder: {info['encoder']}, codec: {codec_path}",
         f"{len(files)} photos from {args.images} (centre squares, canvas {tower.cotam_config.canvas_size}), "
         f"qualities {args.qualities}; bpp counts every byte of the real .cotam file",
         "variants: " + "; ".join(f"{k} = guidance {'on' if g else 'off'}, adapter {'on' if a else 'off'}"

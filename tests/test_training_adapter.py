@@ -110,3 +110,31 @@ def test_adapter_study_tool_writes_its_report(setup, tmp_path):
     assert {p["codec"] for p in points} == {"base", "base+guidance", "base+adapter", "cotam"}
     assert (out / "adapter_fidelity_rd.png").stat().st_size > 0
     assert tool.main(["--adapter", str(tmp_path / "nowhere")]) == 1
+
+
+def test_finetuning_the_codec_resumes_and_exports_a_finalized_codec(setup, tmp_path):
+    from cotam_llava.codec.container import Container, serialize
+    from cotam_llava.codec.model import CoTAMELIC
+    from cotam_llava.codec.pipeline import compress_image, decode
+
+    kw = dict(guidance=False, finetune_codec=True, codec_learning_rate=1e-3, rate_weight=10.0)
+    straight = train_adapter(_args(setup, tmp_path / "straight", **kw), progress=False)
+    train_adapter(_args(setup, tmp_path / "killed", max_minutes=1e-9, **kw), progress=False)
+    resumed = train_adapter(_args(setup, tmp_path / "killed", **kw), progress=False)
+    for name in (ADAPTER_WEIGHTS, "codec/model.safetensors"):
+        a, b = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+
+    info = json.loads((straight / "adapter_config.json").read_text())
+    codec = CoTAMELIC.from_pretrained(straight / "codec")
+    original = CoTAMELIC.from_pretrained(setup["codec"])
+    assert info["codec"] == "codec" and info["finetuned_codec"] and codec.is_finalized
+    assert info["codec_id"] == codec.codec_id.hex() != original.codec_id.hex()  # the weights did change
+    rows = json.loads((straight / "validation.json").read_text())["rows"]  # real bitstreams of the fine-tuned codec
+    assert rows and all(r["bpp"] > 0 for r in rows)
+    image = np.asarray(Image.open(setup["photos"] / "p0.png"))[:64, :64]
+    item, _ = compress_image(codec, image, 5)
+    data = serialize(Container(codec_id=codec.codec_id, items=[item]))
+    assert decode(codec, data)[0].to_pil().size == (64, 64)
+    bpp_log = [line.split(",")[5] for line in (tmp_path / "straight" / "train_log.csv").read_text().splitlines()[1:]]
+    assert all(float(v) > 0 for v in bpp_log)

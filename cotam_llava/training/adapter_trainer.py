@@ -9,11 +9,15 @@ Per step (CoTAM §3.3, appendix A.3)::
            → encoder(x̂) with adapter(ŷ) added to its embeddings → Ê, F̂
     L = λ_low·MSE(Ê, E) + λ_high·MSE(F̂, F)     (λ_high = 0 during the warm-up share of steps)
 
+With ``--finetune_codec`` (the paper's variant) the codec trains too: its forward runs in train mode (noise /
+STE quantization, differentiable), the loss gains the rate term ``rate_weight · Σ λ_q·bits / pixels`` (λ from the
+codec's table at each latent position) and the entropy bottleneck's quantiles follow on their own optimizer, as in
+``cotam train-codec``. Exports then carry the finalized codec in ``codec/`` and adapter_config.json points to it.
+
 Validation decodes **real bitstreams** of held-out photos (the edge side with guidance) and reports the
 final-token cosine and MSE to the original's tokens with and without the adapter. Checkpoints are
 safetensors + JSON (no pickles) and resume at the same step; exports (``latest/``, ``final/``) hold
 ``adapter.safetensors`` and ``adapter_config.json`` (the tower config, the encoder and the codec id).
-Fine-tuning the codec with a rate term (the paper's variant) is not implemented yet.
 """
 
 from __future__ import annotations
@@ -37,14 +41,16 @@ from ..errors import CheckpointError
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
-from .losses import multi_level_loss
+from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, finish, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
-__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
+__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adapter_codec_path", "ADAPTER_WEIGHTS",
+           "ADAPTER_CONFIG", "CODEC_SUBFOLDER"]
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+CODEC_SUBFOLDER = "codec"  # where an export keeps the codec it was fine-tuned with
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -114,14 +120,28 @@ def _validate(tower: CoTAMVisionTower, guidance: ShallowAttentionGuidance | None
     ]
 
 
-def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArguments, step: int) -> None:
+def adapter_codec_path(folder: Path, info: dict[str, Any]) -> Path:
+    """The codec an exported adapter names: its own ``codec/`` (a fine-tuned codec) or the frozen one's path."""
+    return folder / CODEC_SUBFOLDER if info["codec"] == CODEC_SUBFOLDER else Path(info["codec"])
+
+
+def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArguments, step: int, finalized: bool) -> None:
+    """Adapter weights + adapter_config.json in ``folder``; with a fine-tuned codec also the codec in ``codec/``
+    (``finalized``: ready for bitstreams, as exports are; resumable checkpoints keep the training state)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in tower.adapter.state_dict().items()}
     save_file(state, str(folder / ADAPTER_WEIGHTS))
-    info = {"tower": tower.cotam_config.to_dict(), "encoder": args.encoder, "codec": args.codec,
-            "codec_id": tower.codec.codec_id.hex(), "step": step}
+    codec_ref, codec = args.codec, tower.codec
+    if args.finetune_codec:
+        if finalized:
+            codec = copy.deepcopy(codec).eval()
+            codec.finalize()
+        codec.save_pretrained(folder / CODEC_SUBFOLDER)
+        codec_ref = CODEC_SUBFOLDER
+    info = {"tower": tower.cotam_config.to_dict(), "encoder": args.encoder, "codec": codec_ref,
+            "codec_id": codec.codec_id.hex(), "step": step, "finetuned_codec": args.finetune_codec}
     (folder / ADAPTER_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
@@ -132,17 +152,19 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     accelerator, run, main_process = start_run(args)
 
     torch.manual_seed(args.seed)  # the adapter's initialisation
-    codec = CoTAMELIC.from_pretrained(args.codec)
+    resume_from = latest_checkpoint(run) if args.resume else None
+    codec_source = resume_from / CODEC_SUBFOLDER if resume_from is not None and args.finetune_codec else args.codec
+    codec = CoTAMELIC.from_pretrained(codec_source)
+    lambdas = torch.tensor([codec.config.lambda_for_quality(q) for q in range(codec.config.num_qualities)])
     encoder, processor = load_encoder(args.encoder)
     guidance_model = args.encoder if args.guidance else None
     tower = build_tower(encoder, processor, codec, guidance_model)
     tower.cotam_config.decode_device = str(accelerator.device)
     tower.set_codec(codec)
     tower.encoder.requires_grad_(False)
-    codec.requires_grad_(False)
+    codec.requires_grad_(args.finetune_codec)
     guidance = guidance_for(tower) if args.guidance else None
 
-    resume_from = latest_checkpoint(run) if args.resume else None
     start_step = 0
     if resume_from is not None:
         tower.adapter.load_state_dict(load_file(str(resume_from / ADAPTER_WEIGHTS)))
@@ -151,12 +173,23 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         (run / "training_args.json").write_text(args.to_json())
 
     optimizer = torch.optim.AdamW(tower.adapter.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizers = {"adapter": optimizer}
+    base_lrs = [args.learning_rate]
+    codec_params: list[torch.nn.Parameter] = []
+    if args.finetune_codec:
+        codec.config.finalized = False  # training changes the weights; only exports are finalized
+        codec_params = [p for n, p in codec.named_parameters() if not n.endswith("quantiles")]
+        optimizer.add_param_group({"params": codec_params, "lr": args.codec_learning_rate, "weight_decay": 0.0})
+        base_lrs.append(args.codec_learning_rate)
+        optimizers["aux"] = torch.optim.Adam([p for n, p in codec.named_parameters() if n.endswith("quantiles")],
+                                             lr=args.aux_learning_rate)
     if resume_from is not None:
-        load_optimizers({"adapter": optimizer}, resume_from)
+        load_optimizers(optimizers, resume_from)
     tower, optimizer = accelerator.prepare(tower, optimizer)
     core: CoTAMVisionTower = accelerator.unwrap_model(tower)
     core.train()
     core.encoder.eval()
+    codec.train(args.finetune_codec)
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
     canvas = int(core.cotam_config.canvas_size or 16 * core.grid[0])
@@ -165,29 +198,34 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     warmup_steps = int(args.warmup_fraction * args.max_steps)
 
     log_path, val_path = run / "train_log.csv", run / "val_log.csv"
-    log_fields = ["step", "loss", "mse_low", "mse_high", "lambda_high", "sec_per_step"]
+    log_fields = ["step", "loss", "mse_low", "mse_high", "lambda_high", "bpp", "sec_per_step"]
     val_fields = ["step", "quality", "bpp", "cos_base", "cos_adapter", "mse_base", "mse_adapter"]
     if main_process:
         reset_logs({log_path: log_fields, val_path: val_fields}, start_step if resume_from is not None else None)
 
     def save_checkpoint(step: int) -> None:
         if main_process:
-            write_checkpoint(run, step, args.keep_checkpoints, lambda folder: _export(core, folder, args, step),
-                             {"adapter": optimizer})
+            write_checkpoint(run, step, args.keep_checkpoints, lambda folder: _export(core, folder, args, step, False),
+                             optimizers)
 
     def validate_and_export(step: int, target: str) -> None:
         if not main_process:
             return
         core.eval()
+        codec.eval()
+        if args.finetune_codec:  # real bitstreams need the current weights' CDF tables
+            codec.finalize()
         rows = _validate(core, guidance, val_files[: args.val_images], args.val_qualities)
         core.train()
         core.encoder.eval()
+        codec.train(args.finetune_codec)
+        codec.config.finalized = False
         with val_path.open("a", newline="") as f:
             writer = csv.writer(f)
             for q in args.val_qualities:
                 sel = [r for r in rows if r["quality"] == q]
                 writer.writerow([step, q] + [f"{np.mean([r[k] for r in sel]):.6f}" for k in val_fields[2:]])
-        _export(core, run / target, args, step)
+        _export(core, run / target, args, step, True)
         (run / target / "validation.json").write_text(json.dumps({"step": step, "rows": rows}, indent=1))
         summary = ", ".join(
             f"q{q} cos {np.mean([r['cos_base'] for r in rows if r['quality'] == q]):.4f}→"
@@ -203,20 +241,37 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         x = crops.batch(rng, args.batch_size).to(accelerator.device)
         qmap = _quality_maps(rng, x, Q, guidance).to(accelerator.device)
         lambda_high = 0.0 if step < warmup_steps else args.lambda_high
-        for group in optimizer.param_groups:
-            group["lr"] = args.learning_rate * min(1.0, (step + 1) / max(1, args.lr_ramp_steps))
+        for group, base_lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base_lr * min(1.0, (step + 1) / max(1, args.lr_ramp_steps))
+        # the codec's quantisation noise (fine-tuning) depends on (seed, step, process) only
+        torch.manual_seed(int(np.random.default_rng([args.seed, step, accelerator.process_index, 1]).integers(2**62)))
         with torch.no_grad():
             target_emb: list[torch.Tensor] = []
             target = core.encode_images(x, compress=False, capture_embeddings=target_emb)
         emb: list[torch.Tensor] = []
-        out = core.encode_images(x, qmap, capture_embeddings=emb)
+        likelihoods: list[dict[str, torch.Tensor]] = []
+        out = core.encode_images(x, qmap, capture_embeddings=emb, capture_likelihoods=likelihoods)
         loss = multi_level_loss(emb[0], out.last_hidden_state, target_emb[0], target.last_hidden_state,
                                 args.lambda_low, lambda_high)
+        total, bpp = loss.loss, None
+        if args.finetune_codec:
+            rate, bpp = lambda_weighted_rate(likelihoods[0], lambdas.to(qmap.device)[qmap], x.shape[0] * x.shape[-2] * x.shape[-1])
+            total = total + args.rate_weight * rate
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss.loss)
+        accelerator.backward(total)
+        if codec_params and accelerator.num_processes > 1:
+            # the codec is not a submodule of the prepared (DDP-wrapped) tower: average its gradients by hand
+            for p in codec_params:
+                if p.grad is not None:
+                    p.grad = accelerator.reduce(p.grad, reduction="mean")
         if args.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(core.adapter.parameters(), args.max_grad_norm)
+            accelerator.clip_grad_norm_(list(core.adapter.parameters()) + codec_params, args.max_grad_norm)
         optimizer.step()
+        if args.finetune_codec:
+            aux = codec.aux_loss()
+            optimizers["aux"].zero_grad(set_to_none=True)
+            aux.backward()
+            optimizers["aux"].step()
         step += 1
         bar.update()
         if main_process and (step % args.log_every == 0 or step == args.max_steps):
@@ -224,9 +279,9 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
             sec = (now - t_last) / args.log_every
             t_last = now
             with log_path.open("a", newline="") as f:
-                csv.writer(f).writerow([step, f"{loss.loss.item():.6f}", f"{loss.low.item():.6f}", f"{loss.high.item():.6f}",
-                                        lambda_high, f"{sec:.3f}"])
-            bar.set_postfix(loss=f"{loss.loss.item():.4f}", high=f"{loss.high.item():.4f}")
+                csv.writer(f).writerow([step, f"{total.item():.6f}", f"{loss.low.item():.6f}", f"{loss.high.item():.6f}",
+                                        lambda_high, "" if bpp is None else f"{bpp.item():.4f}", f"{sec:.3f}"])
+            bar.set_postfix(loss=f"{total.item():.4f}", high=f"{loss.high.item():.4f}")
         stopped = after_step(step, args, started, run, bar, save_checkpoint, validate_and_export)
         if stopped is not None:
             return stopped

@@ -93,6 +93,14 @@ class AdapterTrainingArguments:
     warmup_fraction: float = field(default=0.2, metadata={"help": "share of steps with the low-level term only (paper: 1 of 5 epochs)"})
     lambda_low: float = field(default=0.1, metadata={"help": "weight of the patch-embedding (layer-0) token MSE"})
     lambda_high: float = field(default=1.0, metadata={"help": "weight of the final-layer token MSE"})
+    finetune_codec: bool = field(
+        default=False,
+        metadata={"help": "also train the codec (the paper's variant): L = D + rate_weight·λ_q·R with the codec's λ table; "
+                          "the fine-tuned, finalized codec is exported beside the adapter (codec/)"},
+    )
+    codec_learning_rate: float = field(default=1e-5, metadata={"help": "Adam learning rate of the codec when fine-tuning it"})
+    aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's quantiles when fine-tuning the codec"})
+    rate_weight: float = field(default=1.0, metadata={"help": "multiplier of the λ_q·R term when fine-tuning the codec"})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (after the ramp)"})
     lr_ramp_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate ramp from 0"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
@@ -114,6 +122,8 @@ class AdapterTrainingArguments:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.rate_weight < 0 or self.codec_learning_rate <= 0 or self.aux_learning_rate <= 0:
+            raise ConfigError("rate_weight must be ≥ 0 and the codec's learning rates > 0")
         if self.lambda_low < 0 or self.lambda_high < 0 or self.lambda_low + self.lambda_high == 0:
             raise ConfigError("lambda_low and lambda_high must be ≥ 0 and not both 0")
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..codec.model import CodecOutput
 
-__all__ = ["RDLossOutput", "rate_distortion_loss", "MultiLevelLossOutput", "multi_level_loss"]
+__all__ = ["RDLossOutput", "rate_distortion_loss", "MultiLevelLossOutput", "multi_level_loss", "lambda_weighted_rate"]
 
 
 @dataclass
@@ -77,3 +77,27 @@ def multi_level_loss(
     low = F.mse_loss(embeddings, target_embeddings)
     high = F.mse_loss(final, target_final)
     return MultiLevelLossOutput(loss=lambda_low * low + lambda_high * high, low=low.detach(), high=high.detach())
+
+
+def lambda_weighted_rate(likelihoods: dict[str, Tensor], lam: Tensor, pixels: int) -> tuple[Tensor, Tensor]:
+    """The rate term of the fine-tuning variant, L = D + λ_q·R, with λ per latent position.
+
+    Each likelihood tensor's bits are summed over channels and weighted by λ at their position (the λ map is
+    area-averaged onto z's coarser grid), then divided by the pixel count.
+
+    Args:
+        likelihoods: ``{"y": (B, M, h, w), "z": (B, C_z, h/4, w/4)}`` from the codec's forward.
+        lam: λ of every latent position, (B, h, w).
+        pixels: B·H·W of the coded images.
+
+    Returns:
+        (Σ λ·bits / pixels, differentiable; bpp, detached).
+    """
+    weighted = lam.new_zeros(())
+    bits_total = lam.new_zeros(())
+    for lk in likelihoods.values():
+        bits = -(lk.clamp_min(1e-9).log2()).sum(dim=1)  # (B, h', w')
+        lam_here = F.adaptive_avg_pool2d(lam[:, None].float(), bits.shape[-2:])[:, 0]
+        weighted = weighted + (lam_here * bits).sum()
+        bits_total = bits_total + bits.sum()
+    return weighted / pixels, (bits_total / pixels).detach()

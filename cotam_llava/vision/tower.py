@@ -329,12 +329,17 @@ class CoTAMVisionTower(nn.Module):
         return HostVisionInputs(torch.cat(pixels), torch.cat(latents), torch.tensor(sizes), [1] * len(decoded), list(decoded))
 
     # ------------------------------------------------------------------ on-the-fly compression
-    def simulate(self, images: Tensor, quality: int | Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Compress and decode images without entropy coding (codec forward in eval mode).
+    def simulate(
+        self, images: Tensor, quality: int | Tensor | None = None, capture_likelihoods: list[dict[str, Tensor]] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Compress and decode images without entropy coding (the codec's forward: in eval mode exactly the ŷ a
+        bitstream carries; in train mode noise/STE quantization, differentiable, for fine-tuning the codec).
 
         Args:
             images: (B, 3, H, W) in [0, 1].
             quality: level(s) in [0, 9] (default: the config's ``quality``).
+            capture_likelihoods: list to which the codec's likelihoods are appended
+                (``{"y": (B, M, H'/16, W'/16), "z": (B, C_z, H'/64, W'/64)}``, H', W' = H, W padded to multiples of 64).
 
         Returns:
             x̂ (B, 3, H, W) in [0, 1] and ŷ (B, M, ceil(H/16), ceil(W/16)), on the tower's device.
@@ -344,7 +349,14 @@ class CoTAMVisionTower(nn.Module):
         h, w = images.shape[-2:]
         ph, pw = (-h) % 64, (-w) % 64
         x = F.pad(images.float(), (0, pw, 0, ph), mode="replicate").to(next(codec.parameters()).device)
+        if isinstance(q, Tensor) and q.dim() >= 2 and (ph or pw):  # a per-position map: extend it over the padding
+            grid = q.reshape(-1, 1, *q.shape[-2:]).float()
+            grid = F.pad(grid, (0, x.shape[-1] // LATENT_STRIDE - q.shape[-1], 0, x.shape[-2] // LATENT_STRIDE - q.shape[-2]),
+                         mode="replicate")
+            q = grid.reshape(*q.shape[:-2], *grid.shape[-2:]).long()
         out = codec(x, q)
+        if capture_likelihoods is not None:
+            capture_likelihoods.append(out.likelihoods)
         hl, wl = -(-h // LATENT_STRIDE), -(-w // LATENT_STRIDE)
         return out.x_hat[..., :h, :w].clamp(0, 1).to(self.device), out.y_hat[..., :hl, :wl].to(self.device)
 
@@ -431,6 +443,7 @@ class CoTAMVisionTower(nn.Module):
         quality: int | Tensor | None = None,
         capture_embeddings: list[Tensor] | None = None,
         compress: bool = True,
+        capture_likelihoods: list[dict[str, Tensor]] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Encoder output for pictures compressed on the fly (or left as they are with ``compress=False``).
@@ -440,13 +453,14 @@ class CoTAMVisionTower(nn.Module):
             quality: level (or per-sample / per-position levels) for the codec; default: the config's.
             capture_embeddings: list to which the (enhanced) embedding output is appended.
             compress: False runs the stock encoder on ``images`` (the reference for fidelity losses).
+            capture_likelihoods: list to which the codec's likelihoods are appended (see :meth:`simulate`).
 
         Returns:
             What the stock encoder returns for the views.
         """
         if not compress:
             return self._encode(self.preprocess(images.to(self.device)), None, capture_embeddings, **kwargs)
-        x_hat, y_hat = self.simulate(images, quality)
+        x_hat, y_hat = self.simulate(images, quality, capture_likelihoods)
         h, w = images.shape[-2:]
         latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.grid) for y in y_hat])
         return self._encode(self.preprocess(x_hat), latents, capture_embeddings, **kwargs)
