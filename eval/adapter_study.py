@@ -12,7 +12,6 @@ bitstreams, and writes per-image and per-point CSVs, a BD-rate table of every va
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -51,17 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.adapter_study import VARIANTS, run_adapter_fidelity
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
-    from cotam_llava.training.adapter_trainer import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_codec_path, guidance_for,
-                                                        load_encoder)
+    from cotam_llava.training.adapter_trainer import (ADAPTER_WEIGHTS, adapter_codec_path, guidance_for, load_encoder,
+                                                        read_adapter_config)
     from cotam_llava.vision.tower import CoTAMTowerConfig, CoTAMVisionTower
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         folder = Path(args.adapter)
-        if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
-            raise CheckpointError(f"{folder} is not an exported adapter (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
-        info = json.loads((folder / ADAPTER_CONFIG).read_text())
+        info = read_adapter_config(folder)
         codec_path = args.codec or adapter_codec_path(folder, info)
         codec = CoTAMELIC.from_pretrained(codec_path)
         if codec.codec_id.hex() != info["codec_id"]:

@@ -138,3 +138,14 @@ def test_finetuning_the_codec_resumes_and_exports_a_finalized_codec(setup, tmp_p
     assert decode(codec, data)[0].to_pil().size == (64, 64)
     bpp_log = [line.split(",")[5] for line in (tmp_path / "straight" / "train_log.csv").read_text().splitlines()[1:]]
     assert all(float(v) > 0 for v in bpp_log)
+
+
+def test_a_run_can_start_from_an_exported_adapter(setup, tmp_path):
+    first = train_adapter(_args(setup, tmp_path / "first", max_steps=2, save_every=2), progress=False)
+    # max_steps 1 with a zero learning rate: the export is exactly the adapter it started from
+    again = train_adapter(_args(setup, tmp_path / "again", max_steps=1, save_every=1, learning_rate=1e-30,
+                                init_adapter=str(first)), progress=False)
+    a, b = load_file(str(first / ADAPTER_WEIGHTS)), load_file(str(again / ADAPTER_WEIGHTS))
+    assert all(torch.allclose(a[k], b[k]) for k in a) and any(a[k].abs().sum() > 0 for k in a)
+    assert main(["train-adapter", "--output_dir", str(tmp_path / "bad"), "--codec", str(setup["codec"]),
+                 "--encoder", str(setup["encoder"]), "--init_adapter", str(setup["codec"])]) == 1

@@ -45,7 +45,8 @@ from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, finish, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
-__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adapter_codec_path", "ADAPTER_WEIGHTS",
+__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adapter_codec_path", "read_adapter_config",
+           "ADAPTER_WEIGHTS",
            "ADAPTER_CONFIG", "CODEC_SUBFOLDER"]
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -145,6 +146,30 @@ def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArgument
     (folder / ADAPTER_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
+def read_adapter_config(folder: Path) -> dict[str, Any]:
+    """adapter_config.json of an exported adapter folder (CheckpointError when the folder is not one)."""
+    if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} is not an exported adapter (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    try:
+        return json.loads((folder / ADAPTER_CONFIG).read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{folder / ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
+
+
+def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> None:
+    """Load an exported adapter's weights into ``tower`` (a clear error when it is not one, or is for another
+    encoder or adapter shape)."""
+    from safetensors.torch import load_file
+
+    info = read_adapter_config(folder)
+    if info.get("encoder") != encoder:
+        raise CheckpointError(f"{folder} was trained for encoder {info.get('encoder')!r}, this run uses {encoder!r}")
+    try:
+        tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{folder}: the adapter does not fit this tower: {exc}") from exc
+
+
 def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path:
     """Train (or resume) an adapter run in ``args.output_dir``; returns the exported ``final/`` (or ``latest/``)."""
     from safetensors.torch import load_file
@@ -169,6 +194,8 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     if resume_from is not None:
         tower.adapter.load_state_dict(load_file(str(resume_from / ADAPTER_WEIGHTS)))
         start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+    elif args.init_adapter:
+        _load_adapter(tower, Path(args.init_adapter), args.encoder)
     if main_process:
         (run / "training_args.json").write_text(args.to_json())
 

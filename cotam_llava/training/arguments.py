@@ -83,6 +83,11 @@ class AdapterTrainingArguments:
                           "transformers vision model folder (CLIP, SigLIP, InternViT, DINOv2)"},
     )
     guidance: bool = field(default=True, metadata={"help": "train on guided quality maps (the encoder's first layers)"})
+    init_adapter: str | None = field(
+        default=None,
+        metadata={"help": "start from this exported adapter (adapter.safetensors + adapter_config.json, same encoder), "
+                          "e.g. one trained against an earlier codec, instead of the zero-initialised one"},
+    )
     data_dirs: list[str] = field(
         default_factory=lambda: [_DEFAULT_DATA],
         metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
