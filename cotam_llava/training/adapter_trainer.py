@@ -46,8 +46,7 @@ from .loop import after_step, finish, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adapter_codec_path", "read_adapter_config",
-           "ADAPTER_WEIGHTS",
-           "ADAPTER_CONFIG", "CODEC_SUBFOLDER"]
+           "ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "CODEC_SUBFOLDER"]
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -239,14 +238,15 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         if not main_process:
             return
         core.eval()
-        codec.eval()
         if args.finetune_codec:  # real bitstreams need the current weights' CDF tables
+            codec.eval()
             codec.finalize()
         rows = _validate(core, guidance, val_files[: args.val_images], args.val_qualities)
         core.train()
         core.encoder.eval()
-        codec.train(args.finetune_codec)
-        codec.config.finalized = False
+        if args.finetune_codec:
+            codec.train()
+            codec.config.finalized = False
         with val_path.open("a", newline="") as f:
             writer = csv.writer(f)
             for q in args.val_qualities:
@@ -297,7 +297,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         if args.finetune_codec:
             aux = codec.aux_loss()
             optimizers["aux"].zero_grad(set_to_none=True)
-            aux.backward()
+            accelerator.backward(aux)
             optimizers["aux"].step()
         step += 1
         bar.update()
