@@ -18,8 +18,8 @@ millisecond steps are not lost in scheduler noise. Weights are random: speed doe
 depend on training. Compare numbers only within one run.
 
 Sizes: ``tiny`` (CLIP hidden 32, 2 layers, 56 px, ``tiny`` codec) and ``clip-l336``
-(CLIP ViT-L/14@336 dims, ``elic-small`` codec: ``checkpoints/elic-small`` if present, else
-``checkpoints/elic-small-wip``, else an untrained preset).
+(CLIP ViT-L/14@336 dims, ``elic-small`` codec: the shipped ``checkpoints/elic-small`` if present, else an
+untrained preset; speed does not depend on training).
 
     python eval/bench_tower.py                         # tiny and clip-l336, 5 runs
     python eval/bench_tower.py --sizes tiny --runs 3 --threads 2
@@ -67,17 +67,10 @@ MAX_INNER = 100  #: at most this many back-to-back calls per sample
 
 
 def load_codec(preset: str) -> tuple[CoTAMELIC, str]:
-    """The codec for a size and where it came from (shipped / WIP checkpoint, or an untrained preset)."""
-    if preset == "elic-small":
-        for folder in (REPO / "checkpoints" / "elic-small", REPO / "checkpoints" / "elic-small-wip"):
-            if folder.is_dir():
-                try:
-                    codec = CoTAMELIC.from_pretrained(folder)
-                except Exception as exc:  # e.g. a training job rewriting the WIP checkpoint right now
-                    print(f"warning: cannot load {folder} ({exc}); trying the next source", file=sys.stderr)
-                    continue
-                if codec.is_finalized:
-                    return codec, str(folder.relative_to(REPO))
+    """The codec for a size and where it came from (the shipped checkpoint, or an untrained preset)."""
+    shipped = REPO / "checkpoints" / "elic-small"
+    if preset == "elic-small" and (shipped / "config.json").is_file():
+        return CoTAMELIC.from_pretrained(shipped), str(shipped.relative_to(REPO))
     codec = CoTAMELIC.from_preset(preset, seed=0).eval()
     codec.finalize()
     return codec, f"preset {preset} (untrained, seed 0)"

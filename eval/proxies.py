@@ -9,8 +9,8 @@ For every image and codec/quality the image is coded to a real file and decoded,
 
 Codecs: ``jpeg``, ``webp`` (Pillow), ``base`` (the learned codec ``cotam-elic``) and ``cotam``
 (the same codec with real DINOv2 shallow-attention guidance; no adapter: an untrained
-adapter is zero and changes nothing). The learned codec is ``checkpoints/elic-small`` if it
-exists, else ``checkpoints/elic-small-wip`` (undertrained: provisional numbers), or ``--checkpoint``.
+adapter is zero and changes nothing). The learned codec is ``--checkpoint``, else the CLI's default
+(``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small``).
 
 Outputs under ``--out`` (per proxy P in fidelity, ocr): ``P_images.csv`` (per image),
 ``P_points.csv`` (codec, quality, bpp, metric, value), ``P_bdrate.csv`` (BD-rate, pchip, of
@@ -39,7 +39,6 @@ if str(REPO) not in sys.path:
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 DEFAULT_OUT = REPO / "eval" / "results" / "proxies"
-CHECKPOINTS = (REPO / "checkpoints" / "elic-small", REPO / "checkpoints" / "elic-small-wip")
 PROXY_CODECS = ("jpeg", "webp", "avif", "jxl", "base", "cotam")
 #: Default qualities: 5 points each, ~0.1–1.5 bpp on Kodak for JPEG/WebP (and a trained elic-small).
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
@@ -77,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-words", type=int, default=4, help="at most this many words per OCR line (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the OCR words and positions (default 0)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="learned codec folder (default checkpoints/elic-small, else checkpoints/elic-small-wip)")
+                   help="learned codec folder (default $COTAM_CHECKPOINT, else checkpoints/elic-small)")
     p.add_argument("--guidance", default="dinov2-imgfocus", help="guidance ViT of the cotam codec (default dinov2-imgfocus)")
     p.add_argument("--guidance-step", type=int, default=2, help="guidance quality step of the cotam codec (default 2)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default eval/results/proxies)")
@@ -97,16 +96,16 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def resolve_checkpoint(path: Path | None) -> Path:
-    """``--checkpoint``, else the first of checkpoints/elic-small, checkpoints/elic-small-wip that exists."""
-    if path is not None:
-        if not (path / "config.json").is_file():
-            raise SystemExit(f"proxies: error: no codec checkpoint (config.json) in {path}")
-        return path
-    for candidate in CHECKPOINTS:
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise SystemExit("proxies: error: no codec checkpoint: checkpoints/elic-small and checkpoints/elic-small-wip "
-                     "are missing; give --checkpoint DIR or leave base/cotam out of --codecs")
+    """``--checkpoint``, else the CLI's default codec (``$COTAM_CHECKPOINT``, else the shipped checkpoints/elic-small)."""
+    from cotam_llava.cli import default_checkpoint
+
+    path = path if path is not None else default_checkpoint()
+    if path is None:
+        raise SystemExit("proxies: error: no codec checkpoint: checkpoints/elic-small is missing; "
+                         "give --checkpoint DIR or leave base/cotam out of --codecs")
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"proxies: error: no codec checkpoint (config.json) in {path}")
+    return path
 
 
 def build_codecs(args: argparse.Namespace) -> tuple[list[tuple[Any, list[int]]], dict[str, Any]]:

@@ -29,17 +29,19 @@ def test_checkpoint_describes_itself_and_is_small(shipped):
 
 
 def test_shipped_streams_round_trip_and_order_rates(shipped):
-    from cotam_llava.imageio import to_uint8_array
+    from cotam_llava.imageio import psnr, to_uint8_array
 
     path = KODAK / "kodim23.png"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     img = np.ascontiguousarray(to_uint8_array(path)[128:384, 128:512])
-    sizes = []
+    sizes, quality = [], []
     for q in (0, 5, 9):
         _, latent = compress_image(shipped, img, q)
         data = encode(shipped, img, quality=q)
         [dec] = decode(shipped, data)
         assert torch.equal(dec.y_hat, latent.y_hat)
         sizes.append(len(data))
+        quality.append(psnr(to_uint8_array(dec.to_pil()), img))
     assert sizes[0] < sizes[1] < sizes[2]
+    assert quality[0] < quality[1] < quality[2] and quality[0] > 20  # a trained codec: more bits, better pictures
