@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from ._config import DEFAULT_GUIDANCE_STEP
 from .errors import CoTAMError, ConfigError, ImageInputError
 
 __all__ = ["main", "default_checkpoint"]
@@ -291,7 +292,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         images=str(data), codecs=codecs, checkpoint=args.checkpoint, untrained_preset="tiny",
         qualities=["cotam-elic=" + args.cotam_qualities], canvas=None, limit=args.limit, repeats=1, anchor="jpeg",
-        out=args.out, quiet=args.quiet, guidance="dinov2-imgfocus", guidance_step=2,
+        out=args.out, quiet=args.quiet, guidance="dinov2-imgfocus", guidance_step=DEFAULT_GUIDANCE_STEP,
     )
     code = cmd_bench(ns)
     if guided and code == 0:
@@ -300,7 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         first = list_images(data)[0]
         overlay = Path(args.out) / f"guidance_{first.stem}.png"
         gns = argparse.Namespace(image=str(first), output=str(overlay), guidance="dinov2-imgfocus", quality=5,
-                                 guidance_step=2, tiles=None, canvas=None, checkpoint=args.checkpoint, quiet=args.quiet)
+                                 guidance_step=DEFAULT_GUIDANCE_STEP, tiles=None, canvas=None, checkpoint=args.checkpoint, quiet=args.quiet)
         if args.checkpoint is None and default_checkpoint() is None:
             print("(no trained codec: the guidance overlay is skipped)")
         else:
@@ -427,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-map", metavar="JSON", help="per-region levels: a JSON grid (list of lists) expanded over the image")
     p.add_argument("--guidance", metavar="MODEL", help="shallow-attention guidance from this ViT: a hub id (e.g. "
                    "openai/clip-vit-large-patch14-336), a local folder, or dinov2-imgfocus (real weights, offline)")
-    p.add_argument("--guidance-step", type=int, default=2, help="quality levels a guidance level moves (default 2)")
+    p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                   help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")
     common(p)
@@ -460,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", default="jpeg,webp,avif,cotam-elic",
                    help="comma list of jpeg, webp, avif, jxl, cotam-elic, cotam-elic+guidance")
     p.add_argument("--guidance", default="dinov2-imgfocus", metavar="MODEL", help="guidance ViT for cotam-elic+guidance")
-    p.add_argument("--guidance-step", type=int, default=2, help="guidance step for cotam-elic+guidance")
+    p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                   help=f"guidance step for cotam-elic+guidance (default {DEFAULT_GUIDANCE_STEP})")
     p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2", help="override a codec's qualities (repeatable)")
     p.add_argument("--canvas", metavar="N|WxH", help="learned codec canvas (default: native resolution)")
     p.add_argument("--untrained-preset", default="tiny", choices=["tiny", "elic-small", "elic"],
@@ -480,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", default="dinov2-imgfocus", metavar="MODEL",
                    help="guidance ViT: hub id, folder, or dinov2-imgfocus (default; real weights, offline)")
     p.add_argument("--quality", type=int, default=5, help="base quality (default 5)")
-    p.add_argument("--guidance-step", type=int, default=2, help="quality levels a guidance level moves (default 2)")
+    p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                   help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid")
     p.add_argument("--canvas", metavar="N|WxH", help="codec canvas (default: native resolution)")
     common(p)

@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cotam_llava._config import DEFAULT_GUIDANCE_STEP  # noqa: E402  (light: no torch)
+
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 DEFAULT_OUT = REPO / "eval" / "results" / "proxies"
 PROXY_CODECS = ("jpeg", "webp", "avif", "jxl", "base", "cotam")
@@ -78,7 +80,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="learned codec folder (default $COTAM_CHECKPOINT, else checkpoints/elic-small)")
     p.add_argument("--guidance", default="dinov2-imgfocus", help="guidance ViT of the cotam codec (default dinov2-imgfocus)")
-    p.add_argument("--guidance-step", type=int, default=2, help="guidance quality step of the cotam codec (default 2)")
+    p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                   help=f"guidance quality step of the cotam codec (default {DEFAULT_GUIDANCE_STEP})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default eval/results/proxies)")
     p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime / OpenCV threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._config import DEFAULT_GUIDANCE_STEP
 from ..errors import ConfigError
 
 __all__ = ["register_analyze_commands", "DEFAULT_QUALITIES", "build_codecs", "parse_stages"]
@@ -82,7 +83,7 @@ def build_codecs(
     quality_specs: list[str] | None,
     checkpoint: str | None,
     guidance: str = DEFAULT_MODEL,
-    guidance_step: int = 2,
+    guidance_step: int = DEFAULT_GUIDANCE_STEP,
 ):
     """"jpeg,webp,cotam-elic" + ["jpeg=10,30", …] → [(codec, qualities)].
 
@@ -264,7 +265,8 @@ def register_analyze_commands(parser: argparse.ArgumentParser) -> None:
                        "(default: $COTAM_CHECKPOINT or the shipped checkpoints/elic-small)")
         p.add_argument("--guidance", default=DEFAULT_MODEL, metavar="MODEL",
                        help=f"guidance ViT of cotam-elic+guidance (default {DEFAULT_MODEL})")
-        p.add_argument("--guidance-step", type=int, default=2, help="guidance step of cotam-elic+guidance (default 2)")
+        p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                       help=f"guidance step of cotam-elic+guidance (default {DEFAULT_GUIDANCE_STEP})")
 
     p = sub.add_parser(
         "distance", help="attention distance D_avg / D_top1 per layer over a folder (Fig. 5a, b)",

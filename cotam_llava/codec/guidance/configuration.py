@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..._config import DEFAULT_GUIDANCE_STEP
 from ...errors import ConfigError
 
-__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_NORMALIZATION"]
+__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_NORMALIZATION", "DEFAULT_GUIDANCE_STEP"]
 
 GUIDANCE_CONFIG_NAME = "guidance_config.json"
 
@@ -21,6 +22,7 @@ DEFAULT_NORMALIZATION: dict[str, tuple[list[float], list[float]]] = {
     "dinov2": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     "internvl": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
 }
+
 
 
 @dataclass
@@ -42,7 +44,7 @@ class GuidanceConfig:
     grid: int = 8
     num_levels: int = 3
     k: float = 0.75
-    step: int = 2
+    step: int = DEFAULT_GUIDANCE_STEP
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     image_size: int | None = None
