@@ -87,6 +87,19 @@ def test_a_killed_run_resumes_at_the_same_step_and_state(setup, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_the_final_token_stage_starts_with_fresh_optimizer_moments(setup, tmp_path):
+    from cotam_llava.codec.model import CoTAMELIC
+    from cotam_llava.training.state import latest_checkpoint, load_optimizers
+
+    # warm-up = steps 0-1 (low-level term only), then 2 steps with the final-token term
+    train_adapter(_args(setup, tmp_path / "run", guidance=False, warmup_fraction=0.5, save_every=4), progress=False)
+    encoder, processor = load_encoder(str(setup["encoder"]))
+    tower = build_tower(encoder, processor, CoTAMELIC.from_pretrained(setup["codec"]))
+    optimizer = torch.optim.AdamW(tower.adapter.parameters())
+    load_optimizers({"adapter": optimizer}, latest_checkpoint(tmp_path / "run"))
+    assert {int(state["step"]) for state in optimizer.state.values()} == {2}
+
+
 def test_arguments_are_validated(setup, tmp_path):
     with pytest.raises(ConfigError, match="Kodak"):
         _args(setup, tmp_path, data_dirs=["../shared/data/kodak"])

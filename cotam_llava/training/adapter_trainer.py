@@ -268,8 +268,15 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         x = crops.batch(rng, args.batch_size).to(accelerator.device)
         qmap = _quality_maps(rng, x, Q, guidance).to(accelerator.device)
         lambda_high = 0.0 if step < warmup_steps else args.lambda_high
+        if step == warmup_steps > 0:
+            # The final-token term switches on: its gradients are ~10³× those of the low-level term, so AdamW's
+            # second moments (tuned to the warm-up) would let the next ~100 steps overshoot. Start the adapter's
+            # moments afresh and ramp the learning rate again, as a new training stage.
+            for p in core.adapter.parameters():
+                optimizer.state.pop(p, None)
+        phase_start = warmup_steps if step >= warmup_steps else 0
         for group, base_lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base_lr * min(1.0, (step + 1) / max(1, args.lr_ramp_steps))
+            group["lr"] = base_lr * min(1.0, (step + 1 - phase_start) / max(1, args.lr_ramp_steps))
         # the codec's quantisation noise (fine-tuning) depends on (seed, step, process) only
         torch.manual_seed(int(np.random.default_rng([args.seed, step, accelerator.process_index, 1]).integers(2**62)))
         with torch.no_grad():

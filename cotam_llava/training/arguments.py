@@ -107,7 +107,7 @@ class AdapterTrainingArguments:
     aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's quantiles when fine-tuning the codec"})
     rate_weight: float = field(default=1.0, metadata={"help": "multiplier of the λ_q·R term when fine-tuning the codec"})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (after the ramp)"})
-    lr_ramp_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate ramp from 0"})
+    lr_ramp_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate ramp from 0 (again when the final-token term starts)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     save_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
