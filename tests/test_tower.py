@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_vit
@@ -67,6 +68,21 @@ def test_adapter_config_validates():
         LatentFeatureAdapter(LatentAdapterConfig(8, 64, (2, 2)))(torch.zeros(1, 9, 2, 2))
 
 
+def test_a_quality_conditioned_adapter_reads_the_level_of_each_position():
+    adapter = LatentFeatureAdapter(LatentAdapterConfig(latent_channels=24, hidden_size=64, grid=(4, 4), num_qualities=10))
+    torch.nn.init.normal_(adapter.proj_out.weight)
+    y = torch.randn(1, 24, 4, 4)
+
+    def delta(level: float) -> torch.Tensor:
+        return adapter(torch.cat([y, torch.full((1, 1, 4, 4), level)], dim=1))
+
+    assert not torch.allclose(delta(2), delta(7))
+    # fractional levels (views that average a mixed map) interpolate the level embeddings
+    assert torch.allclose(adapter._quality_tokens(torch.tensor([[2.5]]))[0, 0], adapter.quality_embedding[2:4].mean(0))
+    with pytest.raises(ConfigError, match="quality plane"):
+        adapter(y)
+
+
 # ----------------------------------------------------------------------------- encoders
 @pytest.mark.parametrize("family, prefix", [("clip", 1), ("siglip", 0), ("internvl", 1), ("dinov2", 1), ("dinov2reg", 5)])
 def test_zero_delta_reproduces_the_stock_encoder(family, prefix):
@@ -102,7 +118,6 @@ def test_clip_geometry_is_the_centre_square():
 
 def test_anyres_boxes_match_the_host_processor_views():
     _, proc = tiny_hosts.tiny_host("onevision")
-    import numpy as np
 
     for w, h in [(100, 60), (60, 100), (56, 56), (200, 180)]:
         n = proc.image_processor(images=[np.zeros((h, w, 3), np.uint8)], return_tensors="pt")["pixel_values"].shape[1]
@@ -167,6 +182,24 @@ def test_trained_adapter_changes_the_output(codec):
         torch.nn.init.normal_(tower.adapter.proj_out.weight, std=0.1)
         after = tower(data).last_hidden_state
     assert not torch.allclose(before, after)
+
+
+def test_the_adapter_reads_the_decoded_quality_map_and_the_on_the_fly_levels(codec):
+    from cotam_llava.codec.quality_map import QualityMap
+
+    tower = _tower(codec)
+    assert tower.adapter.config.num_qualities == codec.config.num_qualities
+    seen: list[torch.Tensor] = []
+    tower.adapter.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    qmap = QualityMap(np.array([[1, 8], [8, 1]]))
+    data = encode(codec, KODAK / "kodim23.png", quality=5, quality_maps=[qmap], canvas=64)
+    with torch.no_grad():
+        tower(data)
+        tower.encode_images(torch.rand(2, 3, 64, 64), quality=torch.tensor([2, 7]))
+    (dec,) = decode(codec, data)
+    assert torch.equal(seen[0][0, -1], torch.from_numpy(qmap.expand(4, 4)).float())
+    assert torch.allclose(seen[0][:, :-1], dec.y_hat)  # the canvas maps ŷ 1:1 onto the patch grid
+    assert seen[1][:, -1].amin(dim=(1, 2)).tolist() == [2.0, 7.0] and seen[1][:, -1].amax(dim=(1, 2)).tolist() == [2.0, 7.0]
 
 
 def test_a_bitstream_from_another_codec_is_refused(codec):

@@ -84,7 +84,7 @@ def default_tower_config(
     grid = (view_side(image_processor) or _side(vision.image_size)) // _side(vision.patch_size)
     prefix = _PREFIX[vision.model_type] + int(getattr(vision, "num_register_tokens", 0) or 0)
     adapter = LatentAdapterConfig(latent_channels=codec.config.M, hidden_size=vision.hidden_size, grid=(grid, grid),
-                                  num_prefix_tokens=prefix)
+                                  num_prefix_tokens=prefix, num_qualities=codec.config.num_qualities)
     anyres = bool(getattr(image_processor, "image_grid_pinpoints", None))
     canvas = None if anyres else -(-LATENT_STRIDE * grid // 64) * 64
     processor_dict = image_processor.to_dict()

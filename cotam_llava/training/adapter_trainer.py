@@ -164,9 +164,12 @@ def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> None:
     if info.get("encoder") != encoder:
         raise CheckpointError(f"{folder} was trained for encoder {info.get('encoder')!r}, this run uses {encoder!r}")
     try:
-        tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)))
+        # an adapter without quality conditioning warm-starts a conditioned one (its level embeddings stay fresh)
+        missing, unexpected = tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)), strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{folder}: the adapter does not fit this tower: {exc}") from exc
+    if unexpected or set(missing) - {"quality_embedding"}:
+        raise CheckpointError(f"{folder}: the adapter does not fit this tower (missing {missing}, unexpected {unexpected})")
 
 
 def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path:

@@ -8,6 +8,13 @@
 
 The output projection starts at zero, so an untrained adapter adds nothing and the MLLM sees exactly
 the stock encoder's tokens of the decoded image x̂.
+
+Quality conditioning (``num_qualities > 0``, our addition to the paper's adapter): the input carries one more
+channel, the quality level of each latent position (the decoder knows the map from the header), and a learned
+embedding per level (linearly interpolated for fractional levels, e.g. where views average a mixed map) is
+added to the patch tokens. ŷ after the inverse gain does not show which level coded it, and a quality-blind
+adapter trained over 10 levels applied the corrections that low levels need to high ones, where they lowered
+fidelity (measured: held-out DINOv2 token cosine at q7 0.9945 → 0.986 after 300 steps, while q1 gained).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class LatentAdapterConfig:
         num_heads: attention heads of the block (None: D/64, at least 1).
         mlp_ratio: MLP width of the block as a multiple of D.
         layer_norm_eps: epsilon of both LayerNorms.
+        num_qualities: > 0: quality-conditioned; the input has ``latent_channels + 1`` channels, the last
+            holding each position's quality level in [0, num_qualities − 1]. 0: the paper's adapter (ŷ only).
     """
 
     latent_channels: int
@@ -48,6 +57,7 @@ class LatentAdapterConfig:
     num_heads: int | None = None
     mlp_ratio: float = 4.0
     layer_norm_eps: float = 1e-5
+    num_qualities: int = 0
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
@@ -63,6 +73,13 @@ class LatentAdapterConfig:
             raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.mlp_ratio <= 0:
             raise ConfigError("mlp_ratio must be positive")
+        if not 0 <= self.num_qualities <= 64:
+            raise ConfigError(f"num_qualities must be in [0, 64], got {self.num_qualities}")
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the adapter takes: ŷ's M, plus the quality plane when conditioned."""
+        return self.latent_channels + (1 if self.num_qualities else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -113,6 +130,7 @@ class LatentFeatureAdapter(nn.Module):
         self.proj_in = nn.Linear(config.latent_channels, d)
         self.prefix = nn.Parameter(torch.zeros(1, config.num_prefix_tokens, d))
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + gh * gw, d))
+        self.quality_embedding = nn.Parameter(torch.zeros(config.num_qualities, d)) if config.num_qualities else None
         self.pre_layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.block = _Block(config)
         self.proj_out = nn.Linear(d, d)
@@ -129,6 +147,8 @@ class LatentFeatureAdapter(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.trunc_normal_(self.prefix, std=0.02)
         nn.init.trunc_normal_(self.position_embedding, std=0.02)
+        if self.quality_embedding is not None:
+            nn.init.trunc_normal_(self.quality_embedding, std=0.02)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
@@ -141,22 +161,34 @@ class LatentFeatureAdapter(nn.Module):
         patch = F.interpolate(patch, size=grid, mode="bicubic", align_corners=False)
         return torch.cat([self.position_embedding[:, :p], patch.flatten(2).transpose(1, 2)], dim=1)
 
+    def _quality_tokens(self, levels: Tensor) -> Tensor:
+        """(B, gh·gw) levels (fractional allowed) → (B, gh·gw, D), interpolating between neighbouring levels."""
+        q = levels.clamp(0, self.config.num_qualities - 1)
+        lo = q.floor().long()
+        hi = (lo + 1).clamp(max=self.config.num_qualities - 1)
+        w = (q - lo).unsqueeze(-1).to(self.quality_embedding.dtype)
+        return (1 - w) * self.quality_embedding[lo] + w * self.quality_embedding[hi]
+
     def forward(self, y_hat: Tensor) -> Tensor:
         """Compute the enhancement Δ.
 
         Args:
-            y_hat: decoded latent on the encoder's patch grid, (B, M, gh, gw).
+            y_hat: decoded latent on the encoder's patch grid, (B, M, gh, gw); with quality conditioning
+                (B, M + 1, gh, gw), the last channel holding each position's quality level.
 
         Returns:
             Δ, (B, num_prefix_tokens + gh·gw, D), to add to the embedding output.
         """
-        if y_hat.dim() != 4 or y_hat.shape[1] != self.config.latent_channels:
-            raise ConfigError(
-                f"adapter expects ŷ of shape (B, {self.config.latent_channels}, h, w), got {tuple(y_hat.shape)}"
-            )
+        channels = self.config.input_channels
+        if y_hat.dim() != 4 or y_hat.shape[1] != channels:
+            what = "ŷ + a quality plane" if self.config.num_qualities else "ŷ"
+            raise ConfigError(f"adapter expects {what} of shape (B, {channels}, h, w), got {tuple(y_hat.shape)}")
         b, _, gh, gw = y_hat.shape
         dtype = self.proj_in.weight.dtype
-        tokens = self.proj_in(y_hat.to(dtype).flatten(2).transpose(1, 2))
+        m = self.config.latent_channels
+        tokens = self.proj_in(y_hat[:, :m].to(dtype).flatten(2).transpose(1, 2))
+        if self.quality_embedding is not None:
+            tokens = tokens + self._quality_tokens(y_hat[:, m].float().flatten(1))
         tokens = torch.cat([self.prefix.expand(b, -1, -1), tokens], dim=1) + self._positions((gh, gw))
         return self.proj_out(self.block(self.pre_layernorm(tokens)))
 

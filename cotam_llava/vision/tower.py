@@ -302,7 +302,7 @@ class CoTAMVisionTower(nn.Module):
             if pv.shape[0] != len(boxes):
                 raise CoTAMError(f"the host image processor made {pv.shape[0]} views, CoTAM expected {len(boxes)}")
             pixels.append(pv)
-            latents.append(sample_latent(dec.y_hat.float(), boxes, grid))
+            latents.append(sample_latent(self._adapter_input(dec.y_hat.float(), dec.quality), boxes, grid))
             sizes.append((h, w))
             counts.append(len(boxes))
         return HostVisionInputs(
@@ -324,7 +324,7 @@ class CoTAMVisionTower(nn.Module):
             frame = to_pil(x).resize((side, side), Image.BICUBIC)  # 8-bit PIL bicubic, as the host processors resample
             pv = torch.from_numpy(np.asarray(frame, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             pixels.append((pv - mean) / std)
-            latents.append(sample_latent(dec.y_hat.float(), [full_box(w, h)], self.grid))
+            latents.append(sample_latent(self._adapter_input(dec.y_hat.float(), dec.quality), [full_box(w, h)], self.grid))
             sizes.append((h, w))
         return HostVisionInputs(torch.cat(pixels), torch.cat(latents), torch.tensor(sizes), [1] * len(decoded), list(decoded))
 
@@ -359,6 +359,17 @@ class CoTAMVisionTower(nn.Module):
             capture_likelihoods.append(out.likelihoods)
         hl, wl = -(-h // LATENT_STRIDE), -(-w // LATENT_STRIDE)
         return out.x_hat[..., :h, :w].clamp(0, 1).to(self.device), out.y_hat[..., :hl, :wl].to(self.device)
+
+    def _adapter_input(self, y_hat: Tensor, quality: int | Tensor | np.ndarray) -> Tensor:
+        """What the adapter reads: ŷ (B, M, h, w), plus the quality plane (B, 1, h, w) when it is
+        quality-conditioned. ``quality``: one level, one per sample (B,), or per-position maps ((B,) h, w)."""
+        if not self.adapter.config.num_qualities:
+            return y_hat
+        b, _, h, w = y_hat.shape
+        q = torch.as_tensor(np.asarray(quality) if not isinstance(quality, Tensor) else quality)
+        q = q.to(device=y_hat.device, dtype=y_hat.dtype)
+        q = q.reshape(-1, 1, 1, 1) if q.dim() <= 1 else q.reshape(-1, 1, *q.shape[-2:])[..., :h, :w]
+        return torch.cat([y_hat, q.expand(b, 1, h, w)], dim=1)
 
     # ------------------------------------------------------------------ forward
     def _encode(self, pixel_values: Tensor, latents: Tensor | None, capture: list[Tensor] | None, **kwargs: Any) -> Any:
@@ -462,5 +473,6 @@ class CoTAMVisionTower(nn.Module):
             return self._encode(self.preprocess(images.to(self.device)), None, capture_embeddings, **kwargs)
         x_hat, y_hat = self.simulate(images, quality, capture_likelihoods)
         h, w = images.shape[-2:]
-        latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.grid) for y in y_hat])
+        y_in = self._adapter_input(y_hat, self.cotam_config.quality if quality is None else quality)
+        latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.grid) for y in y_in])
         return self._encode(self.preprocess(x_hat), latents, capture_embeddings, **kwargs)
