@@ -63,9 +63,10 @@ def _fixed_loss(setup, adapter_folder: Path | None) -> float:
     return float(multi_level_loss(emb[0], out.last_hidden_state, ref_emb[0], ref.last_hidden_state, 0.1, 1.0).loss)
 
 
-def test_a_few_steps_lower_the_loss(setup, tmp_path):
+@pytest.mark.parametrize("relative_loss", [False, True])
+def test_a_few_steps_lower_the_loss(setup, tmp_path, relative_loss):
     before = _fixed_loss(setup, None)
-    final = train_adapter(_args(setup, tmp_path / "run", max_steps=30, save_every=30), progress=False)
+    final = train_adapter(_args(setup, tmp_path / "run", max_steps=30, save_every=30, relative_loss=relative_loss), progress=False)
     after = _fixed_loss(setup, final)
     assert after < 0.9 * before
     info = json.loads((final / "adapter_config.json").read_text())
@@ -100,11 +101,27 @@ def test_the_final_token_stage_starts_with_fresh_optimizer_moments(setup, tmp_pa
     assert {int(state["step"]) for state in optimizer.state.values()} == {2}
 
 
+def test_the_relative_loss_weighs_each_sample_by_its_own_base_error():
+    torch.manual_seed(0)
+    target = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    base = target[0] + 0.1 * torch.randn(2, 5, 8), target[1] + torch.randn(2, 5, 8) * torch.tensor([0.1, 1.0])[:, None, None]
+    same = multi_level_loss(*base, *target, 0.1, 1.0, *base)
+    assert same.loss.item() == pytest.approx(1.1)  # no change from the base: λ_low + λ_high
+    assert same.high.item() == pytest.approx(torch.nn.functional.mse_loss(base[1], target[1]).item())  # logs stay absolute
+    # halving the error of the small-error sample counts as much as halving that of the large-error one
+    better_small = base[0], torch.stack([target[1][0] + (base[1][0] - target[1][0]) / 2 ** 0.5, base[1][1]])
+    better_large = base[0], torch.stack([base[1][0], target[1][1] + (base[1][1] - target[1][1]) / 2 ** 0.5])
+    assert multi_level_loss(*better_small, *target, 0.1, 1.0, *base).loss.item() == pytest.approx(
+        multi_level_loss(*better_large, *target, 0.1, 1.0, *base).loss.item())
+
+
 def test_arguments_are_validated(setup, tmp_path):
     with pytest.raises(ConfigError, match="Kodak"):
         _args(setup, tmp_path, data_dirs=["../shared/data/kodak"])
     with pytest.raises(ConfigError, match="warmup_fraction"):
         _args(setup, tmp_path, warmup_fraction=1.0)
+    with pytest.raises(ConfigError, match="relative_loss"):
+        _args(setup, tmp_path, relative_loss=True, finetune_codec=True)
     assert main(["train-adapter", "--output_dir", str(tmp_path), "--codec", str(setup["codec"]),
                  "--encoder", str(tmp_path / "nowhere")]) == 1
 

@@ -288,8 +288,15 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         emb: list[torch.Tensor] = []
         likelihoods: list[dict[str, torch.Tensor]] = []
         out = core.encode_images(x, qmap, capture_embeddings=emb, capture_likelihoods=likelihoods)
+        base_emb: list[torch.Tensor] = []
+        base_final = None
+        if args.relative_loss:
+            with torch.no_grad():
+                core.adapter_enabled = False
+                base_final = core.encode_images(x, qmap, capture_embeddings=base_emb).last_hidden_state
+                core.adapter_enabled = True
         loss = multi_level_loss(emb[0], out.last_hidden_state, target_emb[0], target.last_hidden_state,
-                                args.lambda_low, lambda_high)
+                                args.lambda_low, lambda_high, base_emb[0] if base_emb else None, base_final)
         total, bpp = loss.loss, None
         if args.finetune_codec:
             rate, bpp = lambda_weighted_rate(likelihoods[0], lambdas.to(qmap.device)[qmap], x.shape[0] * x.shape[-2] * x.shape[-1])

@@ -103,6 +103,12 @@ class AdapterTrainingArguments:
         metadata={"help": "also train the codec (the paper's variant): L = D + rate_weight·λ_q·R with the codec's λ table; "
                           "the fine-tuned, finalized codec is exported beside the adapter (codec/)"},
     )
+    relative_loss: bool = field(
+        default=False,
+        metadata={"help": "divide each sample's token MSEs by those of x̂ without the adapter, so high quality levels "
+                          "(small errors) weigh as much as low ones (an extra no-grad pass per step; not with "
+                          "--finetune_codec)"},
+    )
     codec_learning_rate: float = field(default=1e-5, metadata={"help": "Adam learning rate of the codec when fine-tuning it"})
     aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's quantiles when fine-tuning the codec"})
     rate_weight: float = field(default=1.0, metadata={"help": "multiplier of the λ_q·R term when fine-tuning the codec"})
@@ -127,6 +133,8 @@ class AdapterTrainingArguments:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.relative_loss and self.finetune_codec:
+            raise ConfigError("relative_loss needs the codec frozen (its base pass would be a second noisy codec pass)")
         if self.rate_weight < 0 or self.codec_learning_rate <= 0 or self.aux_learning_rate <= 0:
             raise ConfigError("rate_weight must be ≥ 0 and the codec's learning rates > 0")
         if self.lambda_low < 0 or self.lambda_high < 0 or self.lambda_low + self.lambda_high == 0:

@@ -64,19 +64,42 @@ class MultiLevelLossOutput:
 
 
 def multi_level_loss(
-    embeddings: Tensor, final: Tensor, target_embeddings: Tensor, target_final: Tensor, lambda_low: float, lambda_high: float
+    embeddings: Tensor,
+    final: Tensor,
+    target_embeddings: Tensor,
+    target_final: Tensor,
+    lambda_low: float,
+    lambda_high: float,
+    base_embeddings: Tensor | None = None,
+    base_final: Tensor | None = None,
 ) -> MultiLevelLossOutput:
     """CoTAM's adapter loss (§3.3): λ_low·MSE(patch-embedding tokens) + λ_high·MSE(final-layer tokens).
+
+    With ``base_embeddings`` and ``base_final`` (the tokens of x̂ without the adapter) each sample's two MSEs are
+    divided by its own base MSEs (our option, ``--relative_loss``): every quality level then weighs by the share
+    of its error the adapter removes or adds, instead of the low levels' large absolute errors drowning the
+    high levels' small ones.
 
     Args:
         embeddings: enhanced embedding output of x̂ (+ adapter), (B, T, D).
         final: final-layer tokens of x̂ (+ adapter), (B, T, D).
         target_embeddings, target_final: the same for the original image (no grad).
         lambda_low, lambda_high: the weights (paper: 0.1 and 1; λ_high = 0 during warm-up).
+        base_embeddings, base_final: the same for x̂ without the adapter (no grad), or None.
+
+    Returns:
+        ``loss`` and the batch's absolute MSEs ``low``, ``high`` (detached, also in relative mode).
     """
-    low = F.mse_loss(embeddings, target_embeddings)
-    high = F.mse_loss(final, target_final)
-    return MultiLevelLossOutput(loss=lambda_low * low + lambda_high * high, low=low.detach(), high=high.detach())
+    low_i = (embeddings - target_embeddings).pow(2).flatten(1).mean(1)  # (B,)
+    high_i = (final - target_final).pow(2).flatten(1).mean(1)
+    if base_embeddings is not None and base_final is not None:
+        low_i = low_i / (base_embeddings - target_embeddings).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+        high_i = high_i / (base_final - target_final).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+        low, high = F.mse_loss(embeddings, target_embeddings), F.mse_loss(final, target_final)
+    else:
+        low, high = low_i.mean(), high_i.mean()
+    loss = (lambda_low * low_i + lambda_high * high_i).mean()
+    return MultiLevelLossOutput(loss=loss, low=low.detach(), high=high.detach())
 
 
 def lambda_weighted_rate(likelihoods: dict[str, Tensor], lam: Tensor, pixels: int) -> tuple[Tensor, Tensor]:
