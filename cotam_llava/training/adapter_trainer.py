@@ -272,9 +272,9 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         qmap = _quality_maps(rng, x, Q, guidance).to(accelerator.device)
         lambda_high = 0.0 if step < warmup_steps else args.lambda_high
         if step == warmup_steps > 0:
-            # The final-token term switches on: its gradients are ~10³× those of the low-level term, so AdamW's
-            # second moments (tuned to the warm-up) would let the next ~100 steps overshoot. Start the adapter's
-            # moments afresh and ramp the learning rate again, as a new training stage.
+            # The final-token term switches on (the loss jumps ~10⁴×, 4e-5 → 0.3 on DINOv2-S): AdamW's second
+            # moments, averaged over the warm-up's tiny gradients, would let the next ~100 steps move up to ~2× the
+            # set step. Start the adapter's moments afresh and ramp the learning rate again, as a new stage.
             for p in core.adapter.parameters():
                 optimizer.state.pop(p, None)
         phase_start = warmup_steps if step >= warmup_steps else 0
