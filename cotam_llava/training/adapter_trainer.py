@@ -42,7 +42,7 @@ from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
 from .losses import lambda_weighted_rate, multi_level_loss
-from .loop import after_step, finish, start_run
+from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adapter_codec_path", "read_adapter_config",
@@ -279,7 +279,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
                 optimizer.state.pop(p, None)
         phase_start = warmup_steps if step >= warmup_steps else 0
         for group, base_lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base_lr * min(1.0, (step + 1 - phase_start) / max(1, args.lr_ramp_steps))
+            group["lr"] = base_lr * min(1.0, (step + 1 - phase_start) / max(1, args.lr_ramp_steps)) * lr_decay_factor(step, args)
         # the codec's quantisation noise (fine-tuning) depends on (seed, step, process) only
         torch.manual_seed(int(np.random.default_rng([args.seed, step, accelerator.process_index, 1]).integers(2**62)))
         with torch.no_grad():

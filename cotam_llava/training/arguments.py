@@ -55,6 +55,8 @@ class CodecTrainingArguments:
     def __post_init__(self) -> None:
         if self.crop_size <= 0 or self.crop_size % 64:
             raise ConfigError(f"crop_size must be a positive multiple of 64, got {self.crop_size}")
+        if any(not 0.0 < f <= 1.0 for f in self.lr_decay_at):
+            raise ConfigError(f"lr_decay_at takes fractions of max_steps in (0, 1], got {self.lr_decay_at}")
         for name in ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"):
             if getattr(self, name) < (0 if name == "val_every" else 1):
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
@@ -113,6 +115,9 @@ class AdapterTrainingArguments:
     aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's quantiles when fine-tuning the codec"})
     rate_weight: float = field(default=1.0, metadata={"help": "multiplier of the λ_q·R term when fine-tuning the codec"})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (after the ramp)"})
+    lr_decay_at: list[float] = field(
+        default_factory=lambda: [0.8, 0.95], metadata={"help": "fractions of max_steps where the learning rate drops ×0.1"}
+    )
     lr_ramp_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate ramp from 0 (again when the final-token term starts)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
@@ -128,6 +133,8 @@ class AdapterTrainingArguments:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: default)"})
 
     def __post_init__(self) -> None:
+        if any(not 0.0 < f <= 1.0 for f in self.lr_decay_at):
+            raise ConfigError(f"lr_decay_at takes fractions of max_steps in (0, 1], got {self.lr_decay_at}")
         for name in ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints", "val_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")

@@ -28,7 +28,7 @@ from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
 from .data import PhotoCrops, sample_quality_maps, split_files
 from .losses import rate_distortion_loss
-from .loop import after_step, finish, start_run
+from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_codec", "validate_codec"]
@@ -58,10 +58,6 @@ def _summarize_val(rows: list[dict], qualities: list[int]) -> dict[int, tuple[fl
         q: (float(np.mean([r["bpp"] for r in rows if r["quality"] == q])), float(np.mean([r["psnr"] for r in rows if r["quality"] == q])))
         for q in qualities
     }
-
-
-def _lr_factor(step: int, args: CodecTrainingArguments) -> float:
-    return 0.1 ** sum(step >= int(f * args.max_steps) for f in args.lr_decay_at)
 
 
 def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
@@ -134,7 +130,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
         x = crops.batch(rng, args.batch_size).to(accelerator.device)
         qmap = sample_quality_maps(rng, args.batch_size, grid, Q, args.map_probability).to(accelerator.device)
         for group in optimizer.param_groups:
-            group["lr"] = args.learning_rate * _lr_factor(step, args)
+            group["lr"] = args.learning_rate * lr_decay_factor(step, args)
 
         out = model(x, qmap)
         rd = rate_distortion_loss(out, x, lambdas, qmap)

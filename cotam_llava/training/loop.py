@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-__all__ = ["start_run", "after_step", "finish"]
+__all__ = ["start_run", "lr_decay_factor", "after_step", "finish"]
 
 
 def start_run(args: Any) -> tuple[Any, Path, bool]:
@@ -23,6 +23,11 @@ def start_run(args: Any) -> tuple[Any, Path, bool]:
     run = Path(args.output_dir)
     run.mkdir(parents=True, exist_ok=True)
     return accelerator, run, accelerator.is_main_process
+
+
+def lr_decay_factor(step: int, args: Any) -> float:
+    """×0.1 for every fraction in ``args.lr_decay_at`` that ``step`` has reached (as a share of ``args.max_steps``)."""
+    return 0.1 ** sum(step >= int(f * args.max_steps) for f in args.lr_decay_at)
 
 
 def after_step(
