@@ -17,6 +17,11 @@ __all__ = ["CodecTrainingArguments", "AdapterTrainingArguments"]
 _DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train")
 
 
+def _check_decay_fractions(fractions: list[float]) -> None:
+    if any(not 0.0 < f <= 1.0 for f in fractions):
+        raise ConfigError(f"lr_decay_at takes fractions of max_steps in (0, 1], got {fractions}")
+
+
 @dataclass
 class CodecTrainingArguments:
     """Training of the variable-rate base codec (``cotam train-codec``)."""
@@ -55,8 +60,7 @@ class CodecTrainingArguments:
     def __post_init__(self) -> None:
         if self.crop_size <= 0 or self.crop_size % 64:
             raise ConfigError(f"crop_size must be a positive multiple of 64, got {self.crop_size}")
-        if any(not 0.0 < f <= 1.0 for f in self.lr_decay_at):
-            raise ConfigError(f"lr_decay_at takes fractions of max_steps in (0, 1], got {self.lr_decay_at}")
+        _check_decay_fractions(self.lr_decay_at)
         for name in ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"):
             if getattr(self, name) < (0 if name == "val_every" else 1):
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
@@ -133,8 +137,7 @@ class AdapterTrainingArguments:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: default)"})
 
     def __post_init__(self) -> None:
-        if any(not 0.0 < f <= 1.0 for f in self.lr_decay_at):
-            raise ConfigError(f"lr_decay_at takes fractions of max_steps in (0, 1], got {self.lr_decay_at}")
+        _check_decay_fractions(self.lr_decay_at)
         for name in ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints", "val_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")

@@ -90,14 +90,14 @@ def multi_level_loss(
     Returns:
         ``loss`` and the batch's absolute MSEs ``low``, ``high`` (detached, also in relative mode).
     """
-    low_i = (embeddings - target_embeddings).pow(2).flatten(1).mean(1)  # (B,)
-    high_i = (final - target_final).pow(2).flatten(1).mean(1)
+    def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:  # (B,)
+        return (a - b).pow(2).flatten(1).mean(1)
+
+    low_i, high_i = per_sample_mse(embeddings, target_embeddings), per_sample_mse(final, target_final)
+    low, high = low_i.mean(), high_i.mean()
     if base_embeddings is not None and base_final is not None:
-        low_i = low_i / (base_embeddings - target_embeddings).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-        high_i = high_i / (base_final - target_final).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-        low, high = F.mse_loss(embeddings, target_embeddings), F.mse_loss(final, target_final)
-    else:
-        low, high = low_i.mean(), high_i.mean()
+        low_i = low_i / per_sample_mse(base_embeddings, target_embeddings).clamp_min(1e-12)
+        high_i = high_i / per_sample_mse(base_final, target_final).clamp_min(1e-12)
     loss = (lambda_low * low_i + lambda_high * high_i).mean()
     return MultiLevelLossOutput(loss=loss, low=low.detach(), high=high.detach())
 
