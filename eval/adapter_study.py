@@ -1,12 +1,13 @@
 """Token fidelity vs bpp of CoTAM's parts on the real DINOv2-S: base codec, + guidance, + adapter, full CoTAM.
 
-    python eval/adapter_study.py --adapter runs/adapter-dinov2/final            # Kodak, 5 qualities
-    python eval/adapter_study.py --adapter DIR --limit 4 --qualities 1,5 --out /tmp/study
+    python eval/adapter_study.py --adapter checkpoints/adapter-dinov2          # Kodak, 5 qualities, + JPEG, WebP
+    python eval/adapter_study.py --adapter DIR --limit 4 --qualities 1,5 --classical none --out /tmp/study
 
 Reads an adapter exported by ``cotam train-adapter`` (``adapter.safetensors`` + ``adapter_config.json``, which
 names the encoder and the codec it was trained with), codes the centre square of each photo with real
-bitstreams, and writes per-image and per-point CSVs, a BD-rate table of every variant against the base codec
-(pchip, on cosine and on −10·log10 MSE), Markdown, JSON and an RD plot (``adapter_fidelity*``).
+bitstreams (and, as references, with classical codecs on the same canvas picture), and writes per-image and
+per-point CSVs, a BD-rate table of every variant against the base codec and each classical codec (pchip, on
+cosine and on −10·log10 MSE), Markdown, JSON and an RD plot (``adapter_fidelity*``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _classical(text: str) -> list[str]:
+    from cotam_llava.codec.classical import CLASSICAL_FORMATS
+
+    names = [] if text.strip().lower() == "none" else [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in CLASSICAL_FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown classical codecs {unknown}; choose from {', '.join(CLASSICAL_FORMATS)}")
+    return names
+
+
+def _percent_qualities(text: str) -> list[int]:
+    values = _ints(text)
+    if not values or any(not 0 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"classical qualities are integers in [0, 100], got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adapter_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--adapter", required=True, help="exported adapter folder (adapter.safetensors + adapter_config.json)")
@@ -34,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default=str(KODAK), help="folder of photos (default ../shared/data/kodak)")
     p.add_argument("--limit", type=int, default=0, help="use the first N photos (0: all)")
     p.add_argument("--qualities", type=_ints, default=[0, 2, 4, 6, 8], help="base quality levels (default 0,2,4,6,8)")
+    p.add_argument("--classical", type=_classical, default=["jpeg", "webp"],
+                   help="classical references coded on the same canvas picture, comma-separated "
+                        "(jpeg, webp, avif, jxl; 'none': skip) (default jpeg,webp)")
+    p.add_argument("--classical-qualities", type=_percent_qualities, default=[5, 10, 20, 35, 50, 70, 90],
+                   help="their qualities, 0-100 (default 5,10,20,35,50,70,90)")
     p.add_argument("--out", default=str(REPO / "eval" / "results" / "adapter_study"), help="output folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,12 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = files[: args.limit]
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
-        rows = run_adapter_fidelity(tower, files, args.qualities, guidance_for(tower), progress=not args.no_progress)
+        rows = run_adapter_fidelity(tower, files, args.qualities, guidance_for(tower), progress=not args.no_progress,
+                                    classical={name: args.classical_qualities for name in args.classical})
     except CoTAMError as exc:
         print(f"adapter_study.py: error: {exc}", file=sys.stderr)
         return 1
     points = summarize(rows)
-    bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base",))
+    bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base", *args.classical))
     notes = [
         f"adapter: {folder} (step {info.get('step')}), encoder: {info['encoder']}, codec: {codec_path}",
         f"{len(files)} photos from {args.images} (centre squares, canvas {tower.cotam_config.canvas_size}), "
@@ -85,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "variants: " + "; ".join(f"{k} = guidance {'on' if g else 'off'}, adapter {'on' if a else 'off'}"
                                  for k, (g, a) in VARIANTS.items()),
     ]
+    if args.classical:
+        notes.append(f"classical references {', '.join(args.classical)} at qualities {args.classical_qualities}: the "
+                     f"same picture resized to the canvas, a real file, decoded pixels → the stock encoder; their bpp "
+                     f"over the centre square's pixels too")
     paths = write_report("adapter_fidelity", rows, points, bd, Path(args.out), table_metrics=["cosine", "mse", "mse_db"],
                          plot_metrics=["cosine", "mse_db"], title="Final-token fidelity on real DINOv2-S: CoTAM's parts",
                          notes=notes, specs={"cosine": ".4f", "mse": ".4f", "mse_db": ".2f"},

@@ -146,11 +146,16 @@ def test_adapter_study_tool_writes_its_report(setup, tmp_path):
     spec.loader.exec_module(tool)
     out = tmp_path / "study"
     assert tool.main(["--adapter", str(final), "--images", str(setup["photos"]), "--limit", "2", "--qualities", "2,8",
-                      "--out", str(out), "--no-progress"]) == 0
+                      "--classical", "jpeg", "--classical-qualities", "10,90", "--out", str(out), "--no-progress"]) == 0
     points = json.loads((out / "adapter_fidelity.json").read_text())["points"]
-    assert {p["codec"] for p in points} == {"base", "base+guidance", "base+adapter", "cotam"}
+    assert {p["codec"] for p in points} == {"base", "base+guidance", "base+adapter", "cotam", "jpeg"}
+    jpeg = {p["quality"]: p for p in points if p["codec"] == "jpeg" and p["metric"] == "cosine"}
+    assert jpeg[90]["bpp"] > jpeg[10]["bpp"] and jpeg[90]["value"] > jpeg[10]["value"]  # rate and fidelity rise together
+    assert "| jpeg | cotam |" in (out / "adapter_fidelity.md").read_text()  # BD-rate against the classical anchor too
     assert (out / "adapter_fidelity_rd.png").stat().st_size > 0
     assert tool.main(["--adapter", str(tmp_path / "nowhere")]) == 1
+    with pytest.raises(SystemExit):
+        tool.main(["--adapter", str(final), "--classical", "gif"])
 
 
 def test_finetuning_the_codec_resumes_and_exports_a_finalized_codec(setup, tmp_path):

@@ -7,6 +7,11 @@ to the square codec canvas by the edge)::
     photo ─centre square─▶ picture ─host processor─▶ encoder ─▶ reference tokens
     fidelity = cosine (mean over tokens) and MSE of the final-layer tokens against the reference
 
+Classical references (JPEG, WebP, …) code the same picture the edge codes — the centre square resized to the
+codec canvas as the pipeline does — to a real file; its decoded pixels go through the host processor and the
+stock encoder. Every variant's bpp is its file's bits over the centre square's pixels, so all curves share
+one axis.
+
 The rows are :class:`~cotam_llava.evaluation.proxies.FidelityRow` s (``codec`` = variant), so
 :func:`~cotam_llava.evaluation.proxies.summarize` and :mod:`~cotam_llava.evaluation.proxy_report` give the
 points, BD-rates (full CoTAM against the base codec) and plots.
@@ -15,11 +20,15 @@ points, BD-rates (full CoTAM against the base codec) and plots.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
+from ..codec.classical import classical_codec
+from ..codec.pipeline import canvas_for
 from ..imageio import ImageLike, to_pil
 from ..vision.edge import EdgeEncoder, center_square
 from ..vision.tower import CoTAMVisionTower
@@ -44,8 +53,9 @@ def run_adapter_fidelity(
     variants: Sequence[str] = tuple(VARIANTS),
     names: Sequence[str] | None = None,
     progress: bool = False,
+    classical: Mapping[str, Sequence[int]] | None = None,
 ) -> list[FidelityRow]:
-    """Final-token fidelity of each variant, image and quality.
+    """Final-token fidelity of each variant, image and quality (and of classical codecs on the same picture).
 
     Args:
         tower: a CoTAM tower (its adapter as trained; its codec finalized).
@@ -54,22 +64,37 @@ def run_adapter_fidelity(
         guidance: a ``ShallowAttentionGuidance`` for the guided variants (required if one is asked for).
         variants: names from :data:`VARIANTS`.
         names: image names for the rows (default: file names or indices).
+        classical: classical codec name (``jpeg``, ``webp``, ``avif``, ``jxl``) → its qualities (0–100), coded on
+            the picture resized to the codec canvas.
 
     Returns:
-        One :class:`FidelityRow` per (variant, quality, image); bpp counts every byte of the container
-        (header and guidance map included) over the picture's pixels.
+        One :class:`FidelityRow` per (variant or classical codec, quality, image); bpp counts every byte of the
+        container (header and guidance map included) or file over the picture's pixels.
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     if guidance is None and any(VARIANTS[v][0] for v in variants):
         raise ValueError("guided variants need a guidance model")
+    references = {name: classical_codec(name) for name in (classical or {})}
     edges = {
         False: EdgeEncoder(tower.codec, tower.cotam_config, use_guidance=False),
         True: EdgeEncoder(tower.codec, tower.cotam_config, guidance=guidance) if guidance is not None else None,
     }
     processor = tower.image_processor
     rows: list[FidelityRow] = []
+
+    def add(codec: str, q: int, name: str, picture: Image.Image, data: bytes, reference: torch.Tensor,
+            tokens: torch.Tensor) -> None:
+        cos, mse = token_fidelity(reference, tokens)
+        rows.append(FidelityRow(codec=codec, quality=int(q), image=name, width=picture.width, height=picture.height,
+                                bytes=len(data), bpp=len(data) * 8 / (picture.width * picture.height),
+                                cosine=float(cos.mean()), mse=float(mse.mean())))
+
+    def stock_tokens(picture: Image.Image) -> torch.Tensor:
+        pv = processor(images=[picture], return_tensors="pt")["pixel_values"].to(tower.device)
+        return tower.encoder(pixel_values=pv).last_hidden_state
+
     enabled = tower.adapter_enabled
     work = list(enumerate(images))
     try:
@@ -77,21 +102,19 @@ def run_adapter_fidelity(
             for i, image in tqdm(work, desc="adapter fidelity", unit="image", disable=not progress):
                 name = names[i] if names is not None else (Path(image).name if isinstance(image, (str, Path)) else str(i))
                 picture = center_square(to_pil(image))  # square canvas: no aspect distortion for any host
-                pv = processor(images=[picture], return_tensors="pt")["pixel_values"].to(tower.device)
-                reference = tower.encoder(pixel_values=pv).last_hidden_state
+                reference = stock_tokens(picture)
                 for q in qualities:
                     streams = {g: edges[g].encode_image(picture, q) for g in {VARIANTS[v][0] for v in variants}}
                     for variant in variants:
                         guided, adapted = VARIANTS[variant]
                         tower.adapter_enabled = adapted
-                        tokens = tower(streams[guided]).last_hidden_state
-                        cos, mse = token_fidelity(reference, tokens)
-                        data = streams[guided]
-                        rows.append(FidelityRow(
-                            codec=variant, quality=int(q), image=name, width=picture.width, height=picture.height,
-                            bytes=len(data), bpp=len(data) * 8 / (picture.width * picture.height),
-                            cosine=float(cos.mean()), mse=float(mse.mean()),
-                        ))
+                        add(variant, q, name, picture, streams[guided], reference, tower(streams[guided]).last_hidden_state)
+                (cw, ch), _ = canvas_for(picture.size, tower.cotam_config.canvas_size)
+                canvas = np.asarray(picture.convert("RGB").resize((cw, ch), Image.BICUBIC))  # as the pipeline resizes
+                for codec_name, codec in references.items():
+                    for q in classical[codec_name]:
+                        data = codec.encode(canvas, q)
+                        add(codec_name, q, name, picture, data, reference, stock_tokens(Image.fromarray(codec.decode(data))))
     finally:
         tower.adapter_enabled = enabled
     return rows
