@@ -45,3 +45,23 @@ def test_shipped_streams_round_trip_and_order_rates(shipped):
         quality.append(psnr(to_uint8_array(dec.to_pil()), img))
     assert sizes[0] < sizes[1] < sizes[2]
     assert quality[0] < quality[1] < quality[2] and quality[0] > 20  # a trained codec: more bits, better pictures
+
+
+ADAPTER = SHIPPED.parent / "adapter-dinov2"
+
+
+@pytest.mark.skipif(not (ADAPTER / "adapter_config.json").is_file(), reason="no adapter is shipped")
+def test_shipped_adapter_pairs_with_the_shipped_codec_and_loads(shipped):
+    from safetensors.torch import load_file
+
+    from cotam_llava.training.adapter_trainer import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
+    from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
+
+    info = read_adapter_config(ADAPTER)
+    assert info["encoder"] == "dinov2-imgfocus" and not info["finetuned_codec"]
+    assert info["codec_id"] == shipped.codec_id.hex() and adapter_codec_path(ADAPTER, info) == Path("checkpoints/elic-small")
+    adapter = LatentFeatureAdapter(LatentAdapterConfig.from_dict(info["tower"]["adapter"]))
+    adapter.load_state_dict(load_file(str(ADAPTER / ADAPTER_WEIGHTS)))  # strict: every key and shape
+    assert adapter.config.latent_channels == shipped.config.M and adapter.config.num_qualities == shipped.config.num_qualities
+    assert adapter.proj_out.weight.abs().sum() > 0  # trained: the output projection starts at zero
+    assert (ADAPTER / "MODEL_CARD.md").is_file()
