@@ -83,6 +83,27 @@ def test_a_quality_conditioned_adapter_reads_the_level_of_each_position():
         adapter(y)
 
 
+def test_a_deeper_adapter_loads_one_block_checkpoints_and_grows_from_them():
+    cfg = LatentAdapterConfig(latent_channels=24, hidden_size=64, grid=(4, 4))
+    one = LatentFeatureAdapter(cfg)
+    torch.nn.init.normal_(one.proj_out.weight)
+    y = torch.randn(2, 24, 4, 4)
+    # checkpoints written before num_layers named the block "block.*"
+    legacy = {k.replace("blocks.0.", "block."): v for k, v in one.state_dict().items()}
+    again = LatentFeatureAdapter(cfg)
+    again.load_state_dict(legacy)
+    assert torch.equal(again(y), one(y))
+    deeper = LatentFeatureAdapter(LatentAdapterConfig(latent_channels=24, hidden_size=64, grid=(4, 4), num_layers=3))
+    missing, unexpected = deeper.load_state_dict(legacy, strict=False)
+    assert not unexpected and all(k.startswith(("blocks.1.", "blocks.2.")) for k in missing)
+    assert not torch.allclose(deeper(y), one(y))  # fresh blocks change the output ...
+    for block in deeper.blocks[1:]:
+        block.make_identity_()
+    assert torch.allclose(deeper(y), one(y), atol=1e-6)  # ... identity blocks do not
+    with pytest.raises(ConfigError, match="num_layers"):
+        LatentAdapterConfig(latent_channels=8, hidden_size=64, grid=(2, 2), num_layers=0)
+
+
 # ----------------------------------------------------------------------------- encoders
 @pytest.mark.parametrize("family, prefix", [("clip", 1), ("siglip", 0), ("internvl", 1), ("dinov2", 1), ("dinov2reg", 5)])
 def test_zero_delta_reproduces_the_stock_encoder(family, prefix):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import tiny_hosts
 from cotam_llava.cli import main
-from cotam_llava.errors import ConfigError
+from cotam_llava.errors import CheckpointError, ConfigError
 from cotam_llava.training.adapter_trainer import ADAPTER_WEIGHTS, build_tower, load_encoder, train_adapter
 from cotam_llava.training.arguments import AdapterTrainingArguments
 from cotam_llava.training.data import PhotoCrops
@@ -195,3 +195,26 @@ def test_a_run_can_start_from_an_exported_adapter(setup, tmp_path):
     assert all(torch.allclose(a[k], b[k]) for k in a) and any(a[k].abs().sum() > 0 for k in a)
     assert main(["train-adapter", "--output_dir", str(tmp_path / "bad"), "--codec", str(setup["codec"]),
                  "--encoder", str(setup["encoder"]), "--init_adapter", str(setup["codec"])]) == 1
+
+
+def test_a_run_grows_an_exported_adapter_by_a_block(setup, tmp_path):
+    first = train_adapter(_args(setup, tmp_path / "first", max_steps=2, save_every=2), progress=False)
+    # the loaded weights frozen (tiny lr scale), the added block learning: the old block stays, the new one moves
+    grown = train_adapter(_args(setup, tmp_path / "grown", max_steps=2, save_every=1, warmup_fraction=0.0,
+                                init_adapter=str(first), adapter_layers=2, init_adapter_lr_scale=1e-30), progress=False)
+    a, b = load_file(str(first / ADAPTER_WEIGHTS)), load_file(str(grown / ADAPTER_WEIGHTS))
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+    assert b["blocks.1.fc2.weight"].abs().sum() > 0 and b["blocks.1.fc1.weight"].shape == a["blocks.0.fc1.weight"].shape
+    info = json.loads((grown / "adapter_config.json").read_text())
+    assert info["tower"]["adapter"]["num_layers"] == 2
+    # resuming (a "kill" after step 1) rebuilds the same two parameter groups and finishes at the same weights
+    train_adapter(_args(setup, tmp_path / "killed", max_steps=2, save_every=1, warmup_fraction=0.0, max_minutes=1e-9,
+                        init_adapter=str(first), adapter_layers=2, init_adapter_lr_scale=1e-30), progress=False)
+    resumed = train_adapter(_args(setup, tmp_path / "killed", max_steps=2, save_every=1, warmup_fraction=0.0,
+                                  init_adapter=str(first), adapter_layers=2, init_adapter_lr_scale=1e-30), progress=False)
+    c = load_file(str(resumed / ADAPTER_WEIGHTS))
+    assert all(torch.allclose(b[k], c[k], atol=1e-6) for k in b)
+    # a deeper adapter does not fit a shallower run
+    with pytest.raises(CheckpointError, match="--adapter_layers"):
+        train_adapter(_args(setup, tmp_path / "shallow", max_steps=1, init_adapter=str(grown), adapter_layers=1),
+                      progress=False)

@@ -77,11 +77,14 @@ def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
     return encoder.eval(), processor
 
 
-def build_tower(encoder: torch.nn.Module, processor: Any, codec: CoTAMELIC, guidance_model: str | None = None) -> CoTAMVisionTower:
-    """A CoTAM tower over ``encoder`` with the default canvas (16 × its patch grid)."""
+def build_tower(encoder: torch.nn.Module, processor: Any, codec: CoTAMELIC, guidance_model: str | None = None,
+                adapter_layers: int = 1) -> CoTAMVisionTower:
+    """A CoTAM tower over ``encoder`` with the default canvas (16 × its patch grid) and an adapter of
+    ``adapter_layers`` transformer blocks."""
     from ..models.modeling_cotam import default_tower_config
 
     config = default_tower_config(SimpleNamespace(vision_config=encoder.config), processor, codec, guidance_model=guidance_model)
+    config.adapter["num_layers"] = adapter_layers
     return CoTAMVisionTower(encoder, config, codec)
 
 
@@ -155,21 +158,39 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder / ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
 
 
-def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> None:
+def adapter_depth(folder: Path) -> int:
+    """Transformer blocks of an exported adapter (``num_layers`` in its tower config; 1 before that option)."""
+    return int(read_adapter_config(folder).get("tower", {}).get("adapter", {}).get("num_layers", 1))
+
+
+def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[str]:
     """Load an exported adapter's weights into ``tower`` (a clear error when it is not one, or is for another
-    encoder or adapter shape)."""
+    encoder or adapter shape); returns the names of the parameters it set.
+
+    Two warm starts are allowed: an adapter without quality conditioning (the level embeddings stay fresh), and
+    one with fewer blocks (the added blocks start as identities, so the tower starts with the loaded behaviour).
+    """
     from safetensors.torch import load_file
 
     info = read_adapter_config(folder)
     if info.get("encoder") != encoder:
         raise CheckpointError(f"{folder} was trained for encoder {info.get('encoder')!r}, this run uses {encoder!r}")
+    depth = adapter_depth(folder)
+    adapter = tower.adapter
+    if depth > len(adapter.blocks):
+        raise CheckpointError(f"{folder} has {depth} adapter blocks; this run's adapter has {len(adapter.blocks)} "
+                              f"(set --adapter_layers ≥ {depth})")
+    added = {f"blocks.{i}." for i in range(depth, len(adapter.blocks))}
     try:
-        # an adapter without quality conditioning warm-starts a conditioned one (its level embeddings stay fresh)
-        missing, unexpected = tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)), strict=False)
+        missing, unexpected = adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)), strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{folder}: the adapter does not fit this tower: {exc}") from exc
-    if unexpected or set(missing) - {"quality_embedding"}:
+    missing_unexpectedly = [k for k in missing if k != "quality_embedding" and not k.startswith(tuple(added))]
+    if unexpected or missing_unexpectedly:
         raise CheckpointError(f"{folder}: the adapter does not fit this tower (missing {missing}, unexpected {unexpected})")
+    for i in range(depth, len(adapter.blocks)):
+        adapter.blocks[i].make_identity_()
+    return {name for name, _ in adapter.named_parameters()} - set(missing)
 
 
 def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path:
@@ -185,7 +206,9 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     lambdas = torch.tensor([codec.config.lambda_for_quality(q) for q in range(codec.config.num_qualities)])
     encoder, processor = load_encoder(args.encoder)
     guidance_model = args.encoder if args.guidance else None
-    tower = build_tower(encoder, processor, codec, guidance_model)
+    depth_source = resume_from or (Path(args.init_adapter) if args.init_adapter else None)
+    layers = args.adapter_layers or (adapter_depth(depth_source) if depth_source is not None else 1)
+    tower = build_tower(encoder, processor, codec, guidance_model, layers)
     tower.cotam_config.decode_device = str(accelerator.device)
     tower.set_codec(codec)
     tower.encoder.requires_grad_(False)
@@ -193,17 +216,24 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     guidance = guidance_for(tower) if args.guidance else None
 
     start_step = 0
+    loaded: set[str] = set()
+    if args.init_adapter:  # also on resume: the optimizer's parameter groups depend on what it set
+        loaded = _load_adapter(tower, Path(args.init_adapter), args.encoder)
     if resume_from is not None:
         tower.adapter.load_state_dict(load_file(str(resume_from / ADAPTER_WEIGHTS)))
         start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
-    elif args.init_adapter:
-        _load_adapter(tower, Path(args.init_adapter), args.encoder)
     if main_process:
         (run / "training_args.json").write_text(args.to_json())
 
-    optimizer = torch.optim.AdamW(tower.adapter.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    # weights from --init_adapter learn at init_adapter_lr_scale × the rate of fresh ones (e.g. added blocks)
+    named = list(tower.adapter.named_parameters())
+    groups = [([p for n, p in named if n in loaded], args.learning_rate * args.init_adapter_lr_scale),
+              ([p for n, p in named if n not in loaded], args.learning_rate)]
+    groups = [(params, lr) for params, lr in groups if params]
+    optimizer = torch.optim.AdamW([{"params": params, "lr": lr} for params, lr in groups], lr=args.learning_rate,
+                                  weight_decay=args.weight_decay)
     optimizers = {"adapter": optimizer}
-    base_lrs = [args.learning_rate]
+    base_lrs = [lr for _, lr in groups]
     codec_params: list[torch.nn.Parameter] = []
     if args.finetune_codec:
         codec.config.finalized = False  # training changes the weights; only exports are finalized

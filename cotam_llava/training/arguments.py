@@ -100,6 +100,16 @@ class AdapterTrainingArguments:
         metadata={"help": "start from this exported adapter (adapter.safetensors + adapter_config.json, same encoder), "
                           "e.g. one trained against an earlier codec, instead of the zero-initialised one"},
     )
+    init_adapter_lr_scale: float = field(
+        default=1.0,
+        metadata={"help": "learning-rate multiplier of the weights loaded from --init_adapter (fresh ones, e.g. added "
+                          "blocks, learn at --learning_rate)"},
+    )
+    adapter_layers: int | None = field(
+        default=None,
+        metadata={"help": "transformer blocks in the adapter (paper: 1; default: --init_adapter's, else 1); more than "
+                          "--init_adapter has grows it, the added blocks starting as identities"},
+    )
     data_dirs: list[str] = field(
         default_factory=lambda: [_DEFAULT_DATA],
         metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
@@ -150,6 +160,10 @@ class AdapterTrainingArguments:
                              "val_images"))
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.adapter_layers is not None and not 1 <= self.adapter_layers <= 24:
+            raise ConfigError(f"adapter_layers must be in [1, 24], got {self.adapter_layers}")
+        if self.init_adapter_lr_scale <= 0:
+            raise ConfigError(f"init_adapter_lr_scale must be positive, got {self.init_adapter_lr_scale}")
         if self.relative_loss and self.finetune_codec:
             raise ConfigError("relative_loss (on by default) needs the codec frozen (its base pass would be a second "
                               "noisy codec pass): add --no_relative_loss to --finetune_codec")

@@ -4,7 +4,8 @@
 
     ŷ (B, M, gh, gw) ─flatten─▶ (B, gh·gw, M) ─Linear(M→D)─▶ ─prepend prefix tokens ([CLS], registers)─▶
       + learned position embeddings (interpolated if the grid differs) ─pre-LayerNorm─▶
-      one CLIP-style transformer block (heads = D/64) ─Linear(D→D), zero-initialised─▶ Δ (B, P + gh·gw, D)
+      ``num_layers`` CLIP-style transformer blocks (paper: one; heads = D/64) ─Linear(D→D), zero-initialised─▶
+      Δ (B, P + gh·gw, D)
 
 The output projection starts at zero, so an untrained adapter adds nothing and the MLLM sees exactly
 the stock encoder's tokens of the decoded image x̂.
@@ -48,6 +49,8 @@ class LatentAdapterConfig:
         layer_norm_eps: epsilon of both LayerNorms.
         num_qualities: > 0: quality-conditioned; the input has ``latent_channels + 1`` channels, the last
             holding each position's quality level in [0, num_qualities − 1]. 0: the paper's adapter (ŷ only).
+        num_layers: transformer blocks (paper: 1). Checkpoints from before this option (one block, saved as
+            ``block.*``) load unchanged.
     """
 
     latent_channels: int
@@ -58,6 +61,7 @@ class LatentAdapterConfig:
     mlp_ratio: float = 4.0
     layer_norm_eps: float = 1e-5
     num_qualities: int = 0
+    num_layers: int = 1
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
@@ -75,6 +79,8 @@ class LatentAdapterConfig:
             raise ConfigError("mlp_ratio must be positive")
         if not 0 <= self.num_qualities <= 64:
             raise ConfigError(f"num_qualities must be in [0, 64], got {self.num_qualities}")
+        if not 1 <= self.num_layers <= 24:
+            raise ConfigError(f"num_layers must be in [1, 24], got {self.num_layers}")
 
     @property
     def input_channels(self) -> int:
@@ -113,6 +119,20 @@ class _Block(nn.Module):
         x = x + self.out_proj(attn)
         return x + self.fc2(F.gelu(self.fc1(self.layer_norm2(x))))
 
+    def make_identity_(self) -> None:
+        """Zero both residual branches' output layers: the block passes its input through unchanged (a block
+        added to a trained adapter starts from that adapter's behaviour)."""
+        for layer in (self.out_proj, self.fc2):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+def _rename_single_block(state_dict: dict[str, Tensor], prefix: str, *_args: Any) -> None:
+    """Adapters saved before ``num_layers`` existed name their one block ``block.*``; it is ``blocks.0.*`` now."""
+    old = prefix + "block."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "blocks.0." + key[len(old):]] = state_dict.pop(key)
+
 
 class LatentFeatureAdapter(nn.Module):
     """Maps the decoded latent ŷ to tokens added to the vision encoder's embedding output (CoTAM §3.3).
@@ -132,9 +152,10 @@ class LatentFeatureAdapter(nn.Module):
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + gh * gw, d))
         self.quality_embedding = nn.Parameter(torch.zeros(config.num_qualities, d)) if config.num_qualities else None
         self.pre_layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.block = _Block(config)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.num_layers))
         self.proj_out = nn.Linear(d, d)
         self.reset_parameters()
+        self._register_load_state_dict_pre_hook(_rename_single_block)
 
     def reset_parameters(self) -> None:
         """Fresh initialisation: small random weights, and a zero output projection (Δ = 0)."""
@@ -190,7 +211,10 @@ class LatentFeatureAdapter(nn.Module):
         if self.quality_embedding is not None:
             tokens = tokens + self._quality_tokens(y_hat[:, m].float().flatten(1))
         tokens = torch.cat([self.prefix.expand(b, -1, -1), tokens], dim=1) + self._positions((gh, gw))
-        return self.proj_out(self.block(self.pre_layernorm(tokens)))
+        tokens = self.pre_layernorm(tokens)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.proj_out(tokens)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
