@@ -81,6 +81,36 @@ def test_auto_classes_load_a_saved_folder(tmp_path):
         torch.testing.assert_close(auto_model(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
 
 
+def test_a_trained_adapter_folder_of_any_depth_loads_with_the_host(tmp_path):
+    from safetensors.torch import save_file
+
+    from cotam_llava.errors import CheckpointError
+    from cotam_llava.models import cotam_class_for
+    from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
+
+    model, proc, _, _ = tiny_hosts.build_cotam("llava", tmp_path)
+    config = LatentAdapterConfig.from_dict({**model.vision_tower.adapter.config.to_dict(), "num_layers": 2})
+    trained = LatentFeatureAdapter(config)
+    torch.nn.init.normal_(trained.proj_out.weight, std=0.05)
+    (tmp_path / "adapter").mkdir()
+    save_file(trained.state_dict(), str(tmp_path / "adapter" / "adapter.safetensors"))
+    cls = cotam_class_for("llava")
+    loaded = cls.from_host_pretrained(tmp_path / "host", model.codec, image_processor=proc.image_processor,
+                                      adapter=tmp_path / "adapter").eval()
+    assert len(loaded.vision_tower.adapter.blocks) == 2
+    assert all(torch.equal(a, b) for a, b in zip(loaded.vision_tower.adapter.state_dict().values(),
+                                                   trained.state_dict().values()))
+    loaded.save_pretrained(tmp_path / "cotam")  # the depth travels in the saved config
+    inputs = proc(text=tiny_hosts.chat_prompt(proc), images=[KODAK / "kodim23.png"], quality=5)
+    with torch.no_grad():
+        torch.testing.assert_close(cls.from_pretrained(tmp_path / "cotam").eval()(**inputs).logits,
+                                   loaded(**inputs).logits, rtol=0, atol=0)
+    save_file({"proj_in.weight": torch.zeros(3, 3)}, str(tmp_path / "adapter" / "adapter.safetensors"))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        cls.from_host_pretrained(tmp_path / "host", model.codec, image_processor=proc.image_processor,
+                                 adapter=tmp_path / "adapter")
+
+
 @pytest.mark.parametrize("name", ["llava", "onevision"])
 def test_a_batch_of_two_images_of_different_sizes(name, tmp_path):
     model, proc, stock, stock_proc = tiny_hosts.build_cotam(name, tmp_path)

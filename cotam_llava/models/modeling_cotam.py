@@ -39,7 +39,7 @@ from transformers import (
 
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError, ConfigError
-from ..vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
+from ..vision.adapter import LatentAdapterConfig, LatentFeatureAdapter, num_blocks_in
 from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
 from ..vision.views import LATENT_STRIDE, view_side
 from .configuration_cotam import CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
@@ -350,6 +350,9 @@ class _CoTAMGenerationMixin:
             quantization.llm_int8_skip_modules = sorted(set(skip) | keep)
         model = cls._cotam_host_class.from_pretrained(host, **kwargs)
         tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
+        adapter_state = _load_adapter_weights(adapter) if adapter is not None else None
+        if adapter_state is not None:
+            tower.adapter["num_layers"] = max(1, num_blocks_in(adapter_state))
         config_dict = model.config.to_dict()
         config_dict.pop("model_type", None)
         config = cls.config_class.from_dict({**config_dict, "cotam": tower.to_dict()})
@@ -358,8 +361,11 @@ class _CoTAMGenerationMixin:
         model._install_cotam(config)
         device = next(model.model.vision_tower.encoder.parameters()).device
         model.model.vision_tower.to(device=device, dtype=torch.float32)
-        if adapter is not None:
-            model.vision_tower.adapter.load_state_dict(_load_adapter_weights(adapter))
+        if adapter_state is not None:
+            try:
+                model.vision_tower.adapter.load_state_dict(adapter_state)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{adapter}: the adapter does not fit this host and codec: {exc}") from exc
         model.vision_tower.set_codec(codec_model)
         return model
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .._config import strict_from_dict
 from ..errors import ConfigError
 
-__all__ = ["LatentAdapterConfig", "LatentFeatureAdapter"]
+__all__ = ["LatentAdapterConfig", "LatentFeatureAdapter", "num_blocks_in"]
 
 
 @dataclass
@@ -132,6 +132,12 @@ def _rename_single_block(state_dict: dict[str, Tensor], prefix: str, *_args: Any
     old = prefix + "block."
     for key in [k for k in state_dict if k.startswith(old)]:
         state_dict[prefix + "blocks.0." + key[len(old):]] = state_dict.pop(key)
+
+
+def num_blocks_in(state_dict: dict[str, Tensor]) -> int:
+    """Transformer blocks an adapter state dict holds (``blocks.N.*``; a legacy ``block.*`` counts as one)."""
+    indices = {int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.")}
+    return max(indices) + 1 if indices else int(any(k.startswith("block.") for k in state_dict))
 
 
 class LatentFeatureAdapter(nn.Module):
