@@ -2,6 +2,8 @@
 
     python eval/adapter_study.py --adapter checkpoints/adapter-dinov2          # Kodak, 5 qualities, + JPEG, WebP
     python eval/adapter_study.py --adapter DIR --limit 4 --qualities 1,5 --classical none --out /tmp/study
+    python eval/adapter_study.py --adapter DIR --images ../shared/data/train --held-out 25 --classical none \
+        --rate-ratio 1.4 --out /tmp/heldout      # the photos train-adapter validates on; rate-balanced guidance
 
 Reads an adapter exported by ``cotam train-adapter`` (``adapter.safetensors`` + ``adapter_config.json``, which
 names the encoder and the codec it was trained with), codes the centre square of each photo with real
@@ -13,6 +15,7 @@ cosine and on −10·log10 MSE), Markdown, JSON and an RD plot (``adapter_fideli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", help="codec checkpoint (default: the one named in adapter_config.json)")
     p.add_argument("--images", default=str(KODAK), help="folder of photos (default ../shared/data/kodak)")
     p.add_argument("--limit", type=int, default=0, help="use the first N photos (0: all)")
+    p.add_argument("--held-out", type=int, default=0, metavar="N",
+                   help="search --images recursively and use every N-th photo: the ones `cotam train-adapter "
+                        "--val_every_nth N` holds out, for choosing settings without touching Kodak (0: all photos)")
+    p.add_argument("--rate-ratio", type=float, default=None,
+                   help="rate-balanced guidance with this modelled rate ratio per quality level (GuidanceConfig."
+                        "rate_ratio; default: the paper's thresholds)")
     p.add_argument("--qualities", type=_ints, default=[0, 2, 4, 6, 8], help="base quality levels (default 0,2,4,6,8)")
     p.add_argument("--classical", type=_classical, default=["jpeg", "webp"],
                    help="classical references coded on the same canvas picture, comma-separated "
@@ -75,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
     from cotam_llava.training.adapter_trainer import (ADAPTER_WEIGHTS, adapter_codec_path, guidance_for, load_encoder,
                                                         read_adapter_config)
+    from cotam_llava.training.data import split_files
     from cotam_llava.vision.tower import CoTAMTowerConfig, CoTAMVisionTower
 
     if args.threads:
@@ -90,12 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder, _ = load_encoder(info["encoder"])
         tower = CoTAMVisionTower(encoder, CoTAMTowerConfig.from_dict(info["tower"]), codec).eval()
         tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)))
-        files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if args.held_out:
+            files = split_files([args.images], args.held_out)[1]
+        else:
+            files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if args.limit:
             files = files[: args.limit]
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
-        rows = run_adapter_fidelity(tower, files, args.qualities, guidance_for(tower), progress=not args.no_progress,
+        guidance = guidance_for(tower)
+        guidance.config = dataclasses.replace(guidance.config, rate_ratio=args.rate_ratio)
+        rows = run_adapter_fidelity(tower, files, args.qualities, guidance, progress=not args.no_progress,
                                     classical={name: args.classical_qualities for name in args.classical})
     except CoTAMError as exc:
         print(f"adapter_study.py: error: {exc}", file=sys.stderr)
@@ -104,10 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base", *args.classical))
     notes = [
         f"adapter: {folder} (step {info.get('step')}), encoder: {info['encoder']}, codec: {codec_path}",
-        f"{len(files)} photos from {args.images} (centre squares, canvas {tower.cotam_config.canvas_size}), "
-        f"qualities {args.qualities}; bpp counts every byte of the real .cotam file",
+        f"{len(files)} photos from {args.images}{f' (every {args.held_out}th, held out from training)' if args.held_out else ''}"
+        f" (centre squares, canvas {tower.cotam_config.canvas_size}), qualities {args.qualities}; bpp counts every byte "
+        f"of the real .cotam file",
         "variants: " + "; ".join(f"{k} = guidance {'on' if g else 'off'}, adapter {'on' if a else 'off'}"
                                  for k, (g, a) in VARIANTS.items()),
+        "guidance levels: " + ("the paper's μ ± kσ thresholds" if args.rate_ratio is None else
+                               f"rate-balanced, modelled rate ratio {args.rate_ratio} per quality level"),
     ]
     if args.classical:
         notes.append(f"classical references {', '.join(args.classical)} at qualities {args.classical_qualities}: the "
