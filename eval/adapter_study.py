@@ -113,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base", *args.classical))
     notes = [
         f"adapter: {folder} (step {info.get('step')}), encoder: {info['encoder']}, codec: {codec_path}",
-        f"{len(files)} photos from {args.images}{f' (every {args.held_out}th, held out from training)' if args.held_out else ''}"
-        f" (centre squares, canvas {tower.cotam_config.canvas_size}), qualities {args.qualities}; bpp counts every byte "
+        f"{len(files)} photos from {args.images}{f', every {args.held_out}-th (held out from training)' if args.held_out else ''}"
+        f"; centre squares, canvas {tower.cotam_config.canvas_size}; qualities {args.qualities}; bpp counts every byte "
         f"of the real .cotam file",
         "variants: " + "; ".join(f"{k} = guidance {'on' if g else 'off'}, adapter {'on' if a else 'off'}"
                                  for k, (g, a) in VARIANTS.items()),
