@@ -136,7 +136,7 @@ def _rename_single_block(state_dict: dict[str, Tensor], prefix: str, *_args: Any
 
 def num_blocks_in(state_dict: dict[str, Tensor]) -> int:
     """Transformer blocks an adapter state dict holds (``blocks.N.*``; a legacy ``block.*`` counts as one)."""
-    indices = {int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.")}
+    indices = {int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.") and k.split(".")[1].isdigit()}
     return max(indices) + 1 if indices else int(any(k.startswith("block.") for k in state_dict))
 
 
