@@ -38,6 +38,7 @@ from ..codec.guidance import GuidanceConfig, guided_quality_map
 from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError
+from ..vision.adapter import num_blocks_in
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, split_files
@@ -159,8 +160,12 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 
 
 def adapter_depth(folder: Path) -> int:
-    """Transformer blocks of an exported adapter (``num_layers`` in its tower config; 1 before that option)."""
-    return int(read_adapter_config(folder).get("tower", {}).get("adapter", {}).get("num_layers", 1))
+    """Transformer blocks of an exported adapter, counted in its weights (CheckpointError when it is not one)."""
+    from safetensors import safe_open
+
+    read_adapter_config(folder)
+    with safe_open(str(folder / ADAPTER_WEIGHTS), "pt") as weights:
+        return max(1, num_blocks_in(weights.keys()))
 
 
 def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[str]:

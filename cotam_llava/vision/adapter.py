@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -134,10 +134,11 @@ def _rename_single_block(state_dict: dict[str, Tensor], prefix: str, *_args: Any
         state_dict[prefix + "blocks.0." + key[len(old):]] = state_dict.pop(key)
 
 
-def num_blocks_in(state_dict: dict[str, Tensor]) -> int:
-    """Transformer blocks an adapter state dict holds (``blocks.N.*``; a legacy ``block.*`` counts as one)."""
-    indices = {int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.") and k.split(".")[1].isdigit()}
-    return max(indices) + 1 if indices else int(any(k.startswith("block.") for k in state_dict))
+def num_blocks_in(keys: Iterable[str]) -> int:
+    """Transformer blocks an adapter state dict's keys hold (``blocks.N.*``; a legacy ``block.*`` counts as one)."""
+    keys = list(keys)
+    indices = {int(k.split(".")[1]) for k in keys if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    return max(indices) + 1 if indices else int(any(k.startswith("block.") for k in keys))
 
 
 class LatentFeatureAdapter(nn.Module):
