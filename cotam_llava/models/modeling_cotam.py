@@ -352,7 +352,7 @@ class _CoTAMGenerationMixin:
         tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
         adapter_state = _load_adapter_weights(adapter) if adapter is not None else None
         if adapter_state is not None:
-            tower.adapter["num_layers"] = max(1, num_blocks_in(adapter_state))
+            tower.adapter["num_layers"] = num_blocks_in(adapter_state)
         config_dict = model.config.to_dict()
         config_dict.pop("model_type", None)
         config = cls.config_class.from_dict({**config_dict, "cotam": tower.to_dict()})

@@ -165,7 +165,7 @@ def adapter_depth(folder: Path) -> int:
 
     read_adapter_config(folder)
     with safe_open(str(folder / ADAPTER_WEIGHTS), "pt") as weights:
-        return max(1, num_blocks_in(weights.keys()))
+        return num_blocks_in(weights.keys())
 
 
 def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[str]:
@@ -180,14 +180,15 @@ def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[st
     info = read_adapter_config(folder)
     if info.get("encoder") != encoder:
         raise CheckpointError(f"{folder} was trained for encoder {info.get('encoder')!r}, this run uses {encoder!r}")
-    depth = adapter_depth(folder)
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    depth = num_blocks_in(state)
     adapter = tower.adapter
     if depth > len(adapter.blocks):
         raise CheckpointError(f"{folder} has {depth} adapter blocks; this run's adapter has {len(adapter.blocks)} "
                               f"(set --adapter_layers ≥ {depth})")
     added = {f"blocks.{i}." for i in range(depth, len(adapter.blocks))}
     try:
-        missing, unexpected = adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)), strict=False)
+        missing, unexpected = adapter.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{folder}: the adapter does not fit this tower: {exc}") from exc
     missing_unexpectedly = [k for k in missing if k != "quality_embedding" and not k.startswith(tuple(added))]

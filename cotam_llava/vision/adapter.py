@@ -135,10 +135,10 @@ def _rename_single_block(state_dict: dict[str, Tensor], prefix: str, *_args: Any
 
 
 def num_blocks_in(keys: Iterable[str]) -> int:
-    """Transformer blocks an adapter state dict's keys hold (``blocks.N.*``; a legacy ``block.*`` counts as one)."""
-    keys = list(keys)
+    """The ``num_layers`` an adapter state dict's keys need: blocks ``blocks.N.*`` (a legacy ``block.*`` is one;
+    keys naming no block give the default, 1)."""
     indices = {int(k.split(".")[1]) for k in keys if k.startswith("blocks.") and k.split(".")[1].isdigit()}
-    return max(indices) + 1 if indices else int(any(k.startswith("block.") for k in keys))
+    return max(indices) + 1 if indices else 1
 
 
 class LatentFeatureAdapter(nn.Module):
