@@ -19,6 +19,7 @@ __all__ = [
     "ChecksumError",
     "CodecMismatchError",
     "SymbolMismatchError",
+    "EntropyDecodingError",
     "ImageInputError",
 ]
 
@@ -68,6 +69,17 @@ class SymbolMismatchError(BitstreamError):
 
     This is the known cross-device failure of learned codecs (floating-point
     differences in the entropy model pick other CDFs); the output would be garbage.
+    """
+
+
+class EntropyDecodingError(SymbolMismatchError):
+    """A rANS stream cannot have been written by the encoder with the tables the decoder uses.
+
+    Raised by the bounds-checked decoder (``codec.rans``) before any out-of-range read: too few
+    bytes for the symbols, a table index outside the tables, an over-long escape code, or a final
+    state or word count that a real stream never has. Either the stream was crafted or corrupted,
+    or the decoder's entropy parameters drifted from the encoder's (then the symbols differ too,
+    hence the base class).
     """
 
 

@@ -11,11 +11,11 @@ Quick start::
 from .configuration import PAPER_LAMBDAS, PRESETS, CoTAMCodecConfig
 from .container import Container, CodedItem, ParseLimits, ResizeMode, parse, serialize
 from .model import CoTAMELIC, CodecOutput, CompressedLatent, DecompressedLatent
-from .pipeline import DecodedImage, compress_image, decode, encode
+from .pipeline import DecodedImage, compress_image, decode, encode, iter_decode
 from .quality_map import QualityMap
 
 __all__ = [
     "CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CoTAMELIC", "CodecOutput", "CompressedLatent",
     "DecompressedLatent", "Container", "CodedItem", "ParseLimits", "ResizeMode", "parse", "serialize",
-    "DecodedImage", "compress_image", "encode", "decode", "QualityMap",
+    "DecodedImage", "compress_image", "encode", "decode", "iter_decode", "QualityMap",
 ]

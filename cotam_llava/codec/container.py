@@ -1,4 +1,4 @@
-"""The ``.cotam`` bitstream container (format version 1). Specification: ``docs/bitstream.md``.
+"""The ``.cotam`` bitstream container (format version 2; version 1 still parses). Specification: ``docs/bitstream.md``.
 
 A container holds one or more coded images (or video frames) from one codec::
 
@@ -8,8 +8,9 @@ A container holds one or more coded images (or video frames) from one codec::
               stream_len varint × n_streams · symbol_crc u32 · item_crc u32 · payload
     payload = the rANS streams, concatenated
 
-``header_crc`` covers every byte before it; ``item_crc`` covers the item's header
-bytes (flags … symbol_crc) followed by its payload. The parser never trusts a
+``header_crc`` covers every byte before it; ``item_crc`` covers the item's index
+(u32, version 2 only: reordered or duplicated items fail), the item's header bytes
+(flags … symbol_crc) and its payload. The parser never trusts a
 length: every field is bounds-checked against the bytes present and against
 :class:`ParseLimits` before anything is allocated, and every failure raises a
 :class:`~cotam_llava.errors.BitstreamError` subclass.
@@ -43,7 +44,9 @@ __all__ = [
 ]
 
 MAGIC = b"\x89CTM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this parser reads: 1 (item CRCs without the item index) and 2.
+READABLE_VERSIONS = (1, 2)
 _FLAG_VIDEO_FRAME = 0x01
 _FLAG_HAS_MAP = 0x02
 _KNOWN_FLAGS = _FLAG_VIDEO_FRAME | _FLAG_HAS_MAP
@@ -64,20 +67,32 @@ class ResizeMode(IntEnum):
 
 @dataclass(frozen=True)
 class ParseLimits:
-    """Bounds the parser enforces before allocating anything.
+    """Bounds the parser and decoder enforce before any work sized by the stream.
+
+    The defaults suit a server facing untrusted devices: decoding costs time and memory in
+    proportion to the canvas area (elic-small on a 2-core CPU: ≈ 1 s and 0.4 GiB per megapixel),
+    so the budgets below bound what one request can cost. Raise them where that is affordable.
 
     Args:
-        max_pixels: largest original or canvas area accepted (default 4096×4096: decoding a
-            canvas costs memory in proportion to its area; raise it on a machine that can afford it).
+        max_pixels: largest original or canvas area of one item (default 3840×2160, 4K UHD).
         max_side: largest width or height (default 8192).
-        max_items: most images/frames in one container.
+        max_items: most images/frames in one container (default 1024; video MLLMs sample 8–64).
+        max_total_pixels: largest sum of canvas areas over a container's items (default 64 Mpx,
+            e.g. 32 frames of 1920×1080).
         max_streams: most rANS streams per item.
     """
 
-    max_pixels: int = 4096 * 4096
+    max_pixels: int = 3840 * 2160
     max_side: int = 8192
-    max_items: int = 100_000
+    max_items: int = 1024
+    max_total_pixels: int = 64 * 1024 * 1024
     max_streams: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "max_side", "max_items", "max_total_pixels", "max_streams"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ParseLimits.{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -166,6 +181,11 @@ def _item_header(item: CodedItem) -> bytes:
     return bytes(out)
 
 
+def _item_crc(version: int, index: int, header: bytes | memoryview, payload: bytes | memoryview) -> int:
+    seed = zlib.crc32(struct.pack("<I", index)) if version >= 2 else 0
+    return zlib.crc32(payload, zlib.crc32(header, seed))
+
+
 def serialize(container: Container) -> bytes:
     """Write a container to bytes (see the module docstring for the layout)."""
     if len(container.codec_id) != 8:
@@ -174,10 +194,10 @@ def serialize(container: Container) -> bytes:
     head += struct.pack("<I", zlib.crc32(head))
     container.file_header_bytes = len(head)
     parts = [head]
-    for item in container.items:
+    for index, item in enumerate(container.items):
         header = _item_header(item)
         payload = b"".join(item.streams)
-        crc = zlib.crc32(payload, zlib.crc32(header))
+        crc = _item_crc(FORMAT_VERSION, index, header, payload)
         parts += [header, struct.pack("<I", crc), payload]
         item.header_bytes = len(header) + 4
     return b"".join(parts)
@@ -246,8 +266,10 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
     if magic != MAGIC:
         raise BitstreamFormatError("not a .cotam bitstream (wrong magic number)")
     version = reader.u8("the version")
-    if version != FORMAT_VERSION:
-        raise BitstreamFormatError(f"unsupported .cotam format version {version} (this decoder reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamFormatError(
+            f"unsupported .cotam format version {version} (this decoder reads {', '.join(map(str, READABLE_VERSIONS))})"
+        )
     codec_id = bytes(reader.take(8, "the codec id"))
     n_items = reader.varint("the item count")
     header_end = reader.pos
@@ -259,6 +281,7 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
     if n_items > limits.max_items:
         raise BitstreamLimitError(f"container declares {n_items} items (limit {limits.max_items})")
     container = Container(codec_id=codec_id, items=[], file_header_bytes=reader.pos)
+    total_pixels = 0
 
     for index in range(n_items):
         what = f"item {index}"
@@ -270,6 +293,11 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
         canvas = _size(reader, f"{what} canvas", limits)
         if canvas[0] % 64 or canvas[1] % 64:
             raise BitstreamFormatError(f"{what}: canvas {canvas[0]}×{canvas[1]} is not a multiple of 64")
+        total_pixels += canvas[0] * canvas[1]
+        if total_pixels > limits.max_total_pixels:
+            raise BitstreamLimitError(
+                f"{what}: the container's canvases exceed {limits.max_total_pixels} pixels in all (ParseLimits.max_total_pixels)"
+            )
         mode = reader.u8(f"{what} resize mode")
         if mode not in ResizeMode._value2member_map_:
             raise BitstreamFormatError(f"{what}: unknown resize mode {mode}")
@@ -297,7 +325,7 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
                 f"{what}: payload of {total} bytes announced, only {reader.remaining()} present"
             )
         payload = reader.take(total, f"{what} payload")
-        if zlib.crc32(payload, zlib.crc32(reader.view[start:header_stop])) != item_crc:
+        if _item_crc(version, index, reader.view[start:header_stop], payload) != item_crc:
             raise ChecksumError(f"{what}: CRC mismatch: the bitstream is corrupted")
         streams, offset = [], 0
         for n in lengths:

@@ -42,7 +42,7 @@ from compressai.models.sensetime import ResidualBottleneckBlock
 from compressai.models.base import CompressionModel
 from compressai.models.utils import conv, deconv
 
-from ..errors import CheckpointError, CodecNotFinalizedError, ConfigError
+from ..errors import CheckpointError, CodecNotFinalizedError, ConfigError, SymbolMismatchError
 from .configuration import CONFIG_NAME, WEIGHTS_NAME, CoTAMCodecConfig
 from .gains import QualityGains, initial_latent_gains
 from .symbols import tap_symbols
@@ -349,14 +349,37 @@ class CoTAMELIC(CompressionModel):
         """Number of rANS streams per image: 2 checkerboard passes per ŷ group, plus z."""
         return 2 * len(self.config.groups) + 1
 
+    def stream_symbols(self, y_shape: tuple[int, int]) -> list[int]:
+        """Symbols in each rANS stream of an image with latent grid ``y_shape``, in stream order."""
+        h, w = y_shape
+        counts = []
+        for g in self.config.groups:  # checkerboard anchors, then non-anchors
+            anchors = g * ((h * w + 1) // 2)
+            counts += [anchors, g * h * w - anchors]
+        return counts + [self.config.hyper_channels * (h // 4) * (w // 4)]
+
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], y_shape: tuple[int, int], quality: int | Tensor) -> DecompressedLatent:
+    def decompress(
+        self,
+        strings: list[bytes],
+        y_shape: tuple[int, int],
+        quality: int | Tensor,
+        expected_symbol_crc: int | None = None,
+    ) -> DecompressedLatent:
         """Decode one image from its rANS streams.
+
+        Entropy decoding uses the bounds-checked decoder of :mod:`.rans` (never CompressAI's native one).
 
         Args:
             strings: as produced by :meth:`compress` (``stream_count()`` of them).
             y_shape: (h, w), the latent grid.
             quality: the level or (h, w) map the encoder used.
+            expected_symbol_crc: the encoder's symbol checksum; when given, a mismatch raises
+                before synthesis (the costly part) runs.
+
+        Raises:
+            EntropyDecodingError: a stream cannot have been written with this codec's tables.
+            SymbolMismatchError: the decoded symbols' checksum differs from ``expected_symbol_crc``.
         """
         self._require_finalized()
         if len(strings) != self.stream_count():
@@ -371,6 +394,12 @@ class CoTAMELIC(CompressionModel):
         nested = [[s] for s in strings]
         with tap_symbols(self.latent_codec, "decode") as tap:
             out = self.latent_codec.decompress(nested, shape)
+        if expected_symbol_crc is not None and tap.crc != expected_symbol_crc:
+            raise SymbolMismatchError(
+                f"decoded latent symbols differ from the encoder's (checksum {tap.crc:08x} != "
+                f"{expected_symbol_crc:08x}); this usually means the decoder runs on a device or library whose "
+                "entropy-model arithmetic differs from the encoder's"
+            )
         x_hat, y_hat = self.synthesis(out["y_hat"], q)
         return DecompressedLatent(x_hat=x_hat.clamp_(0, 1), y_hat=y_hat, symbol_crc=tap.crc)
 

@@ -7,14 +7,14 @@ Edge::
 
 Cloud::
 
-    bytes ─container.parse (CRCs, limits)─▶ CodedItem ─check codec id, streams, levels─▶
-          CoTAMELIC.decompress ─check symbol CRC─▶ DecodedImage(x̂ canvas, ŷ, quality map)
+    bytes ─container.parse (CRCs, limits)─▶ CodedItem ─check codec id, streams, sizes, levels─▶
+          bounded rANS decode of ŷ' ─check symbol CRC─▶ synthesis ─▶ DecodedImage(x̂ canvas, ŷ, quality map)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,13 +22,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..errors import CodecMismatchError, BitstreamFormatError, ConfigError, ImageInputError, SymbolMismatchError
+from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
 from ..imageio import ImageLike, to_pil, to_tensor
 from .container import CodedItem, Container, ParseLimits, ResizeMode, padded_canvas, parse, serialize
 from .model import SIZE_MULTIPLE, CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
 
-__all__ = ["DecodedImage", "compress_image", "encode", "decode", "decode_container", "canvas_for"]
+__all__ = [
+    "DecodedImage", "compress_image", "encode", "decode", "decode_container", "iter_decode", "iter_decode_container",
+    "canvas_for",
+]
 
 
 @dataclass
@@ -165,12 +168,38 @@ def encode(
     return serialize(Container(codec_id=model.codec_id, items=items))
 
 
-def decode_container(model: CoTAMELIC, container: Container) -> list[DecodedImage]:
-    """Decode every item of a parsed container with ``model``.
+def _check_item(model: CoTAMELIC, item: CodedItem, index: int) -> tuple[np.ndarray, int | Tensor]:
+    """Everything about ``item`` that can be checked against ``model`` without decoding; its quality grid."""
+    if len(item.streams) != model.stream_count():
+        raise BitstreamFormatError(f"item {index}: {len(item.streams)} streams, this codec writes {model.stream_count()}")
+    Q = model.config.num_qualities
+    if item.base_quality >= Q or (item.quality_map is not None and item.quality_map.levels()[-1] >= Q):
+        raise BitstreamFormatError(f"item {index}: quality level beyond this codec's {Q} levels")
+    h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
+    for k, (stream, symbols) in enumerate(zip(item.streams, model.stream_symbols((h, w)))):
+        # A rANS stream is whole 32-bit words: 2 of initial state, then at most one per symbol read
+        # and one per 4-bit escape chunk (at most 9 per symbol): anything else cannot be a real stream.
+        if len(stream) % 4 or not 8 <= len(stream) <= 8 + 40 * symbols:
+            raise BitstreamFormatError(
+                f"item {index}: stream {k} has {len(stream)} bytes; a stream of {symbols} symbols has a multiple "
+                f"of 4 between 8 and {8 + 40 * symbols}"
+            )
+    if item.quality_map is not None:
+        qgrid = item.quality_map.expand(h, w)
+        return qgrid, torch.from_numpy(qgrid.astype(np.int64))
+    return np.full((h, w), item.base_quality, dtype=np.uint8), item.base_quality
+
+
+def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[DecodedImage]:
+    """Decode the items of a parsed container one at a time (only the current one is held).
+
+    Every item is checked against ``model`` (stream count, levels, stream sizes) before any item is
+    decoded, and each item's symbol checksum is compared before its synthesis runs.
 
     Raises:
         CodecMismatchError: the container was made by another codec.
-        BitstreamFormatError: stream count or quality levels do not fit this codec.
+        BitstreamFormatError: stream count, stream sizes or quality levels do not fit this codec.
+        EntropyDecodingError: a rANS stream cannot have been written with this codec's tables.
         SymbolMismatchError: the decoded symbols differ from the encoder's (cross-device drift).
     """
     if container.codec_id != model.codec_id:
@@ -178,34 +207,26 @@ def decode_container(model: CoTAMELIC, container: Container) -> list[DecodedImag
             f"bitstream was made by codec {container.codec_id.hex()}, this checkpoint is "
             f"{model.codec_id.hex()}: decode it with the checkpoint that encoded it"
         )
-    out = []
-    for index, item in enumerate(container.items):
-        if len(item.streams) != model.stream_count():
-            raise BitstreamFormatError(f"item {index}: {len(item.streams)} streams, this codec writes {model.stream_count()}")
-        Q = model.config.num_qualities
-        if item.base_quality >= Q or (item.quality_map is not None and item.quality_map.levels()[-1] >= Q):
-            raise BitstreamFormatError(f"item {index}: quality level beyond this codec's {Q} levels")
-        h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
-        qgrid = (
-            item.quality_map.expand(h, w)
-            if item.quality_map is not None
-            else np.full((h, w), item.base_quality, dtype=np.uint8)
-        )
-        q: int | Tensor = torch.from_numpy(qgrid.astype(np.int64)) if item.quality_map is not None else item.base_quality
+    checked = [_check_item(model, item, index) for index, item in enumerate(container.items)]
+    for index, (item, (qgrid, q)) in enumerate(zip(container.items, checked)):
+        h, w = qgrid.shape
         try:
-            dec = model.decompress(item.streams, (h, w), q)
-        except (RuntimeError, ValueError, IndexError) as exc:  # rANS on bytes that passed the CRC
-            raise SymbolMismatchError(f"item {index}: entropy decoding failed ({exc})") from exc
-        if dec.symbol_crc != item.symbol_crc:
-            raise SymbolMismatchError(
-                f"item {index}: decoded latent symbols differ from the encoder's (checksum "
-                f"{dec.symbol_crc:08x} != {item.symbol_crc:08x}); this usually means the decoder runs on a "
-                "device or library whose entropy-model arithmetic differs from the encoder's"
-            )
-        out.append(DecodedImage(x_hat=dec.x_hat, y_hat=dec.y_hat, quality=qgrid, item=item))
-    return out
+            dec = model.decompress(item.streams, (h, w), q, expected_symbol_crc=item.symbol_crc)
+        except BitstreamError as exc:
+            raise type(exc)(f"item {index}: {exc}") from exc
+        yield DecodedImage(x_hat=dec.x_hat, y_hat=dec.y_hat, quality=qgrid, item=item)
+
+
+def decode_container(model: CoTAMELIC, container: Container) -> list[DecodedImage]:
+    """Decode every item of a parsed container with ``model`` (see :func:`iter_decode_container`)."""
+    return list(iter_decode_container(model, container))
+
+
+def iter_decode(model: CoTAMELIC, data: bytes, limits: ParseLimits | None = None) -> Iterator[DecodedImage]:
+    """Parse and validate a ``.cotam`` container, then decode its items one at a time (for long videos)."""
+    return iter_decode_container(model, parse(data, limits))
 
 
 def decode(model: CoTAMELIC, data: bytes, limits: ParseLimits | None = None) -> list[DecodedImage]:
-    """Parse, validate and decode a ``.cotam`` container (see :func:`decode_container`)."""
+    """Parse, validate and decode a ``.cotam`` container (see :func:`iter_decode_container`)."""
     return decode_container(model, parse(data, limits))

@@ -9,7 +9,9 @@ CRC over the symbols it decodes and raises :class:`SymbolMismatchError` on a
 difference.
 
 The tap wraps CompressAI's entropy-coder object on each entropy model, so the
-symbols are exactly the integers handed to / returned by rANS.
+symbols are exactly the integers handed to / returned by rANS. In ``"decode"`` mode it
+also replaces CompressAI's native decoder by the bounds-checked one of :mod:`.rans`
+(same streams; a crafted stream raises instead of reading out of bounds).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import zlib
 from array import array
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 from torch import nn
 
 from .._compressai import compressai  # noqa: F401  (import order: the shim first)
 from compressai.entropy_models import EntropyModel
+
+from . import rans
 
 __all__ = ["SymbolTap", "tap_symbols"]
 
@@ -42,8 +47,9 @@ class SymbolTap:
         self.crc = 0
         self.count = 0
 
-    def update(self, symbols: list[int]) -> None:
-        self.crc = zlib.crc32(array("i", symbols).tobytes(), self.crc)
+    def update(self, symbols: Sequence[int] | np.ndarray) -> None:
+        data = symbols.astype("<i4").tobytes() if isinstance(symbols, np.ndarray) else array("i", symbols).tobytes()
+        self.crc = zlib.crc32(data, self.crc)
         self.count += len(symbols)
 
 
@@ -60,9 +66,10 @@ class _TappedCoder:
         return self._coder.encode_with_indexes(symbols, *args, **kwargs)
 
     def decode_with_indexes(self, *args, **kwargs):
-        values = self._coder.decode_with_indexes(*args, **kwargs)
-        if self._tap.mode == "decode":
-            self._tap.update(values)
+        if self._tap.mode != "decode":
+            return self._coder.decode_with_indexes(*args, **kwargs)
+        values = rans.decode_with_indexes(*args, **kwargs)
+        self._tap.update(values)
         return values
 
     def __getattr__(self, name: str) -> Any:
