@@ -37,6 +37,24 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageInputError(f"cannot read image {path}: {exc}") from exc
 
 
+def image_size(image: ImageLike) -> tuple[int, int]:
+    """(width, height) of an image; for a file, read from its header without decoding the pixels."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageInputError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as img:
+                return img.width, img.height
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise ImageInputError(f"cannot read image {path}: {exc}") from exc
+    if isinstance(image, Image.Image):
+        return image.width, image.height
+    if isinstance(image, np.ndarray):
+        return int(image.shape[1]), int(image.shape[0])
+    return int(image.shape[-1]), int(image.shape[-2])
+
+
 def to_uint8_array(image: ImageLike) -> np.ndarray:
     """Any supported image → uint8 array (H, W, 3)."""
     if isinstance(image, (str, Path)):

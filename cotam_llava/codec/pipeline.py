@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
-from ..imageio import ImageLike, to_pil, to_tensor
+from ..imageio import ImageLike, image_size, to_pil, to_tensor
 from .container import CodedItem, Container, ParseLimits, ResizeMode, padded_canvas, parse, serialize
 from .model import SIZE_MULTIPLE, CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
@@ -111,13 +111,14 @@ def compress_image(
         estimate: also compute the model's likelihoods (see ``CoTAMELIC.compress``).
     """
     quality = model.config.check_quality(quality)
-    x, orig, size, mode = _to_canvas(image, canvas)
+    size, _ = canvas_for(image_size(image), canvas)  # from the file's header: before any pixel is decoded
     limits = ParseLimits()
     if size[0] * size[1] > limits.max_pixels or max(size) > limits.max_side:
         raise ConfigError(
             f"canvas {size[0]}×{size[1]} exceeds what decoders accept by default ({limits.max_pixels} pixels, "
             f"{limits.max_side} per side): pass a smaller canvas"
         )
+    x, orig, size, mode = _to_canvas(image, canvas)
     h, w = size[1] // 16, size[0] // 16
     if quality_map is not None:
         levels = quality_map.levels()
