@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from ._config import DEFAULT_GUIDANCE_STEP
+from ._config import DEFAULT_GUIDANCE_STEP, describe, read_json
 from .errors import CoTAMError, ConfigError, ImageInputError
 
 __all__ = ["main", "default_checkpoint"]
@@ -48,41 +49,94 @@ def _load_codec(checkpoint: str | None):
 
 
 def _parse_canvas(text: str | None) -> int | tuple[int, int] | None:
+    """``N`` (a square canvas) or ``WxH``, in pixels; the pipeline checks they are multiples of 64."""
     if text is None:
         return None
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise ConfigError(f"--canvas takes N or WxH (multiples of 64), got {text!r}") from None
-    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+    match = re.fullmatch(r"(\d{1,5})(?:[xX](\d{1,5}))?", text)
+    if match is None:
+        raise ConfigError(f"--canvas takes N or WxH (multiples of 64, e.g. 384 or 512x384), got {describe(text)}")
+    width, height = match.groups()
+    return int(width) if height is None else (int(width), int(height))
 
 
 def _read_quality_map(path: str | None):
+    """The ``--quality-map`` file: a JSON list of equally long lists of quality levels."""
     if path is None:
         return None
     import numpy as np
 
-    from .codec.quality_map import QualityMap
+    from .codec.quality_map import MAX_LEVELS, QualityMap
 
+    grid = read_json(path, "quality map")
+    shape_ok = isinstance(grid, list) and grid and all(isinstance(row, list) and len(row) == len(grid[0]) for row in grid)
+    if not shape_ok or not grid[0]:
+        raise ConfigError(f"{path}: a quality map is a JSON list of equally long, non-empty lists of levels")
+    for i, row in enumerate(grid):
+        for j, level in enumerate(row):
+            if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level < MAX_LEVELS:
+                raise ConfigError(
+                    f"{path}: quality map cell [{i}][{j}] must be an integer level in [0, {MAX_LEVELS - 1}], "
+                    f"got {describe(level)}"
+                )
+    return QualityMap(np.array(grid, dtype=np.int64))
+
+
+def _check_output(path: str | Path, folder: bool = False) -> Path:
+    """``path`` as a Path, after checking (before any work) that it can be written as a file, or a ``folder``.
+
+    Raises:
+        ConfigError: ``path`` is a folder where a file is wanted (or the reverse), lies below a file,
+            or its nearest existing folder is not writable.
+    """
+    path = Path(path)
+    kind = "folder" if folder else "file"
     try:
-        grid = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read quality map {path}: {exc}") from exc
+        if path.exists() and path.is_dir() != folder:
+            raise ConfigError(f"output {path} is a {'file' if folder else 'folder'}, expected a {kind}")
+        existing = path if folder and path.exists() else path.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"cannot write the output {kind} {path}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write the output {kind} {path}: {existing} is not writable")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the output {kind} {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _make_folder(path: Path) -> Path:
+    """Create the folder ``path`` (and its parents), as a :class:`ConfigError` when impossible."""
     try:
-        return QualityMap(np.array(grid, dtype=np.int64))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: a quality map is a JSON list of lists of levels ({exc})") from exc
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to the file ``path`` (creating its folder), as a :class:`ConfigError` when impossible."""
+    _make_folder(path.parent)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # ---------------------------------------------------------------------------- subcommands
+#: Largest AnyRes tile grid side for ``--tiles`` (LLaVA-OneVision uses at most 6×6).
+MAX_TILES = 16
+
+
 def _parse_tiles(text: str | None) -> tuple[int, int] | None:
+    """``ROWSxCOLS`` with both in [1, :data:`MAX_TILES`]."""
     if text is None:
         return None
-    try:
-        rows, cols = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--tiles takes ROWSxCOLS, e.g. 2x2, got {text!r}") from None
-    return rows, cols
+    match = re.fullmatch(r"(\d{1,2})[xX](\d{1,2})", text)
+    if match is None or not all(1 <= int(v) <= MAX_TILES for v in match.groups()):
+        raise ConfigError(f"--tiles takes ROWSxCOLS with both in [1, {MAX_TILES}], e.g. 2x2, got {describe(text)}")
+    rows, cols = match.groups()
+    return int(rows), int(cols)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -92,10 +146,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .codec.pipeline import compress_image
     from .codec.video import is_video, read_frames
 
-    model = _load_codec(args.checkpoint)
+    single_file = len(args.inputs) == 1 or Path(args.output).suffix == ".cotam"
+    out = _check_output(args.output, folder=not single_file)
     canvas = _parse_canvas(args.canvas)
     fixed_map = _read_quality_map(args.quality_map)
     tiles = _parse_tiles(args.tiles)
+    model = _load_codec(args.checkpoint)
     guidance = None
     if args.guidance:
         if fixed_map is not None:
@@ -103,10 +159,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         from .codec.guidance import GuidanceConfig, load_guidance
 
         guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
-    out = Path(args.output)
-    single_file = len(args.inputs) == 1 or out.suffix == ".cotam"
     if not single_file:
-        out.mkdir(parents=True, exist_ok=True)
+        _make_folder(out)
 
     def code(image, video: bool):
         qmap = fixed_map
@@ -127,11 +181,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if single_file:
             all_items += items
         else:
-            (out / (Path(path).stem + ".cotam")).write_bytes(serialize(Container(codec_id=model.codec_id, items=items)))
+            _write_bytes(out / (Path(path).stem + ".cotam"), serialize(Container(codec_id=model.codec_id, items=items)))
     if single_file:
-        out.parent.mkdir(parents=True, exist_ok=True)
         data = serialize(Container(codec_id=model.codec_id, items=all_items))
-        out.write_bytes(data)
+        _write_bytes(out, data)
         if not args.quiet:
             pixels = sum(i.orig_size[0] * i.orig_size[1] for i in all_items)
             kind = "frame(s)" if all_items[0].is_video_frame else "image(s)"
@@ -145,18 +198,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .codec.container import ParseLimits
     from .codec.pipeline import decode
 
-    model = _load_codec(args.checkpoint)
+    out = _check_output(args.output)
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     data = _read_bytes(args.input)
+    model = _load_codec(args.checkpoint)
     limits = ParseLimits(max_pixels=args.max_pixels) if args.max_pixels else None
     images = decode(model, data, limits)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(out.parent)
     targets = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i:04d}{out.suffix or '.png'}") for i in range(len(images))]
     for image, target in zip(images, targets):
         try:
             image.to_pil().save(target)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot write {target}: {exc}") from exc
+        except (OSError, ValueError) as exc:  # ValueError: an extension PIL cannot write
+            raise ConfigError(f"cannot write {target}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not args.quiet:
         print(f"decoded {len(images)} image(s) → {targets[0]}{' …' if len(targets) > 1 else ''}")
     return 0
@@ -210,9 +265,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_init_codec(args: argparse.Namespace) -> int:
     from .codec.model import CoTAMELIC
 
+    output = _check_output(args.output, folder=True)
     model = CoTAMELIC.from_preset(args.preset, seed=args.seed)
     model.finalize()
-    model.save_pretrained(args.output)
+    try:
+        model.save_pretrained(output)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the checkpoint {output}: {exc.strerror or exc}") from exc
     if not args.quiet:
         print(f"wrote an UNTRAINED '{args.preset}' codec ({model.num_parameters() / 1e6:.2f}M parameters, "
               f"id {model.codec_id.hex()}) to {args.output}")
@@ -261,6 +320,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .evaluation.bench import bd_table, format_tables, run_bench, summarize, write_outputs
     from .imageio import list_images
 
+    _check_output(args.out, folder=True)
     images = list_images(args.images)[: args.limit or None]
     codecs, untrained = _bench_codecs(args)
     if untrained:
@@ -358,11 +418,12 @@ def cmd_guidance(args: argparse.Namespace) -> int:
     from .codec.guidance.visualize import bits_per_position, guidance_figure
     from .codec.pipeline import compress_image
 
+    _check_output(args.output)
+    tiles = _parse_tiles(args.tiles)
+    canvas = _parse_canvas(args.canvas)
     model = _load_codec(args.checkpoint)
     guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
-    tiles = _parse_tiles(args.tiles)
     qmap, importance = guided_quality_map(guidance, args.image, args.quality, tiles, model.config.num_qualities)
-    canvas = _parse_canvas(args.canvas)
     item, latent = compress_image(model, args.image, args.quality, qmap, canvas, estimate=True)
     h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
     bpp = bits_per_position(latent.likelihoods, (h, w))
@@ -400,7 +461,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def _read_bytes(path: str) -> bytes:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"file not found: {p}")
+        raise ConfigError(f"not a file: {p}" if p.exists() else f"file not found: {p}")
     try:
         return p.read_bytes()
     except OSError as exc:
@@ -554,6 +615,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CoTAMError as exc:
         print(f"cotam: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file a command reads or writes, where no check above gave a clearer message
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"cotam: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("cotam: interrupted", file=sys.stderr)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._config import check_bool, check_int, check_int_list, check_str, describe, read_json
 from ..errors import ConfigError
 
-__all__ = ["CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CONFIG_NAME", "WEIGHTS_NAME", "MAX_PARAMETERS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -29,6 +30,14 @@ PAPER_LAMBDAS: tuple[float, ...] = (
 )
 
 MODEL_TYPE = "cotam-elic"
+
+#: Bounds on a config from an untrusted checkpoint (the ``elic`` preset, N=192 M=320, is well inside them):
+#: widths of any layer, ŷ groups, residual blocks per stage, and the parameters the whole model may have
+#: (200M float32 weights: 0.8 GB), so that no config.json can make the loader allocate without bound.
+MAX_CHANNELS = 1024
+MAX_GROUPS = 16
+MAX_RES_BLOCKS = 8
+MAX_PARAMETERS = 200_000_000
 
 
 @dataclass
@@ -67,41 +76,74 @@ class CoTAMCodecConfig:
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
-        self.groups = [int(g) for g in self.groups]
-        self.context_hidden = [int(c) for c in self.context_hidden]
-        self.lambdas = [float(v) for v in self.lambdas]
+        for name in ("groups", "context_hidden", "lambdas"):  # Python callers may pass tuples (PAPER_LAMBDAS is one)
+            if isinstance(getattr(self, name), tuple):
+                setattr(self, name, list(getattr(self, name)))
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise :class:`ConfigError` when a value is out of range or inconsistent."""
+        """Raise :class:`ConfigError` naming the field when a value has the wrong type, is out of range or inconsistent.
+
+        Types are checked before values (a bool, float or string is not an int), and the size of the
+        model the config builds is bounded (:data:`MAX_PARAMETERS`) before anything is allocated.
+        """
+        check_str("model_type", self.model_type, 64)
         if self.model_type != MODEL_TYPE:
-            raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
+            raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {describe(self.model_type)}")
+        check_str("preset", self.preset, 64)
         for name in ("N", "M", "hyper_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 4 <= value <= 4096:
-                raise ConfigError(f"{name} must be an integer in [4, 4096], got {value!r}")
+            check_int(name, getattr(self, name), 4, MAX_CHANNELS)
         if self.N % 2:
             raise ConfigError(f"N must be even (bottleneck blocks use N/2), got {self.N}")
-        if not self.groups or any(g <= 0 for g in self.groups):
-            raise ConfigError(f"groups must be positive integers, got {self.groups}")
+        check_int_list("groups", self.groups, (1, MAX_GROUPS), 1, MAX_CHANNELS)
         if sum(self.groups) != self.M:
             raise ConfigError(f"groups must sum to M={self.M}, got sum({self.groups})={sum(self.groups)}")
-        if not 0 <= self.num_res_blocks <= 16:
-            raise ConfigError(f"num_res_blocks must be in [0, 16], got {self.num_res_blocks}")
-        if len(self.context_hidden) != 2 or any(c <= 0 for c in self.context_hidden):
-            raise ConfigError(f"context_hidden must be two positive widths, got {self.context_hidden}")
-        if not 2 <= self.num_qualities <= 16:
-            raise ConfigError(f"num_qualities must be in [2, 16] (4 bits in the bitstream), got {self.num_qualities}")
-        if len(self.lambdas) != self.num_qualities:
-            raise ConfigError(f"lambdas needs {self.num_qualities} values, got {len(self.lambdas)}")
-        if any(not (v > 0 and math.isfinite(v)) for v in self.lambdas):
-            raise ConfigError(f"lambdas must be positive and finite, got {self.lambdas}")
+        check_int("num_res_blocks", self.num_res_blocks, 0, MAX_RES_BLOCKS)
+        check_int_list("context_hidden", self.context_hidden, (2, 2), 1, MAX_CHANNELS)
+        check_int("num_qualities", self.num_qualities, 2, 16)  # 4 bits in the bitstream
+        if not isinstance(self.lambdas, list) or len(self.lambdas) != self.num_qualities:
+            raise ConfigError(f"lambdas must be a list of {self.num_qualities} numbers, got {describe(self.lambdas)}")
+        for i, value in enumerate(self.lambdas):
+            if not isinstance(value, float) or not (0 < value and math.isfinite(value)):
+                raise ConfigError(f"lambdas[{i}] must be a positive finite float, got {describe(value)}")
         if any(b <= a for a, b in zip(self.lambdas, self.lambdas[1:])):
             raise ConfigError("lambdas must be strictly ascending (the paper's order: best quality first)")
         for name in ("attention", "intermediate_gains", "finalized"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
+        estimate = self.estimated_num_parameters()
+        if estimate > MAX_PARAMETERS:
+            raise ConfigError(
+                f"this config builds about {estimate / 1e6:.0f}M parameters, more than the {MAX_PARAMETERS / 1e6:.0f}M "
+                f"a codec may have (N={self.N}, M={self.M}, hyper_channels={self.hyper_channels}, "
+                f"context_hidden={self.context_hidden}, num_res_blocks={self.num_res_blocks})"
+            )
+
+    def estimated_num_parameters(self) -> int:
+        """The convolution weights the config builds, counted from the widths alone.
+
+        Used to bound a config's memory before the model exists; the biases, gains and entropy
+        models it leaves out add under 2 % (``tiny``) to 0.2 % (``elic``). Only call it on a
+        config whose widths passed their own checks.
+        """
+        N, M, Nh, r, (c1, c2), groups = (
+            self.N, self.M, self.hyper_channels, self.num_res_blocks, self.context_hidden, self.groups
+        )
+        bottleneck = 3.25  # residual bottleneck block of ch channels: ch·ch/2 + 9·(ch/2)² + ch/2·ch = 3.25 ch²
+        attention = 6 * bottleneck + 1  # six residual units and a 1×1 convolution
+        transform = 75 * N + 50 * N * N + 25 * N * M + 3 * r * bottleneck * N * N  # g_a (g_s is its mirror)
+        total = 2 * transform + (2 * attention * (N * N + M * M) if self.attention else 0)
+        total += 9 * M * Nh + 50 * Nh * Nh  # h_a
+        total += 25 * Nh * N + 37.5 * N * N + 27 * N * N  # h_s
+        for k, g in enumerate(groups):
+            total += 50 * g * g  # checkerboard context g_sp
+            if k:  # channel context g_ch
+                total += 25 * sum(groups[:k]) * c1 + 25 * c1 * c2 + 50 * c2 * g
+            # parameter aggregation: three 1×1 layers ramping linearly from its input width to 2g, at least 2N wide
+            width_in, width_out = 2 * g + (k > 0) * 2 * g + 2 * N, 2 * g
+            mid = [max(2 * N, width_in + (width_out - width_in) * i // 3) for i in (1, 2)]
+            total += width_in * mid[0] + mid[0] * mid[1] + mid[1] * width_out
+        return int(total)
 
     # ------------------------------------------------------------------ λ per quality
     def lambda_for_quality(self, quality: int) -> float:
@@ -111,8 +153,12 @@ class CoTAMCodecConfig:
 
     def check_quality(self, quality: int) -> int:
         """Return ``quality`` as an int, or raise :class:`ConfigError` when out of range."""
-        if isinstance(quality, bool) or int(quality) != quality or not 0 <= quality < self.num_qualities:
-            raise ConfigError(f"quality must be an integer in [0, {self.num_qualities - 1}], got {quality!r}")
+        try:  # int(nan), int(inf) and int("x") raise; a bool is not a level
+            valid = not isinstance(quality, bool) and int(quality) == quality and 0 <= quality < self.num_qualities
+        except (TypeError, ValueError, OverflowError):
+            valid = False
+        if not valid:
+            raise ConfigError(f"quality must be an integer in [0, {self.num_qualities - 1}], got {describe(quality)}")
         return int(quality)
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -137,14 +183,15 @@ class CoTAMCodecConfig:
 
     @classmethod
     def load(cls, directory: str | Path) -> "CoTAMCodecConfig":
+        """Read ``config.json`` from ``directory`` (at most 1 MiB, checked before reading) and validate it."""
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise ConfigError(f"no {CONFIG_NAME} in {directory}")
+        data = read_json(path, "codec config")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "CoTAMCodecConfig":

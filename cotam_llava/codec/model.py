@@ -456,32 +456,24 @@ class CoTAMELIC(CompressionModel):
 
     @torch.no_grad()
     def load_canonical_state(self, state: dict[str, Tensor], source: str = "state") -> None:
-        """Copy ``state`` (as written by :meth:`save_pretrained`) into this model.
+        """Copy ``state`` (as written by :meth:`save_pretrained`) into this model, after validating all of it.
 
-        The entropy models' CDF buffers are resized to the saved tables; every other
-        tensor must match in name and shape exactly.
+        Names and dtypes must match exactly, and shapes too except the entropy models' CDF tables,
+        which are resized to the saved ones; every floating tensor must be finite and every CDF
+        table valid for the native coder (see :mod:`cotam_llava.codec.checkpoint`). Nothing is
+        copied unless everything passes.
 
         Raises:
-            CheckpointError: on missing, unexpected or mis-shaped tensors.
+            CheckpointError: naming the first missing, unexpected, mis-shaped or invalid tensor.
         """
+        from .checkpoint import TABLE_BUFFERS, check_layout, check_values
+
         own = self.canonical_state()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{source}: weights do not match config.json "
-                f"(missing: {missing[:3]}{'…' if len(missing) > 3 else ''}, "
-                f"unexpected: {unexpected[:3]}{'…' if len(unexpected) > 3 else ''})"
-            )
-        resizable = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+        check_layout(own, {name: (t.dtype, tuple(t.shape)) for name, t in state.items()}, source)
+        check_values(self, state, self.config.finalized, source)
         for name, tensor in own.items():
             src = state[name]
-            if src.dtype != tensor.dtype:
-                raise CheckpointError(f"{source}: {name} has dtype {src.dtype}, expected {tensor.dtype}")
-            if src.shape != tensor.shape:
-                if not name.rsplit(".", 1)[-1] in resizable:
-                    raise CheckpointError(
-                        f"{source}: {name} has shape {tuple(src.shape)}, the config builds {tuple(tensor.shape)}"
-                    )
+            if src.shape != tensor.shape and name.rsplit(".", 1)[-1] in TABLE_BUFFERS:
                 tensor.resize_(src.shape)
             tensor.copy_(src)
         self._apply_context_masks()
@@ -489,9 +481,18 @@ class CoTAMELIC(CompressionModel):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "CoTAMELIC":
-        """Load a codec saved by :meth:`save_pretrained` (never unpickles)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """Load a codec saved by :meth:`save_pretrained`, validating it as input from an untrusted source.
+
+        The config is checked first (types, bounds, a parameter budget), then the safetensors
+        header (sizes, dtypes, byte ranges) before the model is built; no tensor is read until the
+        header matches what the config builds, and none reaches the model until every value
+        passed (finite weights, valid CDF tables). Never unpickles.
+
+        Raises:
+            ConfigError: ``config.json`` is malformed or names an invalid or oversized architecture.
+            CheckpointError: the folder, the weights file or a tensor in it is missing or invalid.
+        """
+        from .checkpoint import check_layout, load_tensors, read_safetensors_header
 
         directory = Path(directory)
         if not directory.is_dir():
@@ -500,14 +501,10 @@ class CoTAMELIC(CompressionModel):
             if not (directory / name).is_file():
                 raise CheckpointError(f"{directory} is not a codec checkpoint: {name} is missing")
         config = CoTAMCodecConfig.load(directory)
+        header = read_safetensors_header(directory / WEIGHTS_NAME)
         model = cls(config)
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-        model.load_canonical_state(state, source=str(directory))
-        if config.finalized and not model.is_finalized:
-            raise CheckpointError(f"{directory}: config says finalized but the CDF tables are missing")
+        check_layout(model.canonical_state(), {name: (r.dtype, r.shape) for name, r in header.items()}, str(directory))
+        model.load_canonical_state(load_tensors(directory / WEIGHTS_NAME), source=str(directory))
         model.to(map_location)
         model.eval()
         return model
