@@ -17,11 +17,19 @@ Build one from a stock checkpoint and a codec with :meth:`from_host_pretrained`;
 writes one self-describing folder (``config.json`` with a ``cotam`` entry, ``model.safetensors`` with the
 host and adapter weights, ``codec/``), which ``from_pretrained`` and
 ``AutoModelForImageTextToText.from_pretrained`` restore.
+
+Weights on disk keep the host's own key layout: in memory the host's vision model sits one level down
+(``model.vision_tower.encoder``), in the checkpoint it is ``vision_tower.<host keys>`` as the stock model
+saves it, with the adapter beside it (``vision_tower.adapter.*``), so a stock ``from_pretrained`` of a CoTAM
+folder reads the same vision weights. One checkpoint key conversion, registered after the host's own, maps
+between the two; folders of earlier versions (``vision_tower.encoder.*``) are renamed on load.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,12 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionModel,
 )
+from transformers.conversion_mapping import (
+    get_checkpoint_conversion_mapping,
+    get_model_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
+from transformers.core_model_loading import PrefixChange, WeightRenaming, WeightTransform
 
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError, ConfigError
@@ -57,6 +71,19 @@ __all__ = [
 ]
 
 CODEC_SUBFOLDER = "codec"
+
+#: In-memory tower key ↔ checkpoint key (after the host's own conversions): the host's vision model is
+#: ``model.vision_tower.encoder`` here and ``model.vision_tower`` in the host's layout; the adapter keeps its name.
+_TOWER_RENAMING = (r"^model\.vision_tower\.(?!adapter\.)", "model.vision_tower.encoder.")
+#: Key layouts written by earlier versions (the encoder one level down under ``encoder``, below the host
+#: checkpoint's ``vision_model`` prefix where it had one) → the host's layout; applied on load only.
+_LEGACY_KEY_MAPPING = {
+    r"^vision_tower\.(?:vision_model\.)?encoder\.": "vision_tower.",
+    r"^vision_tower\.vision_model\.adapter\.": "vision_tower.adapter.",
+}
+#: A key only the earlier layouts have (every supported encoder has ``embeddings``, none has ``encoder.embeddings``).
+_LEGACY_KEY = re.compile(r"^vision_tower\.(?:vision_model\.)?encoder\.embeddings\.")
+_HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
 
 #: vision config model_type → number of prefix tokens besides registers ([CLS]).
 _PREFIX = {"clip_vision_model": 1, "siglip_vision_model": 0, "internvl_vision": 1, "dinov2": 1}
@@ -297,7 +324,11 @@ class _CoTAMGenerationMixin:
         super()._init_weights(module)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """Save config.json (host + cotam), model.safetensors (host + adapter) and the codec under ``codec/``."""
+        """Save config.json (host + cotam), model.safetensors (host + adapter) and the codec under ``codec/``.
+
+        The weights keep the host's key layout (the tower's encoder as ``vision_tower.<host keys>``, the adapter
+        as ``vision_tower.adapter.*``).
+        """
         super().save_pretrained(save_directory, *args, **kwargs)
         self.codec.save_pretrained(Path(save_directory) / CODEC_SUBFOLDER)
 
@@ -305,15 +336,32 @@ class _CoTAMGenerationMixin:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, codec: CoTAMELIC | str | None = None, **kwargs: Any):
         """Load a folder saved by :meth:`save_pretrained` (host weights, adapter, ``codec/``).
 
-        ``device_map``, ``dtype`` and ``quantization_config`` apply to the host as usual; the tower is kept in
-        fp32 and left out of quantization, and the codec is loaded fp32 onto the tower's ``decode_device``.
+        ``device_map``, ``dtype`` and ``quantization_config`` apply to the host as usual;
+        the tower is kept in fp32 and left out of quantization, and the codec is loaded fp32 onto the tower's
+        ``decode_device``. Folders of earlier versions (tower keys under ``vision_tower.encoder.``) load too.
 
         Args:
             codec: a codec (or its folder) to use instead of the one saved under ``codec/``.
+
+        Raises:
+            CheckpointError: the checkpoint lacks weights of the vision tower (instead of initialising them at random).
         """
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        legacy = any(_LEGACY_KEY.match(k) for k in _checkpoint_keys(pretrained_model_name_or_path, kwargs))
+        if legacy:
+            kwargs["key_mapping"] = {**_LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
+        with_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing = sorted(k for k in info["missing_keys"] if k.startswith("model.vision_tower."))
+        if missing:
+            raise CheckpointError(
+                f"{pretrained_model_name_or_path}: the checkpoint lacks {len(missing)} weights of the CoTAM vision tower "
+                f"(e.g. {missing[0]}); it was not saved by a CoTAM model's save_pretrained"
+            )
+        if legacy:  # saving writes the host's layout, not the old one
+            model._weight_conversions = [c for c in model._weight_conversions
+                                         if not (type(c) is WeightRenaming and c.source_patterns[0] in _LEGACY_KEY_MAPPING)]
         model.vision_tower.set_codec(_load_codec(codec if codec is not None else pretrained_model_name_or_path, codec is None, kwargs))
-        return model
+        return (model, info) if with_info else model
 
     @classmethod
     def from_host_pretrained(
@@ -339,6 +387,10 @@ class _CoTAMGenerationMixin:
         """
         from transformers import AutoImageProcessor
 
+        hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        if "cotam" in cls._cotam_host_class.config_class.get_config_dict(host, **hub)[0]:
+            raise CheckpointError(f"{host} is a saved CoTAM model, not a stock host: load it with "
+                                  f"{cls.__name__}.from_pretrained({str(host)!r})")
         codec_model = codec if isinstance(codec, CoTAMELIC) else CoTAMELIC.from_pretrained(codec)
         if image_processor is None:
             image_processor = AutoImageProcessor.from_pretrained(host)
@@ -356,9 +408,11 @@ class _CoTAMGenerationMixin:
         config_dict = model.config.to_dict()
         config_dict.pop("model_type", None)
         config = cls.config_class.from_dict({**config_dict, "cotam": tower.to_dict()})
+        host_conversions = getattr(model, "_weight_conversions", None) or []
         model.__class__ = cls
         model.config = config
         model._install_cotam(config)
+        model._weight_conversions = _saving_conversions(model, host_conversions)
         device = next(model.model.vision_tower.encoder.parameters()).device
         model.model.vision_tower.to(device=device, dtype=torch.float32)
         if adapter_state is not None:
@@ -368,6 +422,34 @@ class _CoTAMGenerationMixin:
                 raise CheckpointError(f"{adapter}: the adapter does not fit this host and codec: {exc}") from exc
         model.vision_tower.set_codec(codec_model)
         return model
+
+
+def _checkpoint_keys(source: str | os.PathLike, kwargs: dict[str, Any]) -> list[str]:
+    """The weight names of a checkpoint (safetensors header or shard index only; [] when neither is found)."""
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+    index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
+    if index is not None:
+        return list(json.loads(Path(index).read_text())["weight_map"])
+    single = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
+    if single is None:
+        return []
+    with safe_open(single, "pt") as f:
+        return list(f.keys())
+
+
+def _saving_conversions(model: nn.Module, host_conversions: list[WeightTransform]) -> list[WeightTransform]:
+    """The checkpoint conversions of a CoTAM model made from a loaded host: its own (host + tower renaming), with
+    the optional prefixes (``PrefixChange``, e.g. CLIP's ``vision_model``) the host checkpoint had, so that
+    ``save_pretrained`` writes the host checkpoint's layout."""
+    def prefix(c: PrefixChange) -> tuple[str | None, str | None, str]:
+        return c.prefix_to_add, c.prefix_to_remove, c.model_prefix
+
+    used = {prefix(c) for c in host_conversions if isinstance(c, PrefixChange)}
+    return [c for c in get_model_conversion_mapping(model, add_legacy=False)
+            if not isinstance(c, PrefixChange) or prefix(c) in used]
 
 
 def _load_codec(source: CoTAMELIC | str | os.PathLike, in_subfolder: bool, kwargs: dict[str, Any]) -> CoTAMELIC:
@@ -439,20 +521,24 @@ def cotam_class_for(host_model_type: str) -> type:
 def register_auto_classes() -> None:
     """Register the CoTAM configs, models and processor with transformers' Auto classes (idempotent)."""
     from transformers import AutoConfig, AutoProcessor
-    from transformers.conversion_mapping import (
-        get_checkpoint_conversion_mapping,
-        register_checkpoint_conversion_mapping,
-    )
 
     from .processing_cotam import CoTAMProcessor
 
     for host_type, model_cls in _BY_HOST.items():
         cfg = model_cls.config_class
-        # the host's checkpoint key conversions (legacy hub layouts) apply to the CoTAM class too, so stock
-        # checkpoints load and CoTAM folders are saved in the same layout as the host's
-        conversions = get_checkpoint_conversion_mapping(host_type)
-        if conversions is not None and get_checkpoint_conversion_mapping(cfg.model_type) is None:
-            register_checkpoint_conversion_mapping(cfg.model_type, conversions)
+        # the host's checkpoint key conversions (legacy hub layouts) apply to CoTAM folders (by model_type: a stock
+        # class reading one gets them) and, followed by the tower's renaming, to the CoTAM class (by class name,
+        # which transformers looks up first), so stock checkpoints load and CoTAM folders keep the host's layout;
+        # the host base model's own apply to the CoTAM base model, a (mixin, host base) subclass
+        conversions = get_checkpoint_conversion_mapping(host_type) or []
+        base = model_cls._cotam_base_class
+        for name, mapping in (
+            (cfg.model_type, conversions),
+            (model_cls.__name__, [*conversions, WeightRenaming(*_TOWER_RENAMING)]),
+            (base.__name__, get_checkpoint_conversion_mapping(base.__bases__[-1].__name__)),
+        ):
+            if mapping is not None and get_checkpoint_conversion_mapping(name) is None:
+                register_checkpoint_conversion_mapping(name, mapping)
         try:
             AutoConfig.register(cfg.model_type, cfg)
         except ValueError:  # already registered

@@ -1,0 +1,119 @@
+"""Results that used to be silently wrong (issue 16): saved layout and weights, dtype, the chat-template path, lmms-eval.
+
+Each test failed on the code before its fix: a saved folder stored the tower as ``vision_tower.encoder.*`` (stock
+loaders and ``from_host_pretrained`` re-initialised it at random), a bf16 model saved ``"dtype": "float32"``,
+``apply_chat_template(tokenize=True)`` fed host float pixels past the codec, and ``codec=cotam`` without a guidance
+model quietly ran without guidance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import tiny_hosts
+from cotam_llava.errors import CheckpointError
+from cotam_llava.models import cotam_class_for
+
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+ADAPTER = "vision_tower.adapter."
+
+
+def _keys(folder: Path) -> set[str]:
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return set(f.keys())
+
+
+def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """max |Δ| over all tensors of two state dicts with the same keys (inf where shapes differ)."""
+    assert a.keys() == b.keys()
+    diffs = [(x.float() - y.float()).abs().max().item() if x.shape == y.shape else float("inf")
+             for x, y in ((a[k], b[k]) for k in a) if x.numel() or y.numel()]
+    return max(diffs)
+
+
+def _trained_cotam(name: str, folder: Path):
+    """A CoTAM model whose adapter is not zero (so a lost adapter shows), saved under folder/cotam."""
+    model, proc, stock, stock_proc = tiny_hosts.build_cotam(name, folder)
+    torch.manual_seed(1)
+    for p in model.vision_tower.adapter.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    model.save_pretrained(folder / "cotam")
+    return model, proc, stock, stock_proc
+
+
+def _rewrite_keys(folder: Path, rename) -> None:
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    save_file({rename(k): v for k, v in state.items()}, str(path), metadata={"format": "pt"})
+
+
+# --------------------------------------------------------------------------- the saved layout
+@pytest.mark.parametrize("name", tiny_hosts.HOSTS)
+def test_saved_folder_keeps_the_host_layout_and_round_trips_every_weight(name, tmp_path):
+    model, _, stock, _ = _trained_cotam(name, tmp_path)
+    saved = _keys(tmp_path / "cotam")
+    assert {k for k in saved if not k.startswith(ADAPTER)} == _keys(tmp_path / "host")  # the host's own keys
+    assert {k.removeprefix(ADAPTER) for k in saved if k.startswith(ADAPTER)} == set(model.vision_tower.adapter.state_dict())
+
+    loaded = type(model).from_pretrained(tmp_path / "cotam")
+    assert _max_abs_diff(model.state_dict(), loaded.state_dict()) == 0
+
+    # the stock class reads the same vision weights (the adapter is reported as unexpected and ignored)
+    plain = type(stock).from_pretrained(tmp_path / "cotam")
+    assert _max_abs_diff(model.vision_tower.encoder.state_dict(), plain.model.vision_tower.state_dict()) == 0
+    assert _max_abs_diff(model.model.language_model.state_dict(), plain.model.language_model.state_dict()) == 0
+
+
+def test_from_host_pretrained_refuses_a_cotam_folder(tmp_path):
+    model, proc, _, _ = _trained_cotam("llava", tmp_path)
+    with pytest.raises(CheckpointError, match=r"saved CoTAM model.*CoTAMLlavaForConditionalGeneration\.from_pretrained"):
+        type(model).from_host_pretrained(tmp_path / "cotam", model.codec, image_processor=proc.image_processor)
+
+
+def test_a_host_checkpoint_with_the_vision_model_prefix_is_saved_in_its_own_layout(tmp_path):
+    """Hub LLaVA checkpoints store CLIP as ``vision_tower.vision_model.*``; the CoTAM folder keeps that layout."""
+    stock, stock_proc = tiny_hosts.tiny_host("llava")
+    stock.save_pretrained(tmp_path / "host")
+    _rewrite_keys(tmp_path / "host", lambda k: k.replace("vision_tower.", "vision_tower.vision_model.", 1))
+    cls = cotam_class_for("llava")
+    model = cls.from_host_pretrained(tmp_path / "host", tiny_hosts.tiny_codec(), image_processor=stock_proc.image_processor)
+    assert _max_abs_diff(stock.model.vision_tower.state_dict(), model.vision_tower.encoder.state_dict()) == 0
+    model.save_pretrained(tmp_path / "cotam")
+    assert {k for k in _keys(tmp_path / "cotam") if not k.startswith(ADAPTER)} == _keys(tmp_path / "host")
+    assert _max_abs_diff(model.state_dict(), cls.from_pretrained(tmp_path / "cotam").state_dict()) == 0
+    plain = type(stock).from_pretrained(tmp_path / "cotam")
+    assert _max_abs_diff(stock.model.vision_tower.state_dict(), plain.model.vision_tower.state_dict()) == 0
+
+
+@pytest.mark.parametrize("layout", ["encoder", "vision_model"])
+@pytest.mark.parametrize("name", ["llava", "onevision"])
+def test_folders_saved_by_earlier_versions_load_exactly_and_resave_in_the_host_layout(name, layout, tmp_path):
+    """Earlier versions wrote ``vision_tower.encoder.*`` (from a host saved by transformers 5) or
+    ``vision_tower.vision_model.{encoder,adapter}.*`` (from a hub host with the ``vision_model`` prefix)."""
+    model, _, _, _ = _trained_cotam(name, tmp_path)
+    new_layout = _keys(tmp_path / "cotam")
+
+    def old(key: str) -> str:
+        if not key.startswith("vision_tower."):
+            return key
+        rest = key.removeprefix("vision_tower.")
+        rest = rest if rest.startswith("adapter.") else "encoder." + rest
+        return "vision_tower." + ("vision_model." if layout == "vision_model" else "") + rest
+
+    _rewrite_keys(tmp_path / "cotam", old)
+    loaded = type(model).from_pretrained(tmp_path / "cotam")
+    assert _max_abs_diff(model.state_dict(), loaded.state_dict()) == 0
+    loaded.save_pretrained(tmp_path / "resaved")
+    assert _keys(tmp_path / "resaved") == new_layout
+
+
+def test_a_folder_without_the_tower_weights_is_an_error(tmp_path):
+    model, _, _, _ = _trained_cotam("llava", tmp_path)
+    _rewrite_keys(tmp_path / "cotam", lambda k: k.replace("vision_tower.", "vision_tower.unknown.", 1))
+    with pytest.raises(CheckpointError, match="vision tower"):
+        type(model).from_pretrained(tmp_path / "cotam")
