@@ -8,6 +8,7 @@ model quietly ran without guidance.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,19 @@ def test_a_folder_without_the_tower_weights_is_an_error(tmp_path):
     _rewrite_keys(tmp_path / "cotam", lambda k: k.replace("vision_tower.", "vision_tower.unknown.", 1))
     with pytest.raises(CheckpointError, match="vision tower"):
         type(model).from_pretrained(tmp_path / "cotam")
+
+
+# --------------------------------------------------------------------------- dtype
+def test_a_bf16_model_saves_and_reloads_as_bf16(tmp_path):
+    stock, stock_proc = tiny_hosts.tiny_host("llava")
+    stock.save_pretrained(tmp_path / "host")
+    cls = cotam_class_for("llava")
+    model = cls.from_host_pretrained(tmp_path / "host", tiny_hosts.tiny_codec(), image_processor=stock_proc.image_processor,
+                                     dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and next(model.vision_tower.encoder.parameters()).dtype == torch.float32
+    model.save_pretrained(tmp_path / "cotam")
+    assert json.loads((tmp_path / "cotam" / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = cls.from_pretrained(tmp_path / "cotam")  # no dtype given: the saved one
+    assert loaded.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
+    assert next(loaded.vision_tower.parameters()).dtype == torch.float32  # the tower stays fp32
+    assert _max_abs_diff(model.state_dict(), loaded.state_dict()) == 0

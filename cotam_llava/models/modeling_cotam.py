@@ -323,11 +323,16 @@ class _CoTAMGenerationMixin:
                 return
         super()._init_weights(module)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The language model's dtype: what ``save_pretrained`` records and a reload defaults to (the tower stays fp32)."""
+        return self.get_input_embeddings().weight.dtype
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """Save config.json (host + cotam), model.safetensors (host + adapter) and the codec under ``codec/``.
 
         The weights keep the host's key layout (the tower's encoder as ``vision_tower.<host keys>``, the adapter
-        as ``vision_tower.adapter.*``).
+        as ``vision_tower.adapter.*``); ``config.dtype`` is the language model's.
         """
         super().save_pretrained(save_directory, *args, **kwargs)
         self.codec.save_pretrained(Path(save_directory) / CODEC_SUBFOLDER)
@@ -336,7 +341,7 @@ class _CoTAMGenerationMixin:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, codec: CoTAMELIC | str | None = None, **kwargs: Any):
         """Load a folder saved by :meth:`save_pretrained` (host weights, adapter, ``codec/``).
 
-        ``device_map``, ``dtype`` and ``quantization_config`` apply to the host as usual;
+        ``device_map``, ``dtype`` (default: the saved one) and ``quantization_config`` apply to the host as usual;
         the tower is kept in fp32 and left out of quantization, and the codec is loaded fp32 onto the tower's
         ``decode_device``. Folders of earlier versions (tower keys under ``vision_tower.encoder.``) load too.
 
