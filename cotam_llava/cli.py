@@ -142,16 +142,29 @@ def _parse_tiles(text: str | None) -> tuple[int, int] | None:
 def cmd_encode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .codec.container import Container, serialize
+    from .codec.container import Container, ParseLimits, serialize
     from .codec.pipeline import compress_image
     from .codec.video import is_video, read_frames
 
     single_file = len(args.inputs) == 1 or Path(args.output).suffix == ".cotam"
     out = _check_output(args.output, folder=not single_file)
+    if not single_file:
+        targets: dict[str, str] = {}
+        for path in args.inputs:
+            other = targets.setdefault(Path(path).stem + ".cotam", path)
+            if other != path:
+                raise ConfigError(f"{other} and {path} would both be written to {out / (Path(path).stem + '.cotam')}: "
+                                  "rename one, or code them into one file with -o NAME.cotam")
+    max_frames = ParseLimits().max_items
+    if not 1 <= args.frames <= max_frames:
+        raise ConfigError(f"--frames must be in [1, {max_frames}] (what a decoder accepts in one container), got {args.frames}")
     canvas = _parse_canvas(args.canvas)
     fixed_map = _read_quality_map(args.quality_map)
     tiles = _parse_tiles(args.tiles)
     model = _load_codec(args.checkpoint)
+    levels = model.config.num_qualities
+    if fixed_map is not None and fixed_map.levels()[-1] >= levels:
+        raise ConfigError(f"--quality-map uses level {fixed_map.levels()[-1]}; this codec's levels are 0–{levels - 1}")
     guidance = None
     if args.guidance:
         if fixed_map is not None:
@@ -175,6 +188,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
         if is_video(path):
             frames, _ = read_frames(path, args.frames)
+            if len(frames) < args.frames and not args.quiet:
+                tqdm.write(f"{path}: the video has {len(frames)} frames; coding all of them (--frames {args.frames})")
             items = [code(frame, True) for frame in tqdm(frames, desc=Path(path).name, unit="frame", disable=args.quiet, leave=False)]
         else:
             items = [code(path, False)]

@@ -87,6 +87,10 @@ def test_encode_to_folder_writes_one_file_per_image(ckpt, photos, tmp_path):
         (["decode", "{tmp}/garbage.cotam", "-o", "{tmp}/x.png", "--checkpoint", "{ckpt}"], "wrong magic"),
         (["decode", "{tmp}/nofile.cotam", "-o", "{tmp}/x.png", "--checkpoint", "{ckpt}"], "file not found"),
         (["info", "{tmp}/truncated.cotam"], "announced"),
+        (["encode", "{photo}", "{tmp}/d2/img0.png", "-o", "{tmp}/dup", "--checkpoint", "{ckpt}"], "would both be written"),
+        (["encode", "{photo}", "-o", "{tmp}/x.cotam", "--checkpoint", "{ckpt}", "--frames", "100000"], "--frames must be"),
+        (["encode", "{photo}", "-o", "{tmp}/x.cotam", "--checkpoint", "{ckpt}", "--quality-map", "{tmp}/map12.json"],
+         "levels are 0–9"),
     ],
 )
 def test_errors_are_one_line_and_nonzero(ckpt, photos, tmp_path, capsys, argv_tail, message):
@@ -94,6 +98,9 @@ def test_errors_are_one_line_and_nonzero(ckpt, photos, tmp_path, capsys, argv_ta
     good = tmp_path / "good.cotam"
     assert main(["encode", str(photos[0]), "-o", str(good), "--checkpoint", str(ckpt), "-q"]) == 0
     (tmp_path / "truncated.cotam").write_bytes(good.read_bytes()[:-10])
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "img0.png").write_bytes(photos[0].read_bytes())
+    (tmp_path / "map12.json").write_text("[[1, 12]]")
     capsys.readouterr()
     fill = dict(missing=str(tmp_path / "missing.png"), tmp=str(tmp_path), ckpt=str(ckpt), photo=str(photos[0]))
     assert main([a.format(**fill) for a in argv_tail]) == 1
