@@ -134,3 +134,29 @@ def test_a_bf16_model_saves_and_reloads_as_bf16(tmp_path):
     assert loaded.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
     assert next(loaded.vision_tower.parameters()).dtype == torch.float32  # the tower stays fp32
     assert _max_abs_diff(model.state_dict(), loaded.state_dict()) == 0
+
+
+# --------------------------------------------------------------------------- the chat-template path
+@pytest.mark.parametrize("name", ["llava", "onevision"])
+def test_chat_template_with_tokenize_codes_through_real_bitstreams(name, tmp_path):
+    """``apply_chat_template(tokenize=True, return_dict=True)`` gives exactly ``processor(text=..., images=...)``."""
+    from cotam_llava.imageio import to_pil
+    from cotam_llava.vision.tower import is_packed_bitstreams, unpack_bitstreams
+
+    _, proc, _, _ = tiny_hosts.build_cotam(name, tmp_path)
+    proc.tokenizer.padding_side = "left"
+    pictures = [to_pil(KODAK / "kodim23.png"), to_pil(KODAK / "kodim01.png").resize((200, 80))]
+    conversations = [[{"role": "user", "content": [{"type": "image", "image": p}, {"type": "text", "text": "what is this ?"}]}]
+                     for p in pictures]
+    for batch, images in ((conversations[0], pictures[:1]), (conversations, pictures)):
+        coded = proc.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, return_dict=True, quality=5,
+                                         processor_kwargs={"padding": True})
+        prompt = proc.apply_chat_template(batch, add_generation_prompt=True)
+        direct = proc(text=prompt, images=images, quality=5, padding=True)
+        assert is_packed_bitstreams(coded["pixel_values"])  # real bitstreams, not the host's float pixels
+        assert coded.keys() == direct.keys() and all(torch.equal(coded[k], direct[k]) for k in direct)
+        bits = [8 * len(s) for s in unpack_bitstreams(coded["pixel_values"])]
+        assert len(bits) == len(images) and bits == [8 * len(s) for s in unpack_bitstreams(direct["pixel_values"])]
+        ids = proc.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, quality=5,
+                                       processor_kwargs={"padding": True})
+        assert torch.equal(ids, direct["input_ids"])

@@ -35,6 +35,43 @@ __all__ = ["CoTAMProcessor", "PROCESSOR_CONFIG_NAME"]
 PROCESSOR_CONFIG_NAME = "cotam_processor.json"
 
 
+_IMAGE_SOURCES = ("image", "path", "url", "base64")
+_VIDEO_SOURCES = ("video", "path", "url")
+
+
+def _conversation_media(conversation: list[dict[str, Any]] | list[list[dict[str, Any]]]) -> tuple[list[Any], list[Any]]:
+    """The pictures and videos a conversation (or a batch of them) carries, in prompt order.
+
+    Content entries follow transformers' chat format: ``{"type": "image", "image" | "path" | "url" | "base64": ...}``
+    (OpenAI's ``{"type": "image_url", "image_url": {"url": ...}}`` too) and ``{"type": "video", "video" | "path": ...}``;
+    URLs and base64 strings are read with transformers' ``load_image``. Entries without a source only mark a place.
+    """
+    from transformers.image_utils import load_image
+
+    batch = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
+    images: list[Any] = []
+    videos: list[Any] = []
+    for messages in batch:
+        for message in messages:
+            content = message.get("content")
+            for entry in content if isinstance(content, list) else ():
+                kind = entry.get("type")
+                if kind == "image_url":  # OpenAI's format
+                    url = entry.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    if url is not None:
+                        images.append(load_image(url))
+                elif kind == "image":
+                    key = next((k for k in _IMAGE_SOURCES if entry.get(k) is not None), None)
+                    if key is not None:
+                        images.append(load_image(entry[key]) if key in ("url", "base64") else entry[key])
+                elif kind == "video":
+                    key = next((k for k in _VIDEO_SOURCES if entry.get(k) is not None), None)
+                    if key is not None:
+                        videos.append(entry[key])
+    return images, videos
+
+
 def _picture_size(container: Container) -> tuple[int, int]:
     item = container.items[0]
     return item.orig_size if item.resize_mode == ResizeMode.PAD else item.canvas_size
@@ -65,9 +102,50 @@ class CoTAMProcessor:
     def image_processor(self) -> Any:
         return self.host.image_processor
 
-    def apply_chat_template(self, *args: Any, **kwargs: Any) -> Any:
-        """The host's chat template (``{"type": "image"}`` / ``{"type": "video"}`` entries mark the inputs)."""
-        return self.host.apply_chat_template(*args, **kwargs)
+    def apply_chat_template(
+        self,
+        conversation: list[dict[str, Any]] | list[list[dict[str, Any]]],
+        chat_template: str | None = None,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        quality: int | None = None,
+        num_frames: int = 16,
+        return_tensors: str = "pt",
+        processor_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The host's chat template (``{"type": "image"}`` / ``{"type": "video"}`` entries mark the inputs).
+
+        With ``tokenize=True`` the conversation's pictures and videos (content entries with an ``image``,
+        ``path``, ``url`` or ``base64``; ``video`` or ``path`` for videos) are coded into real bitstreams here:
+        the result is exactly ``self(text=<the rendered prompt>, images=..., videos=...)`` — never the host's
+        float pixels.
+
+        Args:
+            conversation: one conversation (a list of messages) or a batch of them.
+            tokenize: False: the prompt text. True: the model inputs (a ``BatchFeature`` with ``return_dict=True``,
+                else their ``input_ids``).
+            quality, num_frames, return_tensors: as for :meth:`__call__`.
+            processor_kwargs: more keyword arguments for :meth:`__call__` (``padding``, ``bitstreams``...).
+            **kwargs: for the host's template (``add_generation_prompt``, ``tools``, template variables...).
+
+        Raises:
+            ConfigError: ``return_assistant_tokens_mask`` with ``tokenize=True`` (not supported on the CoTAM path).
+        """
+        if not tokenize:
+            return self.host.apply_chat_template(conversation, chat_template, **kwargs)
+        if kwargs.get("return_assistant_tokens_mask"):
+            raise ConfigError("CoTAMProcessor.apply_chat_template does not return assistant token masks")
+        prompt = self.host.apply_chat_template(conversation, chat_template, **kwargs)
+        images, videos = _conversation_media(conversation)
+        call_kwargs = dict(processor_kwargs or {})
+        first = prompt if isinstance(prompt, str) else prompt[0]
+        bos = self.tokenizer.bos_token
+        if bos is not None and first.startswith(bos):  # as the host's template path: the template wrote it
+            call_kwargs.setdefault("add_special_tokens", False)
+        features = self(text=prompt, images=images or None, videos=videos or None, quality=quality,
+                        num_frames=num_frames, return_tensors=return_tensors, **call_kwargs)
+        return features if return_dict else features["input_ids"]
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         return self.host.batch_decode(*args, **kwargs)
