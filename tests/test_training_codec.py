@@ -63,6 +63,16 @@ def test_a_few_steps_lower_the_loss(tmp_path, photo_dir):
     assert {r["quality"] for r in rows} == {0, 9} and all(r["bpp"] > 0 for r in rows)
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
     assert log[0].startswith("step,loss") and len(log) == 41
+    # The starting point is validated too, each validation's BD-rate against WebP is logged, and best/ holds
+    # the export with the lowest one (none while every BD-rate is undefined).
+    bd = [line.split(",") for line in (tmp_path / "run" / "val_bdrate.csv").read_text().splitlines()[1:]]
+    assert [int(step) for step, _ in bd] == [0, 40]
+    finite = [float(v) for _, v in bd if np.isfinite(float(v))]
+    best = tmp_path / "run" / "best" / "validation.json"
+    assert best.is_file() == bool(finite)
+    if finite:
+        assert json.loads(best.read_text())["bd_rate_vs_webp"] == pytest.approx(min(finite), abs=1e-3)
+        assert CoTAMELIC.from_pretrained(best.parent).config.finalized
 
 
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, photo_dir):

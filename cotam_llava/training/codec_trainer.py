@@ -4,8 +4,9 @@ Per step: a batch of random crops, a random quality level or spatial quality map
 sample, the RD loss of :mod:`.losses` (λ from the paper's 10-level table), the entropy
 bottleneck's auxiliary loss on its own optimizer. Periodically: a resumable checkpoint
 (safetensors + JSON, no pickles) and a validation on held-out photos with **real
-bitstreams** (bpp from bytes, PSNR) at several qualities, which also exports a
-finalized codec to ``latest/``. At the end the finalized codec goes to ``final/``.
+bitstreams** (bpp from bytes, PSNR) at several qualities and their BD-rate against WebP on the
+same crops, which exports a finalized codec to ``latest/`` and, when that BD-rate is the best of
+the run, to ``best/`` (the export to ship: a later step is not always a better codec). At the end the finalized codec goes to ``final/``.
 The same code runs on one CPU, one GPU or many (``accelerate launch``).
 """
 
@@ -37,20 +38,53 @@ __all__ = ["train_codec", "validate_codec"]
 def validate_codec(model: CoTAMELIC, files: list[Path], qualities: list[int], max_side: int) -> list[dict]:
     """Real-bitstream bpp and PSNR of ``model`` (finalized) on center crops of ``files``."""
     rows = []
-    for path in files:
-        img = to_uint8_array(path)
-        h, w = img.shape[:2]
-        ch, cw = min(h, max_side) // 64 * 64, min(w, max_side) // 64 * 64
-        if ch == 0 or cw == 0:
-            continue
-        top, left = (h - ch) // 2, (w - cw) // 2
-        crop = np.ascontiguousarray(img[top:top + ch, left:left + cw])
+    for name, crop in _center_crops(files, max_side):
         for q in qualities:
             item, _ = compress_image(model, crop, q)
             data = serialize(Container(codec_id=model.codec_id, items=[item]))
             rec = to_uint8_array(decode(model, data)[0].to_pil())
-            rows.append({"image": path.name, "quality": q, "bpp": len(data) * 8 / (ch * cw), "psnr": psnr(rec, crop)})
+            rows.append({"image": name, "quality": q, "bpp": len(data) * 8 / crop[..., 0].size, "psnr": psnr(rec, crop)})
     return rows
+
+
+def _center_crops(files: list[Path], max_side: int) -> list[tuple[str, np.ndarray]]:
+    """(name, center crop of at most ``max_side``² with sides multiples of 64) of each file large enough."""
+    crops = []
+    for path in files:
+        img = to_uint8_array(path)
+        h, w = img.shape[:2]
+        ch, cw = min(h, max_side) // 64 * 64, min(w, max_side) // 64 * 64
+        if ch and cw:
+            top, left = (h - ch) // 2, (w - cw) // 2
+            crops.append((path.name, np.ascontiguousarray(img[top:top + ch, left:left + cw])))
+    return crops
+
+
+#: WebP qualities of the held-out anchor curve (0.1 to ≈ 3 bpp on photos, the learned codec's range).
+ANCHOR_QUALITIES = (2, 10, 25, 50, 75, 90, 95)
+
+
+def webp_anchor(files: list[Path], max_side: int) -> tuple[list[float], list[float]]:
+    """Mean bpp and PSNR of WebP (real files, Pillow) over the validation crops, per :data:`ANCHOR_QUALITIES`."""
+    from ..codec.classical import classical_codec
+
+    webp = classical_codec("webp")
+    crops = _center_crops(files, max_side)
+    bpp, quality = [], []
+    for q in ANCHOR_QUALITIES:
+        points = [(len(data) * 8 / crop[..., 0].size, psnr(webp.decode(data), crop))
+                  for _, crop in crops for data in [webp.encode(crop, q)]]
+        bpp.append(float(np.mean([b for b, _ in points])))
+        quality.append(float(np.mean([p for _, p in points])))
+    return bpp, quality
+
+
+def held_out_bd_rate(summary: dict[int, tuple[float, float]], anchor: tuple[list[float], list[float]]) -> float:
+    """BD-rate (PSNR, pchip, percent) of a validation summary against the WebP anchor; NaN when undefined."""
+    from ..evaluation.bdrate import bd_rate
+
+    levels = sorted(summary)
+    return bd_rate(anchor[0], anchor[1], [summary[q][0] for q in levels], [summary[q][1] for q in levels]).value
 
 
 def _summarize_val(rows: list[dict], qualities: list[int]) -> dict[int, tuple[float, float]]:
@@ -94,11 +128,14 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     lambdas = torch.tensor([core.config.lambda_for_quality(q) for q in range(Q)])
     grid = (args.crop_size // 16, args.crop_size // 16)
 
-    log_path, val_path = run / "train_log.csv", run / "val_log.csv"
+    log_path, val_path, bd_path = run / "train_log.csv", run / "val_log.csv", run / "val_bdrate.csv"
     log_fields = ["step", "loss", "mse", "psnr", "bpp", "aux_loss", "lr", "sec_per_step"]
     val_fields = ["step", "quality", "bpp", "psnr"]
     if main_process:
-        reset_logs({log_path: log_fields, val_path: val_fields}, start_step if resume_from is not None else None)
+        reset_logs({log_path: log_fields, val_path: val_fields, bd_path: ["step", "bd_rate_vs_webp"]},
+                   start_step if resume_from is not None else None)
+    anchor: tuple[list[float], list[float]] | None = None
+    best_path = run / "best" / "validation.json"
 
     def save_checkpoint(step: int) -> None:
         if main_process:
@@ -116,10 +153,24 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
             writer = csv.writer(f)
             for q, (bpp, p) in summary.items():
                 writer.writerow([step, q, f"{bpp:.5f}", f"{p:.3f}"])
+        nonlocal anchor
+        if anchor is None:
+            anchor = webp_anchor(val_files, args.val_max_side)
+        bd = held_out_bd_rate(summary, anchor)
+        with bd_path.open("a", newline="") as f:
+            csv.writer(f).writerow([step, f"{bd:.3f}"])
+        record = json.dumps({"step": step, "bd_rate_vs_webp": bd, "rows": rows}, indent=1)
         export.save_pretrained(run / target)
-        (run / target / "validation.json").write_text(json.dumps({"step": step, "rows": rows}, indent=1))
-        tqdm.write("val step {}: ".format(step) + ", ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, (b, p) in summary.items()))
+        (run / target / "validation.json").write_text(record)
+        best = json.loads(best_path.read_text())["bd_rate_vs_webp"] if best_path.is_file() else float("inf")
+        if bd < best:  # NaN never wins
+            export.save_pretrained(run / "best")
+            best_path.write_text(record)
+        tqdm.write("val step {}: ".format(step) + ", ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, (b, p) in summary.items())
+                   + f"; BD-rate vs WebP {bd:+.1f} %" + (" (best so far: exported to best/)" if bd < best else ""))
 
+    if resume_from is None and args.init_checkpoint:
+        validate_and_export(0, "latest")  # the starting point, measured the same way
     started = time.time()
     bar = tqdm(total=args.max_steps, initial=start_step, desc="train-codec", unit="step",
                disable=not (progress and main_process))
