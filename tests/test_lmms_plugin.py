@@ -176,7 +176,7 @@ def test_tiny_task_end_to_end(cotam_dir, tiny_data, tmp_path):
     """lmms-eval on cotam_tiny (2 documents): the results file holds the score and the bpp of real bitstreams."""
     out, bits_log = tmp_path / "out", tmp_path / "bits.jsonl"
     proc = _run_lmms_eval(
-        ["--model", "cotam_llava", "--model_args", f"pretrained={cotam_dir},codec=cotam,quality=3,batch_size=2",
+        ["--model", "cotam_llava", "--model_args", f"pretrained={cotam_dir},codec=cotam-noguide,quality=3,batch_size=2",
          "--tasks", "cotam_tiny", "--include_path", str(TASKS), "--output_path", str(out), "--log_samples",
          "--limit", "2"],
         env={"COTAM_DATA_TINY": str(tiny_data), "COTAM_BITS_LOG": str(bits_log)})
@@ -188,7 +188,7 @@ def test_tiny_task_end_to_end(cotam_dir, tiny_data, tmp_path):
 
     lines = [json.loads(line) for line in bits_log.read_text().splitlines()]
     assert sorted(r["doc_id"] for r in lines) == [0, 1]
-    assert all(r["codec"] == "cotam" and r["quality"] == 3 and r["bits"] > 0 for r in lines)
+    assert all(r["codec"] == "cotam-noguide" and r["quality"] == 3 and r["bits"] > 0 for r in lines)
     assert {r["pixels"] for r in lines} == {96 * 64, 64 * 64}  # the first two generated pictures
     assert res["bpp,none"] == pytest.approx(sum(r["bits"] / r["pixels"] for r in lines) / 2)
     assert data["throughput"]["avg_cotam_bpp"] == pytest.approx(res["bpp,none"])
@@ -270,12 +270,14 @@ def test_sweep_on_the_tiny_task(cotam_dir, tiny_data, tmp_path, monkeypatch):
         sys.path.pop(0)
     monkeypatch.setenv("COTAM_DATA_TINY", str(tiny_data))
     out = tmp_path / "sweep"
-    assert sweep.main(["--model", str(cotam_dir), "--codecs", "base,cotam", "--qualities", "2,6", "--tasks",
+    # the tiny model names no guidance model, so codec=cotam is refused (a ConfigError) and cotam-noguide swept
+    assert sweep.main(["--model", str(cotam_dir), "--codecs", "base,cotam-noguide", "--qualities", "2,6", "--tasks",
                        "cotam_tiny", "--limit", "2", "--out", str(out)]) == 0
     from cotam_llava.evaluation.task_sweep import read_csv
 
     points = read_csv(out / "sweep.csv")
-    assert sorted((p.codec, p.quality) for p in points) == [("base", 2), ("base", 6), ("cotam", 2), ("cotam", 6)]
+    assert sorted((p.codec, p.quality) for p in points) == [("base", 2), ("base", 6), ("cotam-noguide", 2),
+                                                             ("cotam-noguide", 6)]
     assert all(p.task == "cotam_tiny" and p.bpp > 0 and p.metric == "exact_match" for p in points)
     by = {(p.codec, p.quality): p.bpp for p in points}
     assert by[("base", 6)] > by[("base", 2)]  # higher quality level, more bits
@@ -386,7 +388,7 @@ def test_video_requests_on_onevision(tmp_path):
     if not clips:
         pytest.skip("no clips in ../shared/data/video")
     model, processor, _, _ = tiny_hosts.build_cotam("onevision", tmp_path)
-    lm = CoTAMLlavaLMM.from_model(model, processor, codec="cotam", quality=2, max_frames=3)
+    lm = CoTAMLlavaLMM.from_model(model, processor, codec="cotam-noguide", quality=2, max_frames=3)
     docs = [{"video": str(clips[0])}]
     lm.task_dict = {"v": {"test": docs}}
     [answer] = lm.generate_until(_instances(docs, "v", lambda d: [d["video"]]))

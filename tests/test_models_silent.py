@@ -160,3 +160,30 @@ def test_chat_template_with_tokenize_codes_through_real_bitstreams(name, tmp_pat
         ids = proc.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, quality=5,
                                        processor_kwargs={"padding": True})
         assert torch.equal(ids, direct["input_ids"])
+
+
+# --------------------------------------------------------------------------- lmms-eval
+def test_lmms_guided_codec_without_a_guidance_model_is_an_error(tmp_path):
+    pytest.importorskip("lmms_eval", reason="lmms-eval is not installed")
+    from conftest import make_tiny_vit
+    from cotam_llava.codec.container import parse
+    from cotam_llava.errors import ConfigError
+    from cotam_llava.evaluation.lmms_plugin import CoTAMLlavaLMM
+    from cotam_llava.imageio import to_pil
+    from cotam_llava.models import CoTAMProcessor
+
+    model, proc, _, stock_proc = tiny_hosts.build_cotam("llava", tmp_path)
+    assert model.vision_tower.cotam_config.guidance_model is None
+    for codec, instead in (("cotam", "cotam-noguide"), ("cotam-noadapter", "base")):
+        with pytest.raises(ConfigError, match=f"names no guidance model.*pass codec={instead}.*guidance encoder"):
+            CoTAMLlavaLMM.from_model(model, proc, codec=codec)
+    assert not CoTAMLlavaLMM.from_model(model, proc, codec="cotam-noguide").edge.use_guidance
+
+    make_tiny_vit("clip", layers=2, size=56).save_pretrained(tmp_path / "vit")
+    guided = type(model).from_host_pretrained(tmp_path / "host", model.codec, image_processor=stock_proc.image_processor,
+                                              guidance={"num_layers": 2, "grid": 4}, guidance_model=str(tmp_path / "vit"))
+    lm = CoTAMLlavaLMM.from_model(guided, CoTAMProcessor(stock_proc, guided.vision_tower.cotam_config, guided.codec),
+                                  codec="cotam", quality=4)
+    assert lm.edge.use_guidance
+    [stream] = lm._code([to_pil(KODAK / "kodim23.png")]).streams
+    assert parse(stream).items[0].quality_map is not None

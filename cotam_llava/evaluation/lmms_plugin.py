@@ -94,7 +94,8 @@ class EvalSettings:
     Attributes:
         pretrained: a CoTAM model folder (or hub id), or a stock LLaVA / LLaVA-OneVision / InternVL checkpoint.
         cotam: codec checkpoint folder (required with a stock host unless a default codec exists).
-        codec: one of :data:`CODECS`.
+        codec: one of :data:`CODECS` (``cotam`` and ``cotam-noadapter`` code with guidance: the model must name
+            a guidance model, else the model's construction raises :class:`ConfigError`).
         quality: CoTAM quality level 0–9 (learned codecs; default: the model's), or Pillow quality 1–100
             (jpeg/webp/avif; default: Pillow's); not allowed with ``none``.
         device, dtype: where and in what precision the host runs (see ``load_cotam``).
@@ -204,7 +205,11 @@ class CoTAMLlavaLMM(lmms):
         return self
 
     def _setup(self, model: Any, processor: Any) -> None:
-        """Switch the tower and build the edge for ``settings.codec`` (see the module docstring)."""
+        """Switch the tower and build the edge for ``settings.codec`` (see the module docstring).
+
+        Raises:
+            ConfigError: a guided codec (``cotam``, ``cotam-noadapter``) for a model that names no guidance model.
+        """
         from ..vision.edge import EdgeEncoder
 
         s = self.settings
@@ -219,8 +224,12 @@ class CoTAMLlavaLMM(lmms):
 
         guided = s.codec in ("cotam", "cotam-noadapter")
         if guided and config.guidance_model is None:
-            eval_logger.warning(f"codec={s.codec}: this model names no guidance model, so the edge codes at a "
-                                "uniform quality (the same as the -noguide variant)")
+            unguided = "cotam-noguide" if s.codec == "cotam" else "base"
+            raise ConfigError(
+                f"codec={s.codec} codes with guidance, but this model names no guidance model (cotam.guidance_model in "
+                f"its config.json is null): pass codec={unguided} to code at a uniform quality, or give the model a "
+                "guidance encoder (from_host_pretrained(..., guidance_model=NAME_OR_FOLDER), then save it)"
+            )
         self.edge = EdgeEncoder(model.codec, config, use_guidance=guided)
         tower.adapter_enabled = s.codec in ("cotam", "cotam-noguide")
         tower.compress_pixels = s.codec in LEARNED  # classical / none: decoded pixels reach the stock encoder
