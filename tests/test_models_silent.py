@@ -146,8 +146,8 @@ def test_chat_template_with_tokenize_codes_through_real_bitstreams(name, tmp_pat
     _, proc, _, _ = tiny_hosts.build_cotam(name, tmp_path)
     proc.tokenizer.padding_side = "left"
     pictures = [to_pil(KODAK / "kodim23.png"), to_pil(KODAK / "kodim01.png").resize((200, 80))]
-    conversations = [[{"role": "user", "content": [{"type": "image", "image": p}, {"type": "text", "text": "what is this ?"}]}]
-                     for p in pictures]
+    conversations = [[{"role": "user", "content": [{"type": "image", "image": p},
+                                                   {"type": "text", "text": "what is this ?"}]}] for p in pictures]
     for batch, images in ((conversations[0], pictures[:1]), (conversations, pictures)):
         coded = proc.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, return_dict=True, quality=5,
                                          processor_kwargs={"padding": True})
