@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, help="CoTAM model folder, or a stock host (with --cotam)")
     p.add_argument("--cotam", help="codec checkpoint folder (with a stock host, or to replace the model's codec)")
-    p.add_argument("--codecs", type=_names, default=["base", "cotam"], help=f"comma-separated, from {', '.join(CODECS)}")
+    p.add_argument("--codecs", type=_names, default=["base", "cotam"],
+                   help=f"comma-separated, from {', '.join(CODECS)} (cotam and cotam-noadapter need a model that names a "
+                        "guidance ViT, or --guidance)")
+    p.add_argument("--guidance", help="guidance ViT for the guided codecs (dinov2-imgfocus, a hub id or a folder)")
     p.add_argument("--qualities", type=_ints, default=[1, 3, 5, 7, 9], help="CoTAM quality levels (0-9) of the learned codecs")
     p.add_argument("--jpeg-qualities", type=_ints, default=[10, 30, 50, 70, 90], help="Pillow qualities for jpeg")
     p.add_argument("--webp-qualities", type=_ints, default=[10, 30, 50, 70, 90], help="Pillow qualities for webp")
@@ -94,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = []
         for i, spec in enumerate(runs, 1):
             print(f"[{i}/{len(runs)}] {spec.name}: lmms-eval on {', '.join(args.tasks)}", flush=True)
+            guided = args.guidance and spec.codec in ("cotam", "cotam-noadapter")
             results = ts.run_lmms_eval(spec, args.model, args.tasks, args.out, cotam=args.cotam,
-                                       include_path=args.include_path, limit=args.limit, model_args=model_args,
+                                       include_path=args.include_path, limit=args.limit,
+                                       model_args={**model_args, "guidance": args.guidance} if guided else model_args,
                                        rerun=args.rerun)
             got = ts.read_results(results, spec.codec, spec.quality)
             for p in got:

@@ -175,11 +175,16 @@ def test_lmms_guided_codec_without_a_guidance_model_is_an_error(tmp_path):
     model, proc, _, stock_proc = tiny_hosts.build_cotam("llava", tmp_path)
     assert model.vision_tower.cotam_config.guidance_model is None
     for codec, instead in (("cotam", "cotam-noguide"), ("cotam-noadapter", "base")):
-        with pytest.raises(ConfigError, match=f"names no guidance model.*pass codec={instead}.*guidance encoder"):
+        with pytest.raises(ConfigError, match=f"names no guidance model.*guidance=NAME_OR_FOLDER.*codec={instead}"):
             CoTAMLlavaLMM.from_model(model, proc, codec=codec)
     assert not CoTAMLlavaLMM.from_model(model, proc, codec="cotam-noguide").edge.use_guidance
+    with pytest.raises(ConfigError, match="guidance=.* applies to codec=cotam"):
+        CoTAMLlavaLMM.from_model(model, proc, codec="base", guidance="dinov2-imgfocus")
 
     make_tiny_vit("clip", layers=2, size=56).save_pretrained(tmp_path / "vit")
+    # guidance=FOLDER gives a model without one its guidance, for the edge only
+    lm = CoTAMLlavaLMM.from_model(model, proc, codec="cotam", quality=4, guidance=str(tmp_path / "vit"))
+    assert lm.edge.use_guidance and model.vision_tower.cotam_config.guidance_model is None
     guided = type(model).from_host_pretrained(tmp_path / "host", model.codec, image_processor=stock_proc.image_processor,
                                               guidance={"num_layers": 2, "grid": 4}, guidance_model=str(tmp_path / "vit"))
     lm = CoTAMLlavaLMM.from_model(guided, CoTAMProcessor(stock_proc, guided.vision_tower.cotam_config, guided.codec),

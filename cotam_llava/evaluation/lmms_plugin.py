@@ -38,6 +38,7 @@ and lmms-eval offers no other hook from the model into it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -60,7 +61,7 @@ from .lmms_tasks import DOC_KEY, SampleRate, clear_rates, record_rate
 __all__ = ["CoTAMLlavaLMM", "EvalSettings", "MODEL_ARGS", "CODECS", "BITS_LOG_ENV"]
 
 #: The model_args ``--model cotam_llava`` accepts (anything else is an error).
-MODEL_ARGS = ("pretrained", "cotam", "codec", "quality", "device", "dtype", "batch_size", "max_frames")
+MODEL_ARGS = ("pretrained", "cotam", "codec", "quality", "guidance", "device", "dtype", "batch_size", "max_frames")
 #: What the pictures go through (see the module docstring).
 CODECS = ("cotam", "cotam-noguide", "cotam-noadapter", "base", "jpeg", "webp", "avif", "none")
 LEARNED = ("cotam", "cotam-noguide", "cotam-noadapter", "base")
@@ -95,9 +96,11 @@ class EvalSettings:
         pretrained: a CoTAM model folder (or hub id), or a stock LLaVA / LLaVA-OneVision / InternVL checkpoint.
         cotam: codec checkpoint folder (required with a stock host unless a default codec exists).
         codec: one of :data:`CODECS` (``cotam`` and ``cotam-noadapter`` code with guidance: the model must name
-            a guidance model, else the model's construction raises :class:`ConfigError`).
+            a guidance model, or ``guidance`` must, else the model's construction raises :class:`ConfigError`).
         quality: CoTAM quality level 0–9 (learned codecs; default: the model's), or Pillow quality 1–100
             (jpeg/webp/avif; default: Pillow's); not allowed with ``none``.
+        guidance: the guidance ViT for the guided codecs (a name ``load_guidance`` knows, e.g. ``dinov2-imgfocus``,
+            a hub id or a local folder); replaces the model's own ``guidance_model``.
         device, dtype: where and in what precision the host runs (see ``load_cotam``).
         batch_size: requests per ``generate`` call.
         max_frames: frames sampled uniformly from each video.
@@ -107,6 +110,7 @@ class EvalSettings:
     cotam: str | None = None
     codec: str = "cotam"
     quality: int | None = None
+    guidance: str | None = None
     device: str | None = None
     dtype: str | None = None
     batch_size: int = 1
@@ -146,6 +150,7 @@ class EvalSettings:
             cotam=None if args.get("cotam") in (None, "") else str(args["cotam"]),
             codec=codec,
             quality=quality,
+            guidance=None if args.get("guidance") in (None, "") else str(args["guidance"]),
             device=None if args.get("device") in (None, "") else str(args["device"]),
             dtype=dtype,
             batch_size=_as_int("batch_size", batch, 1),
@@ -223,12 +228,16 @@ class CoTAMLlavaLMM(lmms):
         self._device = model.device
 
         guided = s.codec in ("cotam", "cotam-noadapter")
+        if s.guidance is not None:
+            if not guided:
+                raise ConfigError(f"model_args guidance={s.guidance} applies to codec=cotam or cotam-noadapter only")
+            config = dataclasses.replace(config, guidance_model=s.guidance)  # the edge's copy; the model is untouched
         if guided and config.guidance_model is None:
             unguided = "cotam-noguide" if s.codec == "cotam" else "base"
             raise ConfigError(
                 f"codec={s.codec} codes with guidance, but this model names no guidance model (cotam.guidance_model in "
-                f"its config.json is null): pass codec={unguided} to code at a uniform quality, or give the model a "
-                "guidance encoder (from_host_pretrained(..., guidance_model=NAME_OR_FOLDER), then save it)"
+                f"its config.json is null): pass guidance=NAME_OR_FOLDER (e.g. guidance=dinov2-imgfocus), or codec={unguided} "
+                "to code at a uniform quality"
             )
         self.edge = EdgeEncoder(model.codec, config, use_guidance=guided)
         tower.adapter_enabled = s.codec in ("cotam", "cotam-noguide")
