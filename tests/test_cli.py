@@ -108,6 +108,14 @@ def test_errors_are_one_line_and_nonzero(ckpt, photos, tmp_path, capsys, argv_ta
     assert len(err) == 1 and err[0].startswith("cotam: error:") and message in err[0]
 
 
+@pytest.mark.parametrize("argv", [["encode"], ["decode", "x.cotam"], ["train-codec", "--output_dir", "x", "--bogus", "1"],
+                                  ["train-adapter"], ["bench", "--nope"], ["nosuchcommand"]])
+def test_malformed_arguments_are_one_line_and_exit_1(argv, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cotam: error:") and "--help" in err[0]
+
+
 def test_wrong_checkpoint_is_refused(ckpt, photos, tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["init-codec", str(other), "--seed", "1", "-q"]) == 0
