@@ -101,3 +101,27 @@ def test_quality_maps_cover_levels_and_stay_in_range():
     maps = sample_quality_maps(np.random.default_rng(0), 64, (8, 8), 10, 1.0)
     assert maps.shape == (64, 8, 8) and int(maps.min()) >= 0 and int(maps.max()) <= 9
     assert sum(len(torch.unique(m)) > 1 for m in maps) > 32  # most samples are non-uniform maps
+
+
+def test_ste_rate_is_the_rate_of_the_rounded_latent_and_trains_the_encoder():
+    """With rate_quantizer='ste' the training-mode rate of ŷ is exactly the eval-mode (rounded) one, and it still
+    has gradients for the analysis transform; with 'noise' it differs. Inference is unchanged by the switch."""
+    torch.manual_seed(0)
+    model = CoTAMELIC.from_preset("tiny", seed=0)
+    x = torch.rand(2, 3, 128, 128)
+    model.eval()
+    with torch.no_grad():
+        rounded = model(x, 5).likelihoods["y"]
+    model.train()
+    noisy = model(x, 5).likelihoods["y"]
+    assert not torch.allclose(noisy, rounded)
+    model.set_rate_quantizer("ste")
+    ste = model(x, 5).likelihoods["y"]
+    assert torch.allclose(ste, rounded, rtol=1e-5, atol=1e-7)
+    (-ste.log2().sum()).backward()
+    assert model.g_a[0][0].weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, 5).likelihoods["y"], rounded)
+    with pytest.raises(ConfigError, match="rate_quantizer"):
+        CodecTrainingArguments(output_dir="x", rate_quantizer="round")

@@ -41,6 +41,7 @@ from compressai.layers import AttentionBlock, CheckerboardMaskedConv2d, sequenti
 from compressai.models.sensetime import ResidualBottleneckBlock
 from compressai.models.base import CompressionModel
 from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
 
 from ..errors import CheckpointError, CodecNotFinalizedError, ConfigError, SymbolMismatchError
 from .configuration import CONFIG_NAME, WEIGHTS_NAME, CoTAMCodecConfig
@@ -104,6 +105,30 @@ class DecompressedLatent:
 
 def _stage(*layers: nn.Module) -> nn.Sequential:
     return nn.Sequential(*layers)
+
+
+class _GaussianLatentCodec(GaussianConditionalLatentCodec):
+    """CompressAI's ``GaussianConditionalLatentCodec`` (same modules and weights), with an optional training rate
+    on STE-rounded latents.
+
+    CompressAI's training forward prices ŷ by the likelihood of y + uniform noise; real coding prices
+    round(y − μ) + μ. On a trained elic-small the noise rate is up to twice the real one at the lowest levels
+    (docs/training.md). With ``rate_on_rounded`` the training rate is the likelihood of the STE-rounded latent
+    itself (gradients pass straight through the rounding), what the bitstream will cost.
+    """
+
+    rate_on_rounded: bool = False
+
+    def forward(self, y: Tensor, ctx_params: Tensor) -> dict[str, Any]:
+        if not (self.training and self.rate_on_rounded):
+            return super().forward(y, ctx_params)
+        scales_hat, means_hat = self._chunk(self.entropy_parameters(ctx_params))
+        y_hat = quantize_ste(y - means_hat) + means_hat
+        gc = self.gaussian_conditional
+        likelihoods = gc._likelihood(y_hat, scales_hat, means_hat)
+        if gc.use_likelihood_bound:
+            likelihoods = gc.likelihood_lower_bound(likelihoods)
+        return {"likelihoods": {"y": likelihoods}, "y_hat": y_hat}
 
 
 class CoTAMELIC(CompressionModel):
@@ -204,9 +229,7 @@ class CoTAMELIC(CompressionModel):
         }
         scctx = {
             f"y{k}": CheckerboardLatentCodec(
-                latent_codec={
-                    "y": GaussianConditionalLatentCodec(gaussian_conditional=gaussian_conditional, quantizer="ste")
-                },
+                latent_codec={"y": _GaussianLatentCodec(gaussian_conditional=gaussian_conditional, quantizer="ste")},
                 context_prediction=CheckerboardMaskedConv2d(  # g_sp^(k)
                     groups[k], groups[k] * 2, kernel_size=5, stride=1, padding=2
                 ),
@@ -233,6 +256,15 @@ class CoTAMELIC(CompressionModel):
                 ),
             }
         )
+
+    def set_rate_quantizer(self, mode: str) -> None:
+        """Training rate of ŷ: ``"noise"`` (CompressAI's additive uniform noise) or ``"ste"`` (the likelihood of the
+        STE-rounded latent, as coded). Not part of the checkpoint: inference and bitstreams are unchanged."""
+        if mode not in ("noise", "ste"):
+            raise ConfigError(f"rate quantizer must be 'noise' or 'ste', got {mode!r}")
+        for module in self.modules():
+            if isinstance(module, _GaussianLatentCodec):
+                module.rate_on_rounded = mode == "ste"
 
     # ------------------------------------------------------------------ quality handling
     def quality_tensor(self, quality: int | Tensor, batch: int, latent_hw: tuple[int, int]) -> Tensor:

@@ -51,6 +51,12 @@ class CodecTrainingArguments:
         default_factory=lambda: [0.8, 0.95], metadata={"help": "fractions of max_steps where the learning rate drops ×0.1"}
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    rate_quantizer: str = field(
+        default="noise",
+        metadata={"help": "training rate of ŷ: 'noise' (additive uniform noise, CompressAI's) or 'ste' (the likelihood "
+                          "of the STE-rounded latent, what real coding spends; the noise rate overstates the low "
+                          "levels' bits, docs/training.md)"},
+    )
     map_probability: float = field(
         default=0.5, metadata={"help": "share of samples trained with a random spatial quality map instead of one level"}
     )
@@ -70,6 +76,8 @@ class CodecTrainingArguments:
             raise ConfigError(f"crop_size must be a positive multiple of 64, got {self.crop_size}")
         _check_decay_fractions(self.lr_decay_at)
         _check_counts(self, ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"))
+        if self.rate_quantizer not in ("noise", "ste"):
+            raise ConfigError(f"rate_quantizer must be 'noise' or 'ste', got {self.rate_quantizer!r}")
         if not 0.0 <= self.map_probability <= 1.0:
             raise ConfigError(f"map_probability must be in [0, 1], got {self.map_probability}")
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):

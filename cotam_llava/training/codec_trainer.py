@@ -109,6 +109,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
         model = CoTAMELIC.from_preset(args.preset, seed=args.seed)
         start_step = 0
     model.config.finalized = False  # training changes the weights; only exports are finalized
+    model.set_rate_quantizer(args.rate_quantizer)
     model.train()
     if main_process:
         (run / "training_args.json").write_text(args.to_json())
