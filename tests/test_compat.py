@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,3 +157,26 @@ print(json.dumps({"before": before, "after": after, "callers": callers}))
     assert len(added) <= len(callers), f"filters added without a warnings.* call: {added}"
     assert all(f in after["filters"] for f in before["filters"]), "pre-existing warning filters were removed"
     assert {k: v for k, v in after.items() if k != "filters"} == {k: v for k, v in before.items() if k != "filters"}
+
+
+def test_package_exports_its_public_names_lazily():
+    """``import cotam_llava`` stays light (no torch); every public name resolves on first use; a model name
+    registers the Auto classes."""
+    result = run_python(
+        """
+import json, sys
+import cotam_llava
+light = "torch" not in sys.modules and "transformers" not in sys.modules
+names = {name: type(getattr(cotam_llava, name)).__name__ for name in cotam_llava.__all__}
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+print(json.dumps({"light": light, "names": names, "registered": "cotam_llava" in CONFIG_MAPPING,
+                  "dir": sorted(set(cotam_llava.__all__) - set(dir(cotam_llava)))}))
+"""
+    )
+    assert result["light"]
+    assert result["names"]["CoTAMELIC"] == "type" and result["names"]["encode"] == "function"
+    assert result["registered"] and result["dir"] == []
+    import cotam_llava
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cotam_llava.nope  # noqa: B018
