@@ -181,7 +181,7 @@ def worker(tiny_ckpt):
         yield w
 
 
-@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 3))
 def test_crafted_streams_with_valid_crcs_never_crash(worker, references, seed, count):
     cases = [data for _, data in craft_cases(references, count * len(CRAFTERS), seed)]

@@ -6,16 +6,39 @@ Quick start::
     codec = CoTAMELIC.from_pretrained("checkpoints/elic-small")
     data = encode(codec, "photo.png", quality=6)          # bytes of a .cotam file
     [image] = decode(codec, data)                          # DecodedImage: x̂, ŷ, quality map
+
+Names are imported on first use (PEP 562): reading a container (``codec.container``) needs no torch.
 """
 
-from .configuration import PAPER_LAMBDAS, PRESETS, CoTAMCodecConfig
-from .container import Container, CodedItem, ParseLimits, ResizeMode, parse, serialize
-from .model import CoTAMELIC, CodecOutput, CompressedLatent, DecompressedLatent
-from .pipeline import DecodedImage, compress_image, decode, encode, iter_decode
-from .quality_map import QualityMap
+from __future__ import annotations
 
-__all__ = [
-    "CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CoTAMELIC", "CodecOutput", "CompressedLatent",
-    "DecompressedLatent", "Container", "CodedItem", "ParseLimits", "ResizeMode", "parse", "serialize",
-    "DecodedImage", "compress_image", "encode", "decode", "iter_decode", "QualityMap",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    **dict.fromkeys(("CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS"), ".configuration"),
+    **dict.fromkeys(("Container", "CodedItem", "ParseLimits", "ResizeMode", "parse", "serialize"), ".container"),
+    **dict.fromkeys(("CoTAMELIC", "CodecOutput", "CompressedLatent", "DecompressedLatent"), ".model"),
+    **dict.fromkeys(("DecodedImage", "compress_image", "encode", "decode", "iter_decode"), ".pipeline"),
+    "QualityMap": ".quality_map",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:  # a submodule (cotam_llava.codec.pipeline, ...) not imported yet
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # the submodule exists but needs something missing
+                raise
+            raise AttributeError(f"module 'cotam_llava.codec' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
