@@ -166,6 +166,7 @@ def test_package_exports_its_public_names_lazily():
         """
 import json, sys
 import cotam_llava
+from cotam_llava.codec.container import parse  # what `cotam info` needs: no torch either
 light = "torch" not in sys.modules and "transformers" not in sys.modules
 names = {name: type(getattr(cotam_llava, name)).__name__ for name in cotam_llava.__all__}
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
