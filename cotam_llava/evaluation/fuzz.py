@@ -76,41 +76,44 @@ def _random_streams(c, rnd):
     return replace(c, items=[replace(it, streams=[stream() for _ in it.streams]) for it in c.items])
 
 
-def _bit_flips(c, rnd):
-    """A few bits flipped in one stream."""
+def _edit_streams(c, rnd, edit: Callable[[list[bytes], random.Random], None]):
+    """``c`` with ``edit`` applied (in place) to the stream list of one random item."""
     items = list(c.items)
     i = rnd.randrange(len(items))
     streams = list(items[i].streams)
+    edit(streams, rnd)
+    items[i] = replace(items[i], streams=streams)
+    return replace(c, items=items)
+
+
+def _flip(streams: list[bytes], rnd: random.Random) -> None:
     k = rnd.randrange(len(streams))
     data = bytearray(streams[k])
     for _ in range(rnd.choice([1, 1, 2, 8])):
         if data:
             data[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
     streams[k] = bytes(data)
-    items[i] = replace(items[i], streams=streams)
-    return replace(c, items=items)
+
+
+def _cut_or_grow(streams: list[bytes], rnd: random.Random) -> None:
+    k = rnd.randrange(len(streams))
+    s = streams[k]
+    streams[k] = s[: rnd.randrange(len(s) + 1)] if rnd.random() < 0.5 else s + rnd.randbytes(4 * rnd.randint(1, 64))
+
+
+def _bit_flips(c, rnd):
+    """A few bits flipped in one stream."""
+    return _edit_streams(c, rnd, _flip)
 
 
 def _swap_streams(c, rnd):
-    """Streams permuted, or taken from another item."""
-    items = list(c.items)
-    i = rnd.randrange(len(items))
-    streams = list(items[i].streams)
-    rnd.shuffle(streams)
-    items[i] = replace(items[i], streams=streams)
-    return replace(c, items=items)
+    """The streams of one item permuted."""
+    return _edit_streams(c, rnd, lambda streams, r: r.shuffle(streams))
 
 
 def _cut_or_extend(c, rnd):
     """One stream cut short or extended by words."""
-    items = list(c.items)
-    i = rnd.randrange(len(items))
-    streams = list(items[i].streams)
-    k = rnd.randrange(len(streams))
-    s = streams[k]
-    streams[k] = s[: rnd.randrange(len(s) + 1)] if rnd.random() < 0.5 else s + rnd.randbytes(4 * rnd.randint(1, 64))
-    items[i] = replace(items[i], streams=streams)
-    return replace(c, items=items)
+    return _edit_streams(c, rnd, _cut_or_grow)
 
 
 def _levels(c, rnd):
