@@ -181,3 +181,46 @@ print(json.dumps({"light": light, "names": names, "registered": "cotam_llava" in
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         cotam_llava.nope  # noqa: B018
+
+
+def test_an_unreachable_hub_fails_fast_with_our_error(monkeypatch, tmp_path):
+    """A hub id that is not cached fails in seconds with a CheckpointError (transformers retries for ~30 s)."""
+    import time
+
+    from huggingface_hub import constants
+
+    from cotam_llava._transformers import HUB_CHECK_SECONDS, require_hub
+    from cotam_llava.codec.guidance import load_guidance
+    from cotam_llava.errors import CheckpointError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    require_hub(tmp_path)  # a local folder passes
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="does not answer"):
+        load_guidance("someone/not-cached-anywhere")
+    assert time.perf_counter() - start < HUB_CHECK_SECONDS + 1.5
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 - the http.server protocol
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(CheckpointError, match="has no model of that name"):
+            require_hub("someone/not-on-the-hub")
+    finally:
+        server.shutdown()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE"):
+        require_hub("someone/not-cached-anywhere")
+    with pytest.raises(CheckpointError, match="neither a local folder nor a hub"):
+        require_hub("not a/valid//id")

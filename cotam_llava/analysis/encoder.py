@@ -212,8 +212,10 @@ def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwar
         raise ConfigError("the analysis tools need transformers: pip install 'transformers>=5'") from exc
     import transformers
 
-    from .._transformers import quiet_transformers
+    from .._transformers import quiet_transformers, require_hub
 
+    if not kwargs.get("local_files_only"):
+        require_hub(source)
     try:
         hub_config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
         model_type = getattr(hub_config, "model_type", "")

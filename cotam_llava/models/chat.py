@@ -122,7 +122,7 @@ def load_cotam(
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from .._transformers import quiet_transformers
+    from .._transformers import quiet_transformers, require_hub
     from . import CoTAMProcessor, cotam_class_for  # importing the package registers the Auto classes
 
     name = os.fspath(model)
@@ -140,6 +140,7 @@ def load_cotam(
         if not (codec_path / "config.json").is_file():
             raise CheckpointError(f"no codec checkpoint at {codec_path} (a codec folder has config.json + model.safetensors)")
 
+    require_hub(name)
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(name)

@@ -51,6 +51,7 @@ from transformers.conversion_mapping import (
 )
 from transformers.core_model_loading import PrefixChange, WeightRenaming, WeightTransform
 
+from .._transformers import require_hub
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError, ConfigError
 from ..vision.adapter import LatentAdapterConfig, LatentFeatureAdapter, num_blocks_in
@@ -393,6 +394,8 @@ class _CoTAMGenerationMixin:
         from transformers import AutoImageProcessor
 
         hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        if not hub.get("local_files_only"):
+            require_hub(host, hub.get("cache_dir"), hub.get("revision"), hub.get("subfolder"))
         if "cotam" in cls._cotam_host_class.config_class.get_config_dict(host, **hub)[0]:
             raise CheckpointError(f"{host} is a saved CoTAM model, not a stock host: load it with "
                                   f"{cls.__name__}.from_pretrained({str(host)!r})")

@@ -48,6 +48,10 @@ def load_guidance(name_or_path: str, config: GuidanceConfig | None = None, **kwa
         if config.image_size is None:
             config = dataclasses.replace(config, image_size=224)
         return ShallowAttentionGuidance(load_dinov2_small(), config)
+    from ..._transformers import require_hub
+
+    if not kwargs.get("local_files_only"):
+        require_hub(name_or_path)  # an unreachable hub fails in seconds, not after transformers' retries
     try:
         return ShallowAttentionGuidance.from_pretrained(name_or_path, config, **kwargs)
     except OSError as exc:
