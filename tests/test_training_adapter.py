@@ -223,3 +223,12 @@ def test_a_run_grows_an_exported_adapter_by_a_block(setup, tmp_path):
     with pytest.raises(CheckpointError, match="--adapter_layers"):
         train_adapter(_args(setup, tmp_path / "shallow", max_steps=1, init_adapter=str(grown), adapter_layers=1),
                       progress=False)
+
+
+def test_an_encoder_folder_without_an_image_processor_is_our_error(tmp_path):
+    from cotam_llava.errors import CheckpointError
+    from cotam_llava.training.adapter_trainer import load_encoder
+
+    make_tiny_vit("dinov2", layers=2, size=56).save_pretrained(tmp_path / "vit")  # no preprocessor_config.json
+    with pytest.raises(CheckpointError, match="preprocessor_config.json"):
+        load_encoder(str(tmp_path / "vit"))

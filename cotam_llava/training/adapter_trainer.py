@@ -73,8 +73,12 @@ def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
         else:
             if not Path(name).is_dir():
                 raise CheckpointError(f"encoder {name!r} is neither 'dinov2-imgfocus' nor a local model folder")
-            encoder = transformers.AutoModel.from_pretrained(name)
-            processor = transformers.AutoImageProcessor.from_pretrained(name)
+            try:
+                encoder = transformers.AutoModel.from_pretrained(name)
+                processor = transformers.AutoImageProcessor.from_pretrained(name)
+            except (OSError, ValueError, KeyError) as exc:  # no config / weights / preprocessor_config.json, unknown type
+                raise CheckpointError(f"cannot load the encoder folder {name}: {str(exc).splitlines()[0]} (a folder "
+                                      "needs config.json, the weights and preprocessor_config.json)") from exc
     return encoder.eval(), processor
 
 
