@@ -193,6 +193,8 @@ def test_an_unreachable_hub_fails_fast_with_our_error(monkeypatch, tmp_path):
     from cotam_llava.codec.guidance import load_guidance
     from cotam_llava.errors import CheckpointError
 
+    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # the local endpoints below must be reached directly
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     require_hub(tmp_path)  # a local folder passes
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
