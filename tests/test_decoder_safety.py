@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cotam_llava.codec import pipeline, rans
-from cotam_llava.codec.container import Container, ParseLimits, parse, serialize
+from cotam_llava.codec.container import ParseLimits, parse, serialize
 from cotam_llava.errors import (
     BitstreamFormatError,
     BitstreamLimitError,

@@ -54,7 +54,7 @@ from transformers.core_model_loading import PrefixChange, WeightRenaming, Weight
 from .._transformers import require_hub
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError, ConfigError
-from ..vision.adapter import LatentAdapterConfig, LatentFeatureAdapter, num_blocks_in
+from ..vision.adapter import LatentAdapterConfig, num_blocks_in
 from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
 from ..vision.views import LATENT_STRIDE, view_side
 from .configuration_cotam import CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
