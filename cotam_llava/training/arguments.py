@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["CodecTrainingArguments", "AdapterTrainingArguments"]
+__all__ = ["CodecTrainingArguments", "AdapterTrainingArguments", "MLLMTrainingArguments"]
 
 _DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train")
 
@@ -181,6 +181,115 @@ class AdapterTrainingArguments:
             raise ConfigError("lambda_low and lambda_high must be ≥ 0 and not both 0")
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
             raise ConfigError("Kodak is the test set: never train on it")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+#: The language model's linear layers in Llama / Qwen2 (LoRA's usual targets; the vision tower is never targeted).
+_LM_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class MLLMTrainingArguments:
+    """Fine-tuning of the host MLLM on CoTAM inputs with its own next-token loss (``cotam train-mllm``).
+
+    What trains is chosen by flags (CoTAM appendix A.5): LoRA on the language model (default; the paper's MFT with
+    the codec frozen), the projector, the CoTAM adapter (its task-loss variant), the codec (CFT, with the rate term).
+    """
+
+    output_dir: str = field(metadata={"help": "run folder: base/ (the starting CoTAM folder), checkpoints, logs, the "
+                                              "exported fine-tuned model (latest/, final/)"})
+    model: str = field(metadata={"help": "CoTAM model folder (saved by save_pretrained), or a stock LLaVA / "
+                                         "LLaVA-OneVision / InternVL checkpoint (folder or hub id) with --cotam"})
+    data_path: str = field(metadata={"help": "instruction data in LLaVA's conversation JSON: a list of {\"image\": "
+                                             "path or [paths], \"conversations\": [{\"from\": \"human\"|\"gpt\", "
+                                             "\"value\": ...}]} (`cotam tiny-instruct` writes one)"})
+    image_folder: str | None = field(default=None, metadata={"help": "images are relative to this folder (default: the JSON's folder)"})
+    cotam: str | None = field(default=None, metadata={"help": "codec folder for a stock --model (default: the shipped "
+                                                              "checkpoints/elic-small)"})
+    train_lora: bool = field(default=True, metadata={"help": "LoRA on the language model (peft)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(_LM_LINEAR),
+        metadata={"help": "names of the language model's linear layers that get LoRA (only under model.language_model)"},
+    )
+    train_projector: bool = field(default=False, metadata={"help": "also train the multimodal projector (fully)"})
+    train_adapter: bool = field(default=False, metadata={"help": "also train the CoTAM adapter with the MLLM's loss"})
+    train_codec: bool = field(
+        default=False,
+        metadata={"help": "also train the codec (the paper's CFT): differentiable codec forward instead of real "
+                          "bitstreams, L = CE + rate_weight·Σλ_q·R; the finalized codec is exported in codec/"},
+    )
+    rate_weight: float = field(default=1.0, metadata={"help": "multiplier of the λ_q·R term with --train_codec"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: the language model in bitsandbytes 4-bit "
+                                                                "(prepare_model_for_kbit_training); needs --train_lora"})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "4-bit type: nf4 or fp4"})
+    dtype: str = field(default="auto", metadata={"help": "host dtype: auto (bfloat16 on CUDA, float32 on CPU), "
+                                                         "float32, bfloat16, float16; the CoTAM tower stays float32"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory)"})
+    qualities: list[int] | None = field(default=None, metadata={"help": "base qualities drawn at random per image "
+                                                                        "(default: every level of the codec)"})
+    guidance: bool = field(default=True, metadata={"help": "guided quality maps when the model's tower names a guidance model"})
+    val_quality: int | None = field(default=None, metadata={"help": "quality of the held-out loss (default: the tower's)"})
+    val_every_nth: int = field(default=0, metadata={"help": "every n-th conversation is held out for the validation "
+                                                            "loss (0: none held out)"})
+    model_max_length: int = field(default=2048, metadata={"help": "tokens per conversation (longer ones are cut after "
+                                                                  "their image tokens)"})
+    append_eos: bool = field(default=True, metadata={"help": "end every answer with the EOS token (learned, so the "
+                                                             "model stops) when the chat template does not"})
+    batch_size: int = field(default=4, metadata={"help": "conversations per micro-batch and process"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimisation step"})
+    max_steps: int = field(default=1000, metadata={"help": "optimisation steps"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the LoRA weights"})
+    module_learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate of the projector and the adapter"})
+    codec_learning_rate: float = field(default=1e-5, metadata={"help": "learning rate of the codec with --train_codec"})
+    aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's "
+                                                                     "quantiles with --train_codec"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    lr_ramp_steps: int = field(default=30, metadata={"help": "steps of linear learning-rate ramp from 0"})
+    lr_decay_at: list[float] = field(
+        default_factory=lambda: [0.8, 0.95], metadata={"help": "fractions of max_steps where the learning rate drops ×0.1"}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0: none)"})
+    save_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
+    val_every: int = field(default=0, metadata={"help": "steps between validations and latest/ exports (0: only at the end)"})
+    log_every: int = field(default=10, metadata={"help": "steps between log lines (CSV)"})
+    seed: int = field(default=0, metadata={"help": "seed: batches, qualities and dropout depend only on (seed, step)"})
+    resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop (after a checkpoint) after this wall time; 0: no limit"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: default)"})
+
+    def __post_init__(self) -> None:
+        _check_decay_fractions(self.lr_decay_at)
+        _check_counts(self, ("batch_size", "gradient_accumulation_steps", "max_steps", "save_every", "log_every",
+                             "keep_checkpoints", "lora_r", "model_max_length"))
+        if self.val_every_nth < 0 or self.val_every_nth == 1:
+            raise ConfigError(f"val_every_nth must be 0 (none held out) or ≥ 2, got {self.val_every_nth}")
+        if not (self.train_lora or self.train_projector or self.train_adapter or self.train_codec):
+            raise ConfigError("nothing to train: keep --train_lora or add --train_projector, --train_adapter or --train_codec")
+        if self.load_in_4bit and not self.train_lora:
+            raise ConfigError("--load_in_4bit (QLoRA) trains LoRA weights over the 4-bit model: it needs --train_lora")
+        if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"bnb_4bit_quant_type must be nf4 or fp4, got {self.bnb_4bit_quant_type!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules is empty")
+        if self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError("lora_alpha must be positive and lora_dropout in [0, 1)")
+        if self.rate_weight < 0 or min(self.learning_rate, self.module_learning_rate, self.codec_learning_rate,
+                                       self.aux_learning_rate) <= 0:
+            raise ConfigError("rate_weight must be ≥ 0 and the learning rates > 0")
+        if self.lr_ramp_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("lr_ramp_steps, weight_decay and max_grad_norm must be ≥ 0")
+        if self.val_every < 0:
+            raise ConfigError(f"val_every must be ≥ 0 (0: only at the end), got {self.val_every}")
+        if self.qualities is not None and not self.qualities:
+            raise ConfigError("qualities is empty (leave it out for every level)")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
