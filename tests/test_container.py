@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from cotam_llava.codec import pipeline
 from cotam_llava.codec.container import (
-    FORMAT_VERSION,
+    LEARNED_VERSION,
     MAGIC,
     CodedItem,
     Container,
@@ -150,7 +150,7 @@ def test_container_round_trip(video):
     items = [_item(0, False, video), _item(1, True, video), _item(2, True, video, n_streams=1), _item(3, False, video)]
     original = Container(codec_id=bytes(range(8)), items=copy.deepcopy(items))
     data = serialize(original)
-    assert data[:4] == MAGIC and data[4] == FORMAT_VERSION
+    assert data[:4] == MAGIC and data[4] == LEARNED_VERSION
     parsed = parse(data)
     assert parsed == Container(codec_id=bytes(range(8)), items=items)
     assert [it.is_video_frame for it in parsed.items] == [video] * 4
@@ -235,7 +235,7 @@ def test_parse_rejects_wrong_magic(small_stream):
             parse(bad)
 
 
-@pytest.mark.parametrize("version", [0, 3, 255])
+@pytest.mark.parametrize("version", [0, 4, 255])
 def test_parse_rejects_unknown_version(small_stream, version):
     data = small_stream[:4] + bytes([version]) + small_stream[5:]
     with pytest.raises(BitstreamFormatError, match="version"):
@@ -299,7 +299,7 @@ def _varint(value: int) -> bytes:
 
 
 def _header(n_items: int, codec_id: bytes = bytes(8)) -> bytes:
-    head = MAGIC + bytes([FORMAT_VERSION]) + codec_id + _varint(n_items)
+    head = MAGIC + bytes([LEARNED_VERSION]) + codec_id + _varint(n_items)
     return head + struct.pack("<I", zlib.crc32(head))
 
 
@@ -334,7 +334,7 @@ def test_huge_item_count_is_a_limit_error_not_a_loop():
 def test_overlong_and_non_canonical_varints_are_format_errors():
     with pytest.raises(BitstreamFormatError, match="varint"):
         parse(_header(1)[:13] + b"\xff" * 6)
-    head = MAGIC + bytes([FORMAT_VERSION]) + bytes(8) + b"\x81\x00"  # 1, padded with a zero byte
+    head = MAGIC + bytes([LEARNED_VERSION]) + bytes(8) + b"\x81\x00"  # 1, padded with a zero byte
     with pytest.raises(BitstreamFormatError, match="non-canonical"):
         parse(head + struct.pack("<I", zlib.crc32(head)))
 

@@ -1,12 +1,17 @@
-"""The ``.cotam`` bitstream container (format version 2; version 1 still parses). Specification: ``docs/bitstream.md``.
+"""The ``.cotam`` bitstream container (format version 3; versions 1 and 2 still parse). Specification: ``docs/bitstream.md``.
 
 A container holds one or more coded images (or video frames) from one codec::
 
-    file    = MAGIC "\\x89CTM" · version u8 · codec_id[8] · n_items varint · header_crc u32 · item*
+    file    = MAGIC "\\x89CTM" · version u8 · [kind u8, version 3] · codec_id[8] · n_items varint · header_crc u32 · item*
     item    = flags u8 · orig_w · orig_h · canvas_w · canvas_h (varints) · resize_mode u8 ·
               base_quality u8 · [quality map, when flags bit 1] · n_streams varint ·
               stream_len varint × n_streams · symbol_crc u32 · item_crc u32 · payload
-    payload = the rANS streams, concatenated
+    payload = the rANS streams, concatenated (learned kind), or one intra-coded HEVC / AV1 picture
+
+``kind`` (version 3) says which base codec made the items (:class:`CodecKind`); versions 1 and 2 are
+always the learned codec. Writers use the oldest version that can say what a container holds: learned
+containers are still written as version 2 (byte for byte what earlier writers made), standard-codec
+containers as version 3.
 
 ``header_crc`` covers every byte before it; ``item_crc`` covers the item's index
 (u32, version 2 only: reordered or duplicated items fail), the item's header bytes
@@ -35,6 +40,7 @@ __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
     "ResizeMode",
+    "CodecKind",
     "CodedItem",
     "Container",
     "ParseLimits",
@@ -44,13 +50,29 @@ __all__ = [
 ]
 
 MAGIC = b"\x89CTM"
-FORMAT_VERSION = 2
-#: Versions this parser reads: 1 (item CRCs without the item index) and 2.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions this parser reads: 1 (item CRCs without the item index), 2, and 3 (adds the codec kind).
+READABLE_VERSIONS = (1, 2, 3)
+#: The version learned-codec containers are written in (version 3 would only add a kind byte saying "learned").
+LEARNED_VERSION = 2
 _FLAG_VIDEO_FRAME = 0x01
 _FLAG_HAS_MAP = 0x02
 _KNOWN_FLAGS = _FLAG_VIDEO_FRAME | _FLAG_HAS_MAP
 _MAX_VARINT_BYTES = 5  # values < 2**35, far above any limit
+
+
+class CodecKind(IntEnum):
+    """Which base codec made a container's items (format version 3; versions 1 and 2 are ``LEARNED``).
+
+    ``LEARNED``: the CoTAM learned codec (rANS streams of ŷ and z; ``codec_id`` names the checkpoint).
+    ``HEVC``: one intra-coded H.265 picture per item (Annex-B byte stream, x265). ``AV1``: one intra-coded
+    AV1 picture per item (low-overhead OBU stream, SVT-AV1). For the standard kinds ``codec_id`` names
+    the encoder, its version and settings (see ``codec.standard``).
+    """
+
+    LEARNED = 0
+    HEVC = 1
+    AV1 = 2
 
 
 class ResizeMode(IntEnum):
@@ -134,14 +156,18 @@ class Container:
     """A parsed or to-be-written ``.cotam`` file.
 
     Attributes:
-        codec_id: the 8-byte id of the codec (checkpoint) that made the streams.
+        codec_id: the 8-byte id of the codec (checkpoint, or standard encoder and settings) that made the streams.
         items: the coded images or frames, in order.
+        kind: the base codec's kind (learned, hevc, av1).
         file_header_bytes: size of the file header (set by :func:`parse` / :func:`serialize`).
+        version: the format version (set by :func:`parse` / :func:`serialize`).
     """
 
     codec_id: bytes
     items: list[CodedItem]
+    kind: CodecKind = CodecKind.LEARNED
     file_header_bytes: int = field(default=0, compare=False)
+    version: int = field(default=0, compare=False)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -190,14 +216,18 @@ def serialize(container: Container) -> bytes:
     """Write a container to bytes (see the module docstring for the layout)."""
     if len(container.codec_id) != 8:
         raise ValueError("codec_id must be 8 bytes")
-    head = MAGIC + bytes([FORMAT_VERSION]) + container.codec_id + _varint(len(container.items))
+    kind = CodecKind(container.kind)
+    version = LEARNED_VERSION if kind == CodecKind.LEARNED else FORMAT_VERSION
+    head = MAGIC + bytes([version]) + (bytes([kind]) if version >= 3 else b"") + container.codec_id
+    head += _varint(len(container.items))
     head += struct.pack("<I", zlib.crc32(head))
     container.file_header_bytes = len(head)
+    container.version = version
     parts = [head]
     for index, item in enumerate(container.items):
         header = _item_header(item)
         payload = b"".join(item.streams)
-        crc = _item_crc(FORMAT_VERSION, index, header, payload)
+        crc = _item_crc(version, index, header, payload)
         parts += [header, struct.pack("<I", crc), payload]
         item.header_bytes = len(header) + 4
     return b"".join(parts)
@@ -253,7 +283,8 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
 
     Checks magic, version, flags, every length against the bytes present, sizes and
     counts against ``limits``, and both CRCs. Decoder-level checks (codec id, number
-    of streams, quality range, symbol checksum) happen in ``codec.pipeline.decode``.
+    of streams, quality range, symbol checksum) happen in ``codec.pipeline.decode`` (learned kind)
+    and ``codec.standard.decode`` (hevc, av1).
 
     Raises:
         BitstreamError: a subclass naming what is wrong; never another exception.
@@ -270,6 +301,13 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
         raise BitstreamFormatError(
             f"unsupported .cotam format version {version} (this decoder reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
+    kind = CodecKind.LEARNED
+    if version >= 3:
+        kind_byte = reader.u8("the codec kind")
+        if kind_byte not in CodecKind._value2member_map_:
+            raise BitstreamFormatError(f"unknown codec kind {kind_byte} (this decoder reads "
+                                       f"{', '.join(f'{k.value} = {k.name.lower()}' for k in CodecKind)})")
+        kind = CodecKind(kind_byte)
     codec_id = bytes(reader.take(8, "the codec id"))
     n_items = reader.varint("the item count")
     header_end = reader.pos
@@ -280,7 +318,7 @@ def parse(data: bytes | bytearray | memoryview, limits: ParseLimits | None = Non
         raise BitstreamFormatError("container holds no items")
     if n_items > limits.max_items:
         raise BitstreamLimitError(f"container declares {n_items} items (limit {limits.max_items})")
-    container = Container(codec_id=codec_id, items=[], file_header_bytes=reader.pos)
+    container = Container(codec_id=codec_id, items=[], kind=kind, file_header_bytes=reader.pos, version=version)
     total_pixels = 0
 
     for index in range(n_items):

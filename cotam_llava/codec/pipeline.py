@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
-from .container import CodedItem, Container, ParseLimits, ResizeMode, padded_canvas, parse, serialize
+from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, padded_canvas, parse, serialize
 from .model import SIZE_MULTIPLE, CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
 
@@ -198,11 +198,16 @@ def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[De
     decoded, and each item's symbol checksum is compared before its synthesis runs.
 
     Raises:
-        CodecMismatchError: the container was made by another codec.
+        CodecMismatchError: the container was made by another codec (or another kind of codec).
         BitstreamFormatError: stream count, stream sizes or quality levels do not fit this codec.
         EntropyDecodingError: a rANS stream cannot have been written with this codec's tables.
         SymbolMismatchError: the decoded symbols differ from the encoder's (cross-device drift).
     """
+    if container.kind != CodecKind.LEARNED:
+        raise CodecMismatchError(
+            f"bitstream holds {container.kind.name.lower()} pictures, not the learned codec's latents: decode it "
+            "with codec.standard.decode (`cotam decode` picks the decoder from the header)"
+        )
     if container.codec_id != model.codec_id:
         raise CodecMismatchError(
             f"bitstream was made by codec {container.codec_id.hex()}, this checkpoint is "
