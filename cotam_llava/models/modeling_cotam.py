@@ -335,12 +335,19 @@ class _CoTAMGenerationMixin:
         The weights keep the host's key layout (the tower's encoder as ``vision_tower.<host keys>``, the adapter
         as ``vision_tower.adapter.*``); ``config.dtype`` is the language model's.
         """
+        from .lora import has_unmerged_lora
+
+        if has_unmerged_lora(self):
+            raise ConfigError("this model carries unmerged LoRA weights (from lora/): load it with "
+                              "from_pretrained(folder, merge_lora=True) to save a merged folder, or copy the folder")
         super().save_pretrained(save_directory, *args, **kwargs)
         self.codec.save_pretrained(Path(save_directory) / CODEC_SUBFOLDER)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, codec: CoTAMELIC | str | None = None, **kwargs: Any):
-        """Load a folder saved by :meth:`save_pretrained` (host weights, adapter, ``codec/``).
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, codec: CoTAMELIC | str | None = None,
+                        apply_lora: bool = True, merge_lora: bool = False, **kwargs: Any):
+        """Load a folder saved by :meth:`save_pretrained` (host weights, adapter, ``codec/``) and, when it has one, the
+        fine-tuned LoRA weights in ``lora/`` (the PEFT layout ``cotam train-mllm`` writes; see :mod:`.lora`).
 
         ``device_map``, ``dtype`` (default: the saved one) and ``quantization_config`` apply to the host as usual;
         the tower is kept in fp32 and left out of quantization, and the codec is loaded fp32 onto the tower's
@@ -348,9 +355,12 @@ class _CoTAMGenerationMixin:
 
         Args:
             codec: a codec (or its folder) to use instead of the one saved under ``codec/``.
+            apply_lora: apply ``lora/`` when present (unmerged: LoRA layers in place; the model keeps its class).
+            merge_lora: fold ``lora/`` into the weights instead (plain modules, the same outputs; saveable).
 
         Raises:
-            CheckpointError: the checkpoint lacks weights of the vision tower (instead of initialising them at random).
+            CheckpointError: the checkpoint lacks weights of the vision tower (instead of initialising them at random),
+                or its ``lora/`` is incomplete or does not fit.
         """
         legacy = any(_LEGACY_KEY.match(k) for k in _checkpoint_keys(pretrained_model_name_or_path, kwargs))
         if legacy:
@@ -367,6 +377,12 @@ class _CoTAMGenerationMixin:
             model._weight_conversions = [c for c in model._weight_conversions
                                          if not (type(c) is WeightRenaming and c.source_patterns[0] in _LEGACY_KEY_MAPPING)]
         model.vision_tower.set_codec(_load_codec(codec if codec is not None else pretrained_model_name_or_path, codec is None, kwargs))
+        if apply_lora:
+            from .lora import apply_lora as _apply_lora, find_lora
+
+            lora = find_lora(pretrained_model_name_or_path, {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+            if lora is not None:
+                model = _apply_lora(model, lora, merge=merge_lora)
         return (model, info) if with_info else model
 
     @classmethod
