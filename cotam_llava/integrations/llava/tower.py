@@ -108,15 +108,12 @@ def pack_into_pixels(stream: bytes, side: int) -> Tensor:
     return torch.from_numpy(buf.astype(np.float32)).reshape(3, side, side)
 
 
-_MAGIC_VALUES = torch.tensor(list(PACK_MAGIC), dtype=torch.float32)
-
-
 def is_packed_pixels(image: Tensor) -> bool:
     """True when ``image`` (3, S, S) (any float dtype, any device) starts with the packing magic."""
     if not isinstance(image, Tensor) or not image.is_floating_point() or image.numel() < PACK_HEADER:
         return False
-    head = image.reshape(-1)[: len(PACK_MAGIC)].detach().float().cpu()
-    return bool(torch.equal(head, _MAGIC_VALUES))
+    head = image.reshape(-1)[: len(PACK_MAGIC)].detach().float().cpu().tolist()
+    return head == [float(b) for b in PACK_MAGIC]
 
 
 def unpack_pixels(image: Tensor) -> bytes:
