@@ -523,6 +523,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_patch_llava(args: argparse.Namespace) -> int:
+    from .integrations.llava.patching import apply_patches, patch_state, revert_patches
+
+    if args.check and args.revert:
+        raise ConfigError("--check and --revert exclude each other")
+    if args.check:
+        state = patch_state(args.dir)
+        detail = ", ".join(f"{name}: {how}" for name, how in state.patches.items())
+        print(f"{state.root}/llava: {state.state} ({detail})")
+        return 0 if state.state == "applied" else 1
+    state, changed = (revert_patches if args.revert else apply_patches)(args.dir)
+    verb = "reverted" if args.revert else "applied"
+    if not args.quiet:
+        if changed:
+            print(f"{state.root}: {verb} {', '.join(state.patches)} ({', '.join(state.files)})")
+        else:
+            print(f"{state.root}/llava: already {'pristine' if args.revert else 'patched'}; nothing to do")
+    return 0
+
+
 def _read_bytes(path: str) -> bytes:
     p = Path(path)
     if not p.is_file():
@@ -644,6 +664,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="host weights dtype (default: bfloat16 on cuda, float32 on cpu); the CoTAM tower stays fp32")
     p.add_argument("--no-stream", action="store_true", help="print the answer once generation ends instead of streaming it")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("patch-llava", help="patch the original LLaVA code base (llava-torch 1.2.2.post1) to build CoTAM towers",
+                       description="Apply patches/llava/ (patch -p1 in the folder that contains llava/): LLaVA's builder "
+                                   "then builds a CoTAM vision tower when mm_vision_tower names a CoTAM tower folder "
+                                   "(cotam_tower.json) and behaves as before otherwise, and a shim fixes what "
+                                   "transformers 5.x broke in LLaVA's trainer. Applying twice or reverting a pristine "
+                                   "tree changes nothing; a tree that is neither is left alone (exit 1).")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the folder containing llava/ (default: where the installed "
+                   "llava package lives)")
+    p.add_argument("--check", action="store_true", help="only report the state; exit 0 when applied, 1 otherwise")
+    p.add_argument("--revert", action="store_true", help="remove the patches")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_patch_llava)
 
     sub.add_parser("train-codec", help="train the variable-rate base codec (see `cotam train-codec --help`)", add_help=False)
     sub.add_parser("train-adapter", help="train the latent feature adapter (see `cotam train-adapter --help`)", add_help=False)
