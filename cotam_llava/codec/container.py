@@ -33,6 +33,7 @@ from ..errors import (
     BitstreamLimitError,
     BitstreamTruncatedError,
     ChecksumError,
+    ConfigError,
 )
 from .quality_map import QualityMap
 
@@ -45,6 +46,7 @@ __all__ = [
     "Container",
     "ParseLimits",
     "padded_canvas",
+    "canvas_for",
     "serialize",
     "parse",
 ]
@@ -186,6 +188,19 @@ def _varint(value: int) -> bytes:
 def padded_canvas(orig_size: tuple[int, int]) -> tuple[int, int]:
     """The canvas of a ``ResizeMode.PAD`` item: the original size rounded up to multiples of 64."""
     return (-(-orig_size[0] // 64) * 64, -(-orig_size[1] // 64) * 64)
+
+
+def canvas_for(orig_size: tuple[int, int], canvas: int | tuple[int, int] | None) -> tuple[tuple[int, int], ResizeMode]:
+    """Canvas (width, height) and resize mode for an image of ``orig_size`` (width, height); every base codec's rule.
+
+    None: the original padded to multiples of 64 (``PAD``); an int or (width, height): that canvas (``RESIZE``).
+    """
+    if canvas is None:
+        return padded_canvas(orig_size), ResizeMode.PAD
+    cw, ch = (canvas, canvas) if isinstance(canvas, int) else canvas
+    if cw <= 0 or ch <= 0 or cw % 64 or ch % 64:
+        raise ConfigError(f"canvas sides must be positive multiples of 64, got {cw}×{ch}")
+    return (cw, ch), ResizeMode.RESIZE
 
 
 def _item_header(item: CodedItem) -> bytes:

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
-from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, padded_canvas, parse, serialize
-from .model import SIZE_MULTIPLE, CoTAMELIC, CompressedLatent
+from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, parse, serialize
+from .model import CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
 
 __all__ = [
@@ -66,16 +66,6 @@ class DecodedImage:
         if self.item.resize_mode == ResizeMode.PAD:
             return to_pil(self.x_hat[..., :h, :w])
         return to_pil(self.x_hat).resize((w, h), Image.BICUBIC)
-
-
-def canvas_for(orig_size: tuple[int, int], canvas: int | tuple[int, int] | None) -> tuple[tuple[int, int], ResizeMode]:
-    """Canvas (width, height) and resize mode for an image of ``orig_size`` (width, height)."""
-    if canvas is None:
-        return padded_canvas(orig_size), ResizeMode.PAD
-    cw, ch = (canvas, canvas) if isinstance(canvas, int) else canvas
-    if cw <= 0 or ch <= 0 or cw % SIZE_MULTIPLE or ch % SIZE_MULTIPLE:
-        raise ConfigError(f"canvas sides must be positive multiples of {SIZE_MULTIPLE}, got {cw}×{ch}")
-    return (cw, ch), ResizeMode.RESIZE
 
 
 def _to_canvas(image: ImageLike, canvas: int | tuple[int, int] | None) -> tuple[Tensor, tuple[int, int], tuple[int, int], ResizeMode]:

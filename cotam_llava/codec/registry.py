@@ -1,8 +1,9 @@
 """One interface over every codec the benchmarks compare.
 
 An :class:`ImageCodec` turns a uint8 (H, W, 3) image into the bytes of a real file
-at a quality and back. ``get_codec("jpeg" | "webp" | "avif" | "jxl" | "cotam-elic", ...)``
-builds one; learned codecs wrap a :class:`~cotam_llava.codec.model.CoTAMELIC`.
+at a quality and back. ``get_codec("jpeg" | "webp" | "avif" | "jxl" | "cotam-elic" | "hevc" | "av1", ...)``
+builds one; learned codecs wrap a :class:`~cotam_llava.codec.model.CoTAMELIC`, the standard bases a
+:class:`~cotam_llava.codec.standard.StandardCodec` (both write real ``.cotam`` files).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from .container import Container, serialize
 from .model import CoTAMELIC
 from .pipeline import compress_image, decode
 
-__all__ = ["ImageCodec", "LearnedCodec", "get_codec", "CODEC_NAMES"]
+__all__ = ["ImageCodec", "LearnedCodec", "StandardImageCodec", "get_codec", "CODEC_NAMES", "STANDARD_CODEC_NAMES"]
 
-CODEC_NAMES = (*CLASSICAL_FORMATS, "cotam-elic", "cotam-elic+guidance")
+#: The standard intra base codecs (``.cotam`` kinds hevc / av1), plain and with guidance (hevc only: AV1 has no
+#: per-region quality in this build).
+STANDARD_CODEC_NAMES = ("hevc", "av1", "hevc+guidance")
+CODEC_NAMES = (*CLASSICAL_FORMATS, "cotam-elic", "cotam-elic+guidance", *STANDARD_CODEC_NAMES)
 
 
 @runtime_checkable
@@ -95,10 +99,54 @@ class LearnedCodec:
         return to_uint8_array(decode(self.model, data)[0].to_pil())
 
 
+@dataclass
+class StandardImageCodec:
+    """A standard intra base codec (hevc / av1) behind the :class:`ImageCodec` interface (one image per container).
+
+    Args:
+        codec: the :class:`~cotam_llava.codec.standard.StandardCodec`.
+        canvas: None for native resolution (padded to ×64), or a canvas side / (w, h).
+        name: label used in tables and plots.
+        guidance: a ``ShallowAttentionGuidance``; when given, every image gets its guided quality map around the
+            requested base quality, realised as per-block QP offsets (the guidance time counts as encode time).
+    """
+
+    codec: object
+    canvas: int | tuple[int, int] | None = None
+    name: str = ""
+    guidance: object | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.codec.kind
+        if self.guidance is not None and not self.codec.supports_map:
+            raise ConfigError(f"{self.codec.kind} has no per-region quality here, so guidance cannot steer it; use hevc")
+
+    @property
+    def default_qualities(self) -> tuple[int, ...]:
+        return tuple(range(self.codec.num_qualities))
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        qmap = None
+        if self.guidance is not None:
+            from .guidance import guided_quality_map
+
+            qmap = guided_quality_map(self.guidance, image, quality, num_qualities=self.codec.num_qualities)[0]
+        return self.codec.encode(image, quality, None if qmap is None else [qmap], canvas=self.canvas)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from .standard import decode_arrays
+
+        return decode_arrays(data, kind=self.codec.kind)[0]
+
+
 def get_codec(name: str, checkpoint: str | Path | None = None, canvas: int | None = None) -> ImageCodec:
     """Build a codec by name; learned codecs need ``checkpoint`` (a folder with config.json + model.safetensors)."""
     if name in CLASSICAL_FORMATS:
         return PillowCodec(name)
+    if name in ("hevc", "av1"):
+        from .standard import StandardCodec
+
+        return StandardImageCodec(StandardCodec(name), canvas=canvas, name=name)
     if name == "cotam-elic":
         if checkpoint is None:
             raise ConfigError("the learned codec needs a checkpoint folder")
