@@ -232,9 +232,9 @@ def test_tiny_instruct_is_deterministic_and_in_llava_format(tmp_path):
     assert main(["tiny-instruct", str(tmp_path / "c"), "--samples", "2"]) == 0
 
 
-@pytest.mark.slow
 def test_codec_fine_tuning_cft_trains_the_codec_with_the_rate_term(setup, tmp_path):
     from cotam_llava.codec.model import CoTAMELIC
+    from cotam_llava.models import CoTAMLlavaForConditionalGeneration
 
     trainer = MLLMTrainer(_args(setup, tmp_path / "run", max_steps=2, train_lora=False, train_codec=True,
                                 train_adapter=True, codec_learning_rate=1e-3), progress=False)
@@ -247,6 +247,16 @@ def test_codec_fine_tuning_cft_trains_the_codec_with_the_rate_term(setup, tmp_pa
     assert codec.config.finalized
     assert not (final / "lora").exists() and json.loads((final / "training_info.json").read_text())["trained"] == \
         ["adapter", "codec"]
+    # without LoRA the export is a plain CoTAM folder: the trained adapter is in its weights, the codec in codec/
+    loaded = CoTAMLlavaForConditionalGeneration.from_pretrained(final)
+    trained = trainer.cotam_model.vision_tower.adapter.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in loaded.vision_tower.adapter.state_dict().items())
+    from cotam_llava.models import CoTAMProcessor
+
+    processor = CoTAMProcessor.from_pretrained(final, codec=loaded.codec)  # streams of the fine-tuned codec
+    inputs = processor(text=tiny_hosts.chat_prompt(processor), images=[load_conversations(setup["data"])[0].images[0]])
+    with torch.no_grad():
+        assert torch.isfinite(loaded.eval()(**inputs).logits).all()
 
 
 @pytest.mark.slow
