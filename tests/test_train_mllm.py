@@ -195,6 +195,15 @@ def test_cli_trains_and_chat_runs_the_fine_tuned_folder(setup, tmp_path, capsys)
     assert main(["chat", "--model", str(out / "final"), str(image), "what is this ?", "--max-new-tokens", "2",
                  "--no-stream"]) == 0
     assert "bits" in capsys.readouterr().err
+    # the lmms-eval plugin (and so eval/sweep.py) loads the folder as it is, LoRA applied
+    from cotam_llava.evaluation.lmms_plugin import CoTAMLlavaLMM
+    from cotam_llava.models.lora import has_unmerged_lora
+    from PIL import Image
+
+    lm = CoTAMLlavaLMM(pretrained=str(out / "final"), codec="cotam-noguide", quality=3)
+    assert has_unmerged_lora(lm.model)
+    coded = lm._code([Image.open(image).convert("RGB")])
+    assert len(lm._generate([lm._prompt("what is this ?", coded)], [coded], {"max_new_tokens": 2})) == 1
 
 
 def test_cli_errors_are_one_line(setup, tmp_path, capsys):
