@@ -161,8 +161,22 @@ def cmd_encode(args: argparse.Namespace) -> int:
     canvas = _parse_canvas(args.canvas)
     fixed_map = _read_quality_map(args.quality_map)
     tiles = _parse_tiles(args.tiles)
-    model = _load_codec(args.checkpoint)
-    levels = model.config.num_qualities
+    if args.codec == "learned":
+        model = _load_codec(args.checkpoint)
+        levels, codec_id, kind = model.config.num_qualities, model.codec_id, None
+    else:
+        from .codec.standard import StandardCodec
+
+        if args.checkpoint:
+            raise ConfigError(f"--checkpoint is the learned codec's; --codec {args.codec} needs none")
+        standard = StandardCodec(args.codec)
+        levels, codec_id, kind = standard.num_qualities, standard.codec_id, standard.container_kind
+        if (fixed_map is not None or args.guidance) and not standard.supports_map:
+            raise ConfigError(f"--codec {args.codec} has no per-region quality in this build (SVT-AV1 through FFmpeg "
+                              "ignores region-of-interest data), so --guidance / --quality-map cannot steer it; "
+                              "use --codec hevc")
+    if not 0 <= args.quality < levels:
+        raise ConfigError(f"--quality must be in [0, {levels - 1}], got {args.quality}")
     if fixed_map is not None and fixed_map.levels()[-1] >= levels:
         raise ConfigError(f"--quality-map uses level {fixed_map.levels()[-1]}; this codec's levels are 0–{levels - 1}")
     guidance = None
@@ -180,9 +194,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if guidance is not None:
             from .codec.guidance import guided_quality_map
 
-            qmap, _ = guided_quality_map(guidance, image, args.quality, tiles, model.config.num_qualities)
+            qmap, _ = guided_quality_map(guidance, image, args.quality, tiles, levels)
+        if kind is not None:
+            return standard.compress_image(image, args.quality, qmap, canvas, is_video_frame=video)
         item, _ = compress_image(model, image, args.quality, qmap, canvas, is_video_frame=video)
         return item
+
+    def container(items):
+        return Container(codec_id=codec_id, items=items, **({"kind": kind} if kind is not None else {}))
 
     all_items = []
     for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
@@ -196,9 +215,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if single_file:
             all_items += items
         else:
-            _write_bytes(out / (Path(path).stem + ".cotam"), serialize(Container(codec_id=model.codec_id, items=items)))
+            _write_bytes(out / (Path(path).stem + ".cotam"), serialize(container(items)))
     if single_file:
-        data = serialize(Container(codec_id=model.codec_id, items=all_items))
+        data = serialize(container(all_items))
         _write_bytes(out, data)
         if not args.quiet:
             pixels = sum(i.orig_size[0] * i.orig_size[1] for i in all_items)
@@ -210,16 +229,21 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from .codec.container import ParseLimits
-    from .codec.pipeline import decode
+    from .codec.container import CodecKind, ParseLimits, parse
+    from .codec.pipeline import decode_container
 
     out = _check_output(args.output)
     if args.max_pixels is not None and args.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     data = _read_bytes(args.input)
-    model = _load_codec(args.checkpoint)
     limits = ParseLimits(max_pixels=args.max_pixels) if args.max_pixels else None
-    images = decode(model, data, limits)
+    container = parse(data, limits)
+    if container.kind == CodecKind.LEARNED:  # the header says which decoder: a checkpoint only for the learned kind
+        images = decode_container(_load_codec(args.checkpoint), container)
+    else:
+        from .codec.standard import decode_container as decode_standard
+
+        images = decode_standard(container)
     _make_folder(out.parent)
     targets = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i:04d}{out.suffix or '.png'}") for i in range(len(images))]
     for image, target in zip(images, targets):
@@ -259,6 +283,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     report = {
         "file": str(args.input),
         "bytes": len(data),
+        "codec_kind": container.kind.name.lower(),
+        "format_version": container.version,
         "codec_id": container.codec_id.hex(),
         "file_header_bits": 8 * container.file_header_bytes,
         "items": items,
@@ -266,7 +292,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{args.input}: {len(data)} bytes, codec {report['codec_id']}, {len(items)} item(s), "
+    print(f"{args.input}: {len(data)} bytes, format v{container.version}, {report['codec_kind']} codec {report['codec_id']}, "
+          f"{len(items)} item(s), "
           f"file header {report['file_header_bits']} bits")
     for it in items:
         w, h = it["original_size"]
@@ -295,7 +322,7 @@ def cmd_init_codec(args: argparse.Namespace) -> int:
 
 def _bench_codecs(args: argparse.Namespace):
     from .codec.model import CoTAMELIC
-    from .codec.registry import LearnedCodec, get_codec
+    from .codec.registry import LearnedCodec, StandardImageCodec, get_codec
 
     overrides: dict[str, list[int]] = {}
     for spec in args.qualities or []:
@@ -325,6 +352,15 @@ def _bench_codecs(args: argparse.Namespace):
             codec = LearnedCodec(model, canvas=_parse_canvas(args.canvas), name=name, guidance=guidance)
             if name.endswith("+guidance"):
                 overrides.setdefault(name, overrides.get("cotam-elic", list(codec.default_qualities)))
+        elif name == "hevc+guidance":
+            from .codec.guidance import GuidanceConfig, load_guidance
+            from .codec.standard import StandardCodec
+
+            codec = StandardImageCodec(StandardCodec("hevc"), canvas=_parse_canvas(args.canvas), name=name,
+                                       guidance=load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step)))
+            overrides.setdefault(name, overrides.get("hevc", list(codec.default_qualities)))
+        elif name in ("hevc", "av1"):
+            codec = get_codec(name, canvas=_parse_canvas(args.canvas))
         else:
             codec = get_codec(name)
         codecs.append((codec, overrides.get(name, list(codec.default_qualities))))
@@ -584,10 +620,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")
+    p.add_argument("--codec", choices=["learned", "hevc", "av1"], default="learned",
+                   help="base codec: the learned codec of --checkpoint (default), or a standard intra codec through "
+                        "PyAV (hevc: x265, per-region quality as block QP offsets; av1: SVT-AV1, no per-region "
+                        "quality); the standard ones need no checkpoint")
     common(p)
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decode a .cotam bitstream to images")
+    p = sub.add_parser("decode", help="decode a .cotam bitstream to images",
+                       description="Decode a .cotam file. Its header says which base codec made it: the learned "
+                                   "codec needs the --checkpoint that encoded it; hevc / av1 files need none.")
     p.add_argument("input", metavar="IN.cotam")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png",
                    help="output image; several images are written as OUT_0000.png, OUT_0001.png, ...")
@@ -612,12 +654,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "against the anchor, all measured in this run.")
     p.add_argument("images", metavar="FOLDER")
     p.add_argument("--codecs", default="jpeg,webp,avif,cotam-elic",
-                   help="comma list of jpeg, webp, avif, jxl, cotam-elic, cotam-elic+guidance")
-    p.add_argument("--guidance", default="dinov2-imgfocus", metavar="MODEL", help="guidance ViT for cotam-elic+guidance")
+                   help="comma list of jpeg, webp, avif, jxl, cotam-elic, cotam-elic+guidance, hevc, av1, hevc+guidance")
+    p.add_argument("--guidance", default="dinov2-imgfocus", metavar="MODEL",
+                   help="guidance ViT for cotam-elic+guidance and hevc+guidance")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
                    help=f"guidance step for cotam-elic+guidance (default {DEFAULT_GUIDANCE_STEP})")
     p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2", help="override a codec's qualities (repeatable)")
-    p.add_argument("--canvas", metavar="N|WxH", help="learned codec canvas (default: native resolution)")
+    p.add_argument("--canvas", metavar="N|WxH", help="learned and hevc/av1 codec canvas (default: native resolution)")
     p.add_argument("--untrained-preset", default="tiny", choices=["tiny", "elic-small", "elic"],
                    help="when no checkpoint exists, benchmark an untrained codec of this preset (and say so)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
