@@ -51,6 +51,7 @@ __all__ = [
     "rate_metrics",
     "with_rate",
     "add_doc_keys",
+    "record_llava_streams",
     "resolve_data_path",
     "LocalDataTask",
 ]
@@ -136,11 +137,32 @@ def with_rate(process_results: Callable[..., dict]) -> Callable[..., dict]:
     return wrapped
 
 
+def record_llava_streams(pairs: list[tuple[Any, bytes]]) -> None:
+    """Listener for the original LLaVA code base's CoTAM image processor (``lmms-eval --model llava``): pictures
+    that carry their document's key (``image.info[DOC_KEY]``, set by the tasks' ``doc_to_visual``) get their
+    bitstreams' real bits recorded, summed over the pictures of one processor call."""
+    totals: dict[str, list[int]] = {}
+    for image, stream in pairs:
+        key = (getattr(image, "info", None) or {}).get(DOC_KEY)
+        if key is None or not hasattr(image, "size"):
+            continue
+        bits, pixels, items = totals.setdefault(key, [0, 0, 0])
+        w, h = image.size
+        totals[key] = [bits + 8 * len(stream), pixels + w * h, items + 1]
+    for key, (bits, pixels, items) in totals.items():
+        record_rate(key, SampleRate(bits, pixels, 0, items))
+
+
 def add_doc_keys(dataset: Any) -> Any:
     """``process_docs``: add the :data:`DOC_KEY` column (dataset fingerprint and row index), cheaply.
 
-    ``add_column`` appends one string column without rewriting the images.
+    ``add_column`` appends one string column without rewriting the images. It also lets the original LLaVA code
+    base's CoTAM image processor report the bits it codes (:func:`record_llava_streams`), so ``--model llava`` on
+    a patched LLaVA gets the same ``bpp`` metric as ``--model cotam_llava``.
     """
+    from ..integrations.llava.tower import add_encode_listener
+
+    add_encode_listener(record_llava_streams)
     if DOC_KEY in dataset.column_names:
         return dataset
     prefix = getattr(dataset, "_fingerprint", None) or f"{id(dataset):x}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from cotam_llava.evaluation.lmms_tasks import LocalDataTask, with_rate
+from cotam_llava.evaluation.lmms_tasks import DOC_KEY, LocalDataTask, with_rate
 
 VERSION = 1
 ENV = "COTAM_DATA_TINY"
@@ -91,7 +91,10 @@ class CoTAMTinyTask(LocalDataTask):
 
 
 def doc_to_visual(doc: dict) -> list[Image.Image]:
-    return [doc["image"].convert("RGB")]
+    image = doc["image"].convert("RGB")
+    if DOC_KEY in doc:  # lets a patched LLaVA's CoTAM image processor account this document's bits (--model llava)
+        image.info[DOC_KEY] = doc[DOC_KEY]
+    return [image]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
