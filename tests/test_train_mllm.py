@@ -190,7 +190,7 @@ def test_cli_trains_and_chat_runs_the_fine_tuned_folder(setup, tmp_path, capsys)
                  str(setup["data"]), "--max_steps", "1", "--batch_size", "1", "--threads", "1", "--val_every_nth", "3",
                  "--lora_r", "4"])
     assert code == 0 and (out / "final" / "lora" / "adapter_model.safetensors").is_file()
-    assert len((out / "val_log.csv").read_text().splitlines()) == 2  # the held-out answer CE at the end
+    assert len((out / "val_log.csv").read_text().splitlines()) == 3  # the held-out answer CE at step 0 and the end
     image = load_conversations(setup["data"])[0].images[0]
     assert main(["chat", "--model", str(out / "final"), str(image), "what is this ?", "--max-new-tokens", "2",
                  "--no-stream"]) == 0

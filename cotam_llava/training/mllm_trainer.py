@@ -528,6 +528,12 @@ class MLLMTrainer:
             reset_logs({log_path: ["step", "loss", "ce", "bpp", "rate", "quality", "lr", "sec_per_step"],
                         self.run / "val_log.csv": ["step", "val_loss"]},
                        self.start_step if self.resume_from is not None else None)
+        if self.resume_from is None and self.val_set:  # the starting model, measured the same way (MFT baselines)
+            val_loss = self.validate()
+            if self.main_process:
+                with (self.run / "val_log.csv").open("a", newline="") as f:
+                    csv.writer(f).writerow([0, f"{val_loss:.6f}"])
+                tqdm.write(f"val step 0: answer CE {val_loss:.4f}")
         self.model.train()
         if args.train_codec:
             self.codec.train()
