@@ -114,6 +114,15 @@ def to_messages(conversation: Conversation) -> list[dict[str, Any]]:
     return messages
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _count_images(messages: Sequence[dict[str, Any]]) -> int:
     return sum(1 for m in messages for c in m["content"] if c.get("type") == "image")
 
@@ -166,8 +175,10 @@ def tokenize_conversation(
             continue
         head = [int(t) for t in encode(render(messages[:i], True), _count_images(messages[:i]))["input_ids"][0]]
         upto = [int(t) for t in encode(render(messages[:i + 1], False), _count_images(messages[:i + 1]))["input_ids"][0]]
-        start, end = len(head), len(upto)
-        if ids[:start] != head or ids[:end] != upto or end < start:
+        # where the whole conversation stops agreeing with its beginnings: equal to their lengths for templates that
+        # render turn by turn; shorter by the token a BPE merge carries across a boundary (that token is labelled)
+        start, end = _common_prefix(ids, head), _common_prefix(ids, upto)
+        if end < start or start < len(head) - 1 or end < len(upto) - 1:
             raise ConfigError("the chat template does not render a conversation's beginning as the start of the whole "
                               "conversation, so the prompt cannot be masked; use a template that renders turn by turn")
         spans.append((start, end))
@@ -176,7 +187,7 @@ def tokenize_conversation(
         labels[start:end] = ids[start:end]
     if append_eos and eos_token_id is not None:
         for start, end in reversed(spans):  # from the end, so earlier positions stay valid
-            if end > start and ids[end - 1] == eos_token_id:
+            if eos_token_id in ids[start:end]:  # the template ends its turns with EOS itself
                 continue
             ids.insert(end, eos_token_id)
             labels.insert(end, eos_token_id)

@@ -107,8 +107,8 @@ def prepare_base(args: MLLMTrainingArguments, run: Path) -> Path:
     else:
         from ..models.chat import load_cotam
 
-        dtype = None if args.dtype == "auto" else args.dtype
-        model, processor = load_cotam(args.model, args.cotam, device="cpu", dtype=dtype or "float32")
+        dtype = args.dtype if args.dtype != "auto" else "bfloat16" if torch.cuda.is_available() else "float32"
+        model, processor = load_cotam(args.model, args.cotam, device="cpu", dtype=dtype)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         del model
@@ -176,7 +176,7 @@ class MLLMTrainer:
                 load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type, bnb_4bit_compute_dtype=dtype,
                 bnb_4bit_use_double_quant=True,
                 llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"])
-            kwargs["device_map"] = {"": self.device.index if self.device.type == "cuda" else "cpu"}
+            kwargs["device_map"] = {"": str(self.device)}
         with quiet_transformers():
             model = AutoModelForImageTextToText.from_pretrained(str(self.base), apply_lora=False, **kwargs)
         tower = model.vision_tower
