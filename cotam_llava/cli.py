@@ -143,7 +143,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .codec.container import Container, ParseLimits, serialize
-    from .codec.pipeline import compress_image
     from .codec.video import is_video, read_frames
 
     single_file = len(args.inputs) == 1 or Path(args.output).suffix == ".cotam"
@@ -197,6 +196,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             qmap, _ = guided_quality_map(guidance, image, args.quality, tiles, levels)
         if kind is not None:
             return standard.compress_image(image, args.quality, qmap, canvas, is_video_frame=video)
+        from .codec.pipeline import compress_image  # the learned codec's models: imported only when they code
+
         item, _ = compress_image(model, image, args.quality, qmap, canvas, is_video_frame=video)
         return item
 
@@ -230,7 +231,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from .codec.container import CodecKind, ParseLimits, parse
-    from .codec.pipeline import decode_container
 
     out = _check_output(args.output)
     if args.max_pixels is not None and args.max_pixels < 1:
@@ -239,6 +239,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     limits = ParseLimits(max_pixels=args.max_pixels) if args.max_pixels else None
     container = parse(data, limits)
     if container.kind == CodecKind.LEARNED:  # the header says which decoder: a checkpoint only for the learned kind
+        from .codec.pipeline import decode_container
+
         images = decode_container(_load_codec(args.checkpoint), container)
     else:
         from .codec.standard import decode_container as decode_standard

@@ -17,13 +17,12 @@ pytest.importorskip("av")
 from conftest import GOLDEN_DIR  # noqa: E402
 
 from cotam_llava.codec import pipeline, standard  # noqa: E402
-from cotam_llava.codec.container import LEARNED_VERSION, MAGIC, CodecKind, Container, parse, serialize  # noqa: E402
+from cotam_llava.codec.container import LEARNED_VERSION, MAGIC, CodecKind, parse, serialize  # noqa: E402
 from cotam_llava.codec.quality_map import QualityMap  # noqa: E402
 from cotam_llava.codec.registry import get_codec  # noqa: E402
 from cotam_llava.errors import (  # noqa: E402
     BitstreamError,
     BitstreamFormatError,
-    BitstreamTruncatedError,
     CodecMismatchError,
     ConfigError,
     SymbolMismatchError,

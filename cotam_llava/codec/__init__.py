@@ -19,7 +19,8 @@ _LAZY = {
     **dict.fromkeys(("CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS"), ".configuration"),
     **dict.fromkeys(("Container", "CodedItem", "ParseLimits", "ResizeMode", "parse", "serialize"), ".container"),
     **dict.fromkeys(("CoTAMELIC", "CodecOutput", "CompressedLatent", "DecompressedLatent"), ".model"),
-    **dict.fromkeys(("DecodedImage", "compress_image", "encode", "decode", "iter_decode"), ".pipeline"),
+    **dict.fromkeys(("compress_image", "encode", "decode", "iter_decode"), ".pipeline"),
+    "DecodedImage": ".decoded",
     "QualityMap": ".quality_map",
 }
 

@@ -13,7 +13,6 @@ Cloud::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ from torch import Tensor
 from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
 from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, parse, serialize
+from .decoded import DecodedImage
 from .model import CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
 
@@ -32,40 +32,6 @@ __all__ = [
     "DecodedImage", "compress_image", "encode", "decode", "decode_container", "iter_decode", "iter_decode_container",
     "canvas_for",
 ]
-
-
-@dataclass
-class DecodedImage:
-    """One decoded image or frame.
-
-    Attributes:
-        x_hat: reconstruction on the codec canvas, (1, 3, Hc, Wc) in [0, 1] — the
-            reconstruction prior the vision tower consumes.
-        y_hat: quantized latent after the inverse gain, (1, M, Hc/16, Wc/16).
-        quality: per-position quality levels on the latent grid, (Hc/16, Wc/16) uint8.
-        item: the parsed header fields and streams.
-    """
-
-    x_hat: Tensor
-    y_hat: Tensor
-    quality: np.ndarray
-    item: CodedItem
-
-    @property
-    def picture(self) -> Tensor:
-        """x̂ as coded, (1, 3, h, w): the original area of a padded canvas, or the whole canvas of a resized
-        one (what an MLLM's vision tower consumes; no resampling back to the original size)."""
-        if self.item.resize_mode == ResizeMode.PAD:
-            w, h = self.item.orig_size
-            return self.x_hat[..., :h, :w]
-        return self.x_hat
-
-    def to_pil(self) -> Image.Image:
-        """The reconstruction at the original size (cropped, or resized back)."""
-        w, h = self.item.orig_size
-        if self.item.resize_mode == ResizeMode.PAD:
-            return to_pil(self.x_hat[..., :h, :w])
-        return to_pil(self.x_hat).resize((w, h), Image.BICUBIC)
 
 
 def _to_canvas(image: ImageLike, canvas: int | tuple[int, int] | None) -> tuple[Tensor, tuple[int, int], tuple[int, int], ResizeMode]:
