@@ -28,12 +28,10 @@ UNTRAINED_BANNER = (
 
 
 def default_checkpoint() -> Path | None:
-    """``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small`` when present."""
-    env = os.environ.get("COTAM_CHECKPOINT")
-    if env:
-        return Path(env)
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "elic-small"
-    return shipped if (shipped / "config.json").is_file() else None
+    """``$COTAM_CHECKPOINT``, else the shipped ``elic-small`` (the clone's checkpoints/, or a wheel's package data)."""
+    from .shipped import default_codec
+
+    return default_codec()
 
 
 def _load_codec(checkpoint: str | None):

@@ -100,9 +100,9 @@ def _ints(text: str, what: str) -> list[int]:
 
 def resolve_checkpoint(path: Path | None) -> Path:
     """``--checkpoint``, else the CLI's default codec (``$COTAM_CHECKPOINT``, else the shipped checkpoints/elic-small)."""
-    from cotam_llava.cli import default_checkpoint
+    from cotam_llava.shipped import default_codec
 
-    path = path if path is not None else default_checkpoint()
+    path = path if path is not None else default_codec()
     if path is None:
         raise SystemExit("proxies: error: no codec checkpoint: checkpoints/elic-small is missing; "
                          "give --checkpoint DIR or leave base/cotam out of --codecs")

@@ -81,10 +81,10 @@ def test_chat_library_api(folders):
 
 
 def test_chat_stock_host_without_codec_says_pass_cotam(folders, monkeypatch, capsys):
-    import cotam_llava.models.chat as chat_module
+    import cotam_llava.shipped as shipped_module
 
     monkeypatch.delenv("COTAM_CHECKPOINT", raising=False)
-    monkeypatch.setattr(chat_module, "SHIPPED_CODEC", folders["root"] / "no-such-codec")
+    monkeypatch.setattr(shipped_module, "shipped", lambda name: None)
     assert main(["chat", "--model", str(folders["host"]), str(IMAGE), QUESTION]) == 1
     assert "--cotam" in _one_error_line(capsys.readouterr().err)
 

@@ -120,9 +120,9 @@ def build_codecs(
 
                 ckpt = checkpoint or os.environ.get("COTAM_CHECKPOINT")
                 if not ckpt:
-                    from ..cli import default_checkpoint
+                    from ..shipped import default_codec
 
-                    shipped = default_checkpoint()
+                    shipped = default_codec()
                     if shipped is None:
                         raise ConfigError(f"{name} needs --checkpoint DIR (a codec checkpoint folder)")
                     ckpt = str(shipped)

@@ -29,10 +29,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, CoTAMError, ImageInputError
 
-__all__ = ["ChatResult", "load_cotam", "chat", "default_codec_folder", "input_kind", "SHIPPED_CODEC"]
-
-#: The codec checkpoint shipped with the repository (used with a stock host when no codec is given).
-SHIPPED_CODEC = Path(__file__).resolve().parents[2] / "checkpoints" / "elic-small"
+__all__ = ["ChatResult", "load_cotam", "chat", "default_codec_folder", "input_kind"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -60,11 +57,10 @@ class ChatResult:
 
 # --------------------------------------------------------------------------- loading
 def default_codec_folder() -> Path | None:
-    """``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small`` when present, else None."""
-    env = os.environ.get("COTAM_CHECKPOINT")
-    if env:
-        return Path(env)
-    return SHIPPED_CODEC if (SHIPPED_CODEC / "config.json").is_file() else None
+    """``$COTAM_CHECKPOINT``, else the shipped ``elic-small`` (repository or package data), else None."""
+    from ..shipped import default_codec
+
+    return default_codec()
 
 
 def _looks_local(name: str) -> bool:
