@@ -256,6 +256,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paths(args: argparse.Namespace) -> int:
+    from .shipped import default_adapter, default_codec, tasks_dir
+
+    found = {"codec": default_codec(), "adapter": default_adapter(), "tasks": tasks_dir()}
+    if args.only:
+        if found[args.only] is None:
+            raise ConfigError(f"no shipped {args.only} in this installation (a wheel built without it?)")
+        print(found[args.only])
+        return 0
+    for name, folder in found.items():
+        print(f"{name}: {folder if folder is not None else '(none)'}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .codec.container import parse
 
@@ -641,6 +655,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.cotam")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("paths", help="where the shipped codec, adapter and lmms-eval tasks are (a clone or a wheel)",
+                       description="Print the folders of the shipped default codec, adapter and lmms-eval tasks. With "
+                                   "one flag, print only that folder, e.g. lmms-eval ... --include_path \"$(cotam paths --tasks)\".")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--codec", dest="only", action="store_const", const="codec", help="only the default codec")
+    only.add_argument("--adapter", dest="only", action="store_const", const="adapter", help="only the default adapter")
+    only.add_argument("--tasks", dest="only", action="store_const", const="tasks", help="only the lmms-eval task folder")
+    p.set_defaults(func=cmd_paths)
 
     p = sub.add_parser("init-codec", help="write a freshly initialised (UNTRAINED) finalized codec checkpoint")
     p.add_argument("output", metavar="DIR")

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="documents per task (lmms-eval --limit; for trials only)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--reference", default="base", help="anchor codec of the BD-rate table (default: base)")
-    p.add_argument("--include-path", type=Path, default=REPO / "eval" / "tasks", help="task YAML folder (default: eval/tasks)")
+    p.add_argument("--include-path", type=Path, default=None,
+                   help="task YAML folder (default: the shipped tasks, eval/tasks or a wheel's copy: `cotam paths --tasks`)")
     p.add_argument("--batch-size", type=int, help="model_args batch_size")
     p.add_argument("--device", help="model_args device (cpu, cuda, cuda:1)")
     p.add_argument("--dtype", help="model_args dtype (float32, bfloat16, float16)")

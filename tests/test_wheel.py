@@ -67,6 +67,9 @@ def test_installed_wheel_encodes_with_its_own_default_codec(wheel, tmp_path):
     assert Path(package).is_relative_to(target)
     for folder in (codec, adapter, tasks):
         assert Path(folder).is_relative_to(target / "cotam_llava" / "_shipped"), folder
+    done = subprocess.run([sys.executable, "-m", "cotam_llava", "paths", "--tasks"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and Path(done.stdout.strip()) == Path(tasks)
     done = subprocess.run([sys.executable, "-m", "cotam_llava", "encode", "a.png", "-o", "a.cotam", "--quality", "0"],
                           cwd=work, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -191,6 +191,10 @@ def run_lmms_eval(
     cmd = [sys.executable, "-m", "lmms_eval", "--model", "cotam_llava",
            "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
            "--tasks", ",".join(tasks), "--output_path", str(run_dir), "--log_samples"]
+    if include_path is None:
+        from ..shipped import tasks_dir
+
+        include_path = tasks_dir()
     if include_path is not None:
         cmd += ["--include_path", str(include_path)]
     if limit is not None:
