@@ -28,6 +28,7 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "elic-small": ("checkpoints/elic-small", "elic-small", "config.json"),
     "adapter-dinov2": ("checkpoints/adapter-dinov2", "adapter-dinov2", "adapter_config.json"),
     "tasks": ("eval/tasks", "tasks", "cotam_tiny/cotam_tiny.yaml"),
+    "llava-patches": ("patches/llava", "patches/llava", "series"),  # cotam patch-llava
 }
 
 

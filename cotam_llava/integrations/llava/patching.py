@@ -23,8 +23,14 @@ from ...errors import ConfigError, CoTAMError
 __all__ = ["PATCHES_DIR", "LLAVA_VERSION", "PatchState", "patch_files", "find_llava_root", "patch_state",
            "apply_patches", "revert_patches"]
 
-#: ``patches/llava`` of this checkout (the repository root holds ``patches/``).
-PATCHES_DIR = Path(__file__).resolve().parents[3] / "patches" / "llava"
+def _patches_dir() -> Path:
+    from ...shipped import shipped
+
+    return shipped("llava-patches") or Path(__file__).resolve().parents[3] / "patches" / "llava"
+
+
+#: ``patches/llava`` of this checkout (or the copy a wheel carries, see ``cotam_llava/shipped.py``).
+PATCHES_DIR = _patches_dir()
 #: The release the patches are made against.
 LLAVA_VERSION = "llava-torch 1.2.2.post1"
 
@@ -48,8 +54,8 @@ def patch_files(patches_dir: str | os.PathLike | None = None) -> list[Path]:
     folder = Path(patches_dir) if patches_dir is not None else PATCHES_DIR
     series = folder / "series"
     if not series.is_file():
-        raise ConfigError(f"no patch series at {series} (patches/ lives in the cotam-llava repository; "
-                          "install cotam-llava from a checkout with `pip install -e .`)")
+        raise ConfigError(f"no patch series at {series} (patches/llava of the cotam-llava repository; a wheel built "
+                          "from it carries a copy)")
     names = [line.strip() for line in series.read_text().splitlines() if line.strip() and not line.startswith("#")]
     paths = [folder / name for name in names]
     for p in paths:
