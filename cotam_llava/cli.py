@@ -593,6 +593,32 @@ def cmd_patch_llava(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_llava_tower(args: argparse.Namespace) -> int:
+    from .integrations.llava.tower import make_tower_folder
+
+    codec = args.checkpoint or default_checkpoint()
+    if codec is None:
+        raise ConfigError("no codec: give --checkpoint DIR (or set $COTAM_CHECKPOINT)")
+    out = make_tower_folder(args.encoder, codec, _check_output(args.output, folder=True), adapter=args.adapter,
+                            quality=args.quality)
+    if not args.quiet:
+        print(f"{out}: CoTAM tower folder (encoder {args.encoder}, codec {codec}, "
+              f"adapter {args.adapter or 'zero-initialised'}); use it as LLaVA's --vision_tower / mm_vision_tower")
+    return 0
+
+
+def cmd_convert_llava(args: argparse.Namespace) -> int:
+    from .integrations.llava.convert import to_original, to_transformers
+
+    if args.to == "original":
+        out = to_original(args.src, args.dst, image_aspect_ratio=args.image_aspect_ratio)
+    else:
+        out = to_transformers(args.src, args.dst)
+    if not args.quiet:
+        print(f"{out}: {args.to} layout written from {args.src}")
+    return 0
+
+
 def _read_bytes(path: str) -> bytes:
     p = Path(path)
     if not p.is_file():
@@ -743,6 +769,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revert", action="store_true", help="remove the patches")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_patch_llava)
+
+    p = sub.add_parser("llava-tower", help="make a CoTAM tower folder for the original LLaVA code base from a CLIP encoder and a codec",
+                       description="Write a CoTAM tower folder (cotam_tower.json, the CLIP encoder and its image "
+                                   "processor, adapter.safetensors, codec/) that a patched LLaVA builds as its vision "
+                                   "tower when --vision_tower / mm_vision_tower names it.")
+    p.add_argument("output", metavar="OUT_DIR")
+    p.add_argument("--encoder", required=True, metavar="CLIP_DIR", help="a CLIPVisionModel folder with its "
+                   "preprocessor_config.json (e.g. a local copy of openai/clip-vit-large-patch14-336)")
+    p.add_argument("--adapter", metavar="DIR", help="a trained adapter (adapter.safetensors, cotam train-adapter); "
+                   "default: zero-initialised (the tower then sees exactly the decoded picture)")
+    p.add_argument("--quality", type=int, default=6, help="default edge quality 0..9 (default 6)")
+    common(p)
+    p.set_defaults(func=cmd_llava_tower)
+
+    p = sub.add_parser("convert-llava", help="convert a CoTAM LLaVA folder between the transformers layout and the original LLaVA layout",
+                       description="--to original: a CoTAMLlavaForConditionalGeneration folder (with its tokenizer) → "
+                                   "an original LLaVA folder (llava_llama config, mlp2x_gelu projector, cotam_tower/ "
+                                   "inside) for LLaVA's load_pretrained_model, train.py and lmms-eval --model llava; "
+                                   "name DST so that it contains 'llava'. --to transformers: the way back. Weights "
+                                   "are copied bit for bit.")
+    p.add_argument("src", metavar="SRC_DIR")
+    p.add_argument("dst", metavar="DST_DIR", help="a new (or empty) folder")
+    p.add_argument("--to", required=True, choices=["original", "transformers"])
+    p.add_argument("--image-aspect-ratio", default="square", choices=["square", "pad", "anyres"],
+                   help="for --to original: LLaVA's image_aspect_ratio (default square: resize + centre crop, as the "
+                        "transformers processor does)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_convert_llava)
 
     sub.add_parser("train-codec", help="train the variable-rate base codec (see `cotam train-codec --help`)", add_help=False)
     sub.add_parser("train-adapter", help="train the latent feature adapter (see `cotam train-adapter --help`)", add_help=False)

@@ -118,6 +118,7 @@ class StandardImageCodec:
 
     def __post_init__(self) -> None:
         self.name = self.name or self.codec.kind
+        _ = self.codec.codec_id  # its one-time probe of the encoder's version happens here, not in a timed encode
         if self.guidance is not None and not self.codec.supports_map:
             raise ConfigError(f"{self.codec.kind} has no per-region quality here, so guidance cannot steer it; use hevc")
 

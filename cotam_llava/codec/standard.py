@@ -97,20 +97,22 @@ class StandardCodecSettings:
         return {"libx265": "x265-params", "libsvtav1": "svtav1-params"}[self.encoder]
 
 
-#: The shipped settings. CRF tables chosen on the held-out training photos so that levels 0..9 span about
-#: the learned codec's rates (≈ 0.1–3 bpp on photos); presets chosen for speed at equal quality
-#: (eval/results/standard_presets). See docs/bitstream.md.
+#: The shipped settings, chosen on the held-out training photos (``eval/standard_presets.py``, results in
+#: ``eval/results/standard_presets``): the preset with the best PSNR BD-rate among those of about AVIF's speed
+#: or less (x265: superfast, 2.6 % better than faster/fast/medium, which code intra pictures alike; SVT-AV1: 6),
+#: and the CRF of each level on a geometric rate ladder from 0.1 bpp (x265: from its CRF 51, 0.13 bpp) to 3 bpp,
+#: about the learned codec's span. See docs/bitstream.md.
 STANDARD_CODECS: dict[str, StandardCodecSettings] = {
     "hevc": StandardCodecSettings(
-        kind="hevc", encoder="libx265", decoder="hevc", preset="faster",
-        crf=(48, 47, 45, 42, 39, 37, 33, 29, 25, 19),
+        kind="hevc", encoder="libx265", decoder="hevc", preset="superfast",
+        crf=(51, 49, 46, 44, 41, 38, 35, 32, 27, 21),
         # info=0: no SEI with the encoder's banner (≈ 1.5 kB per picture); aq-mode=1: block QP offsets need AQ.
         params=(("log-level", "error"), ("info", "0"), ("aq-mode", "1")),
         supports_map=True,
     ),
     "av1": StandardCodecSettings(
         kind="av1", encoder="libsvtav1", decoder="libdav1d", preset="6",
-        crf=(57, 54, 50, 46, 42, 37, 31, 25, 15, 7),
+        crf=(57, 54, 50, 46, 41, 37, 31, 24, 14, 7),
         params=(("avif", "1"),),  # SVT-AV1's still-picture mode (all-intra tools, no TPL)
         supports_map=False,
     ),
@@ -730,7 +732,7 @@ def iter_decode_container(container: Container, kind: str | CodecKind | None = N
     """
     import torch
 
-    from .pipeline import DecodedImage
+    from .decoded import DecodedImage
 
     for index, rgb in enumerate(_iter_canvases(container, kind)):
         item = container.items[index]
