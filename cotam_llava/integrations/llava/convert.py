@@ -185,7 +185,10 @@ def to_transformers(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     select = {v: k for k, v in _SELECT.items()}.get(raw.get("mm_vision_select_feature", "patch"))
     if select is None:
         raise ConfigError(f"mm_vision_select_feature {raw.get('mm_vision_select_feature')!r}")
-    tokenizer = AutoTokenizer.from_pretrained(str(src_path))
+    from ..._transformers import quiet_transformers
+
+    with quiet_transformers():  # config.json is a llava_llama one, which transformers itself does not know
+        tokenizer = AutoTokenizer.from_pretrained(str(src_path))
     token = raw.get("cotam_image_token_index")
     if token is None:
         token = tokenizer.convert_tokens_to_ids("<image>")

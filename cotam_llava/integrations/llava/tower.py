@@ -245,6 +245,9 @@ def make_tower_folder(
     from ...models.modeling_cotam import default_tower_config
     from ...vision.adapter import num_blocks_in
 
+    target = Path(folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{target} exists and is not an empty folder: choose a new output folder")
     if isinstance(encoder, nn.Module):
         model = encoder
     else:
