@@ -277,3 +277,43 @@ def test_gradient_checkpointing_gives_the_same_weights(setup, tmp_path):
     wa = load_file(str(a / "lora" / "adapter_model.safetensors"))
     wb = load_file(str(b / "lora" / "adapter_model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_prompt_masking_by_prefixes_tolerates_one_merged_token_and_refuses_more():
+    from cotam_llava.training.instruct import tokenize_conversation
+
+    messages = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "a"}]}]
+
+    def run(prompt: list[int], whole: list[int]):
+        def render(msgs, generation_prompt):
+            return "whole" if len(msgs) == 2 else "prompt"
+
+        def encode(text, n_images):
+            return {"input_ids": torch.tensor([prompt if text == "prompt" else whole])}
+
+        return tokenize_conversation(render, encode, messages, eos_token_id=9, image_token_id=None, max_length=64)
+
+    exact = run([1, 2, 3], [1, 2, 3, 4, 5])
+    assert exact.labels == [IGNORE_INDEX] * 3 + [4, 5, 9] and exact.input_ids == [1, 2, 3, 4, 5, 9]
+    merged = run([1, 2, 3], [1, 2, 7, 5])  # the prompt's last token merged with the answer's first
+    assert merged.labels == [IGNORE_INDEX] * 2 + [7, 5, 9]
+    with pytest.raises(ConfigError, match="cannot be masked"):
+        run([1, 2, 3], [1, 8, 7, 5])
+    ends_itself = run([1, 2, 3], [1, 2, 3, 4, 9])  # a template that writes EOS: none appended
+    assert ends_itself.input_ids == [1, 2, 3, 4, 9] and ends_itself.labels[-2:] == [4, 9]
+
+
+def test_a_stock_host_and_a_codec_become_the_runs_base_folder(setup, tmp_path):
+    stock, stock_proc = tiny_hosts.tiny_host("llava", width=64)
+    stock.save_pretrained(tmp_path / "host")
+    stock_proc.save_pretrained(tmp_path / "host")
+    tiny_hosts.tiny_codec().save_pretrained(tmp_path / "codec")
+    final = train_mllm(_args(setup, tmp_path / "run", model=str(tmp_path / "host"), cotam=str(tmp_path / "codec"),
+                             max_steps=1, batch_size=1), progress=False)
+    base = tmp_path / "run" / "base"
+    assert "cotam" in json.loads((base / "config.json").read_text()) and (base / "cotam_processor.json").is_file()
+    assert (final / "lora" / "adapter_model.safetensors").is_file()
+    assert (final / "model.safetensors").stat().st_ino == (base / "model.safetensors").stat().st_ino  # hard-linked
+    with pytest.raises(ConfigError, match="--cotam is for a stock"):
+        train_mllm(_args(setup, tmp_path / "other", cotam=str(tmp_path / "codec"), max_steps=1), progress=False)
