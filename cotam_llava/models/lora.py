@@ -72,9 +72,13 @@ def apply_lora(model: Any, folder: str | os.PathLike, merge: bool = False) -> An
     Args:
         merge: fold the LoRA deltas (and the modules trained in full) into the weights, leaving no LoRA layers.
     """
+    import warnings
+
     peft = require_peft()
     try:
-        wrapped = peft.PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            wrapped = peft.PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     except (ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{folder}: the LoRA weights do not fit this model: {first}") from exc

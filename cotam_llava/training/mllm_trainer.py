@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,11 +197,13 @@ class MLLMTrainer:
         if args.load_in_4bit:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=args.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            with warnings.catch_warnings():  # peft 0.21 calls transformers' deprecated gradient_checkpointing_enable
+                warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+                model = prepare_model_for_kbit_training(
+                    model, use_gradient_checkpointing=args.gradient_checkpointing,
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
         elif args.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.cotam_model = model  # the CoTAM model itself (peft injects its layers in place)
         torch.manual_seed(args.seed)  # LoRA's initialisation
         if args.train_lora:
@@ -213,7 +216,9 @@ class MLLMTrainer:
                                 target_modules=rf"model\.language_model\..*\.({names})", bias="none",
                                 modules_to_save=modules_to_save or None)
             try:
-                model = get_peft_model(model, config)
+                with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    model = get_peft_model(model, config)
             except ValueError as exc:
                 raise ConfigError(f"LoRA: {str(exc).splitlines()[0]} (lora_target_modules "
                                   f"{args.lora_target_modules} under model.language_model)") from exc
