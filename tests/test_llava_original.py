@@ -132,6 +132,27 @@ def test_stock_clip_path_of_the_patched_builder_is_unchanged(llava_root, tmp_pat
     with pytest.raises(ValueError, match="Unknown vision tower"):
         build_vision_tower(SimpleNamespace(mm_vision_tower="cotam_tower", mm_vision_select_layer=-2))
 
+    # a tower folder made from the same CLIP folder (cotam llava-tower) is built as the CoTAM tower; with its zero
+    # adapter it gives exactly the stock tower's features of the decoded picture
+    from cotam_llava.cli import main
+    from cotam_llava.codec.pipeline import decode_container
+    from cotam_llava.codec.container import parse
+    from cotam_llava.imageio import to_pil
+    from tiny_hosts import tiny_codec
+
+    tiny_codec().save_pretrained(tmp_path / "codec")
+    assert main(["llava-tower", str(tmp_path / "tower"), "--encoder", str(tmp_path / "clip"),
+                 "--checkpoint", str(tmp_path / "codec")]) == 0
+    assert main(["llava-tower", str(tmp_path / "tower"), "--encoder", str(tmp_path / "clip"),
+                 "--checkpoint", str(tmp_path / "codec")]) == 1  # not into a folder that is not empty
+    cotam = build_vision_tower(SimpleNamespace(mm_vision_tower=str(tmp_path / "tower"), mm_vision_select_layer=-2,
+                                               mm_vision_select_feature="patch"))
+    assert isinstance(cotam, CoTAMLlavaVisionTower) and cotam.is_loaded
+    packed = cotam.image_processor([picture()], return_tensors="pt")["pixel_values"]
+    decoded = decode_container(cotam.vision_tower.codec, parse(cotam.image_processor.last_streams[0]))[0]
+    stock_pixels = proc.image_processor(images=[to_pil(decoded.picture)], return_tensors="pt")["pixel_values"]
+    assert torch.equal(cotam(packed), tower(stock_pixels))
+
 
 # --------------------------------------------------------------------------- the tower and its processor
 def test_tower_contract_select_layer_feature_and_precision(llava_root, tiny):
@@ -266,6 +287,17 @@ def test_generation_from_a_real_bitstream_equals_the_transformers_model(llava_ro
                              max_new_tokens=3, do_sample=False)
         assert out.shape == (2, 3)
 
+    # anyres: LLaVA cuts the global view and the tiles, the processor codes each view as its own bitstream
+    orig.config.image_aspect_ratio = "anyres"
+    orig.config.image_grid_pinpoints = [[56, 112], [112, 56], [112, 112]]
+    orig.config.mm_patch_merge_type = "spatial_unpad"
+    orig.model.image_newline = torch.nn.Parameter(torch.zeros(orig.config.hidden_size))
+    views = process_images([picture(120, 60)], tower.image_processor, orig.config)
+    assert views.shape == (1, 3, 3, 56, 56) and len(tower.image_processor.last_streams) == 1
+    with torch.no_grad():
+        logits = orig(input_ids=ids, images=views, image_sizes=[(120, 60)]).logits
+    assert logits.shape[1] > 22 and torch.isfinite(logits).all()  # global view + unpadded tiles + newlines
+
 
 def test_layout_conversion_round_trip_is_bit_exact(llava_root, tiny, tmp_path):
     from cotam_llava.errors import CheckpointError, ConfigError
@@ -311,13 +343,16 @@ def test_llava_train_py_projector_pretraining_then_fine_tuning(llava_root, tiny,
     common = ["--data_path", str(tmp_path / "data.json"), "--image_folder", str(tmp_path / "img"), "--vision_tower",
               str(tower), "--mm_projector_type", "mlp2x_gelu", "--mm_vision_select_layer", "-2",
               "--mm_use_im_start_end", "False", "--mm_use_im_patch_token", "False", "--max_steps", "1",
-              "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--save_strategy", "no",
+              "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
               "--report_to", "none", "--model_max_length", "64", "--dataloader_num_workers", "0",
               "--logging_steps", "1", "--lazy_preprocess", "True", "--dataloader_pin_memory", "False"]
     # stage 1: projector pre-training (plain template; only the projector trains; saved as mm_projector.bin)
     _train(monkeypatch, ["--model_name_or_path", str(llama), "--version", "plain", "--tune_mm_mlp_adapter", "True",
-                         "--output_dir", str(tmp_path / "pretrain"), *common])
+                         "--output_dir", str(tmp_path / "pretrain"), "--save_strategy", "steps", "--save_steps", "1",
+                         *common])
     projector = torch.load(tmp_path / "pretrain" / "mm_projector.bin")
+    step = torch.load(tmp_path / "pretrain" / "checkpoint-1" / "mm_projector.bin")  # LLaVA's _save_checkpoint
+    assert step.keys() == projector.keys() and all(torch.equal(step[k], projector[k]) for k in step)
     assert sorted(projector) == [f"model.mm_projector.{i}.{w}" for i in (0, 2) for w in ("bias", "weight")]
     log = json.loads((tmp_path / "pretrain" / "trainer_state.json").read_text())["log_history"]
     assert log[0]["loss"] > 0 and torch.isfinite(torch.tensor(log[0]["grad_norm"]))
@@ -325,7 +360,8 @@ def test_llava_train_py_projector_pretraining_then_fine_tuning(llava_root, tiny,
     out = tmp_path / "llava-finetune"
     _train(monkeypatch, ["--model_name_or_path", str(llama), "--version", "v1", "--pretrain_mm_mlp_adapter",
                          str(tmp_path / "pretrain" / "mm_projector.bin"), "--image_aspect_ratio", "pad",
-                         "--group_by_modality_length", "True", "--output_dir", str(out), *common])
+                         "--group_by_modality_length", "True", "--output_dir", str(out), "--save_strategy", "no",
+                         *common])
     log = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert log[0]["loss"] > 0  # the answers are supervised (no tokenization mismatch masking everything)
     saved = load_file(str(out / "model.safetensors"))
