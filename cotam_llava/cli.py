@@ -221,7 +221,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if not args.quiet:
             pixels = sum(i.orig_size[0] * i.orig_size[1] for i in all_items)
             kind = "frame(s)" if all_items[0].is_video_frame else "image(s)"
-            print(f"{out}: {len(all_items)} {kind}, {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp")
+            print(f"{out}: {len(all_items)} {kind}, {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp of the coded picture(s)")
     elif not args.quiet:
         print(f"wrote {len(args.inputs)} .cotam files to {out}/")
     return 0
@@ -291,7 +291,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "map_bits": item.map_bits,
             "map_cell_bits": item.quality_map.cell_bits() if item.quality_map is not None else 0,
             "payload_bits": 8 * item.payload_bytes,
-            "bpp": 8 * (item.header_bytes + item.payload_bytes) / pixels,
+            "bpp_coded": 8 * (item.header_bytes + item.payload_bytes) / pixels,
             "symbol_crc": f"{item.symbol_crc:08x}",
         })
     report = {
@@ -314,7 +314,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         cw, ch = it["canvas_size"]
         qm = "uniform" if it["quality_map"] is None else f"{len(it['quality_map'])}x{len(it['quality_map'][0])} map ({it['map_bits']} bits, cells {it['map_cell_bits']})"
         print(f"  [{it['index']}] {it['kind']} {w}x{h} → canvas {cw}x{ch} ({it['resize_mode']}), q={it['base_quality']} {qm}; "
-              f"header {it['header_bits']} bits, payload {it['payload_bits']} bits in {it['streams']} streams, {it['bpp']:.4f} bpp")
+              f"header {it['header_bits']} bits, payload {it['payload_bits']} bits in {it['streams']} streams, {it['bpp_coded']:.4f} bpp of the coded picture")
     return 0
 
 
@@ -569,6 +569,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(result.answer)
     what = f"{result.items} video frames" if result.kind == "video" else "image"
     rate = f", {result.bpp:.4f} bpp" if result.bpp is not None else ""
+    rate += f", {result.bpp_coded:.4f} bpp of the coded picture" if result.kind == "image" else ""
     print(f"cotam: {Path(args.input).name}: {what}, {result.bits} bits{rate}, quality {result.quality}", file=sys.stderr)
     return 0
 

@@ -12,7 +12,7 @@ from cotam_llava.cli import main
 
 IMAGE = Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim23.png"
 QUESTION = "what is this ?"
-INFO = re.compile(r"^cotam: \S+: image, (\d+) bits, ([0-9.]+) bpp, quality (\d+)$", re.M)
+INFO = re.compile(r"^cotam: \S+: image, (\d+) bits(?:, ([0-9.]+) bpp)?, ([0-9.]+) bpp of the coded picture, quality (\d+)$", re.M)
 
 pytestmark = pytest.mark.skipif(not IMAGE.is_file(), reason=f"{IMAGE} not found (../shared/data/kodak)")
 
@@ -41,7 +41,7 @@ def test_chat_saved_cotam_folder_on_an_image(folders, capsys):
     assert main(["chat", "--model", str(folders["cotam"]), str(IMAGE), QUESTION, "--max-new-tokens", "4"]) == 0
     out, err = capsys.readouterr()
     assert out.strip()
-    bits, bpp, quality = INFO.search(err).groups()
+    bits, bpp, _, quality = INFO.search(err).groups()
     assert int(bits) > 0 and int(quality) == folders["tower"].quality
     assert float(bpp) == pytest.approx(int(bits) / (768 * 512), abs=1e-4)  # bits over the input's pixels
 
@@ -56,8 +56,9 @@ def test_chat_cotam_file_answers_like_the_image(folders, tmp_path, capsys):
     assert main(["chat", str(IMAGE), *args, "--quality", "3"]) == 0
     from_image = capsys.readouterr()
     assert from_file.out.strip() and from_file.out == from_image.out  # greedy decoding of the same bitstream
-    file_bits, _, file_q = INFO.search(from_file.err).groups()
-    image_bits, _, image_q = INFO.search(from_image.err).groups()
+    file_bits, file_bpp, file_coded, file_q = INFO.search(from_file.err).groups()
+    image_bits, _, image_coded, image_q = INFO.search(from_image.err).groups()
+    assert file_bpp is None and file_coded == image_coded  # a .cotam alone knows only the coded picture
     assert int(file_bits) == int(image_bits) == 8 * len(data) and file_q == image_q == "3"
 
 
@@ -69,7 +70,7 @@ def test_chat_stock_host_with_codec(folders, capsys):
     assert out.strip() and INFO.search(err)
 
 
-def test_chat_library_api(folders):
+def test_chat_library_api(folders, tmp_path):
     from cotam_llava.models import CoTAMProcessor
     from cotam_llava.models.chat import ChatResult, chat, load_cotam
 
@@ -78,6 +79,13 @@ def test_chat_library_api(folders):
     result = chat(model, processor, IMAGE, QUESTION, quality=2, max_new_tokens=3, stream=False)
     assert isinstance(result, ChatResult) and result.kind == "image" and result.quality == 2
     assert result.bits > 0 and result.bpp == pytest.approx(result.bits / (768 * 512))
+    # the same stream sent as a .cotam: the photo is unknown there, so only the coded picture's rate is given,
+    # and it is the same number for both inputs (one definition, docs/bitstream.md "Rate")
+    stream = tmp_path / "edge.cotam"
+    stream.write_bytes(processor.encode_images([IMAGE], quality=2)[0])
+    from_stream = chat(model, processor, stream, QUESTION, max_new_tokens=3, stream=False)
+    assert from_stream.bits == result.bits and from_stream.bpp is None
+    assert from_stream.bpp_coded == pytest.approx(result.bpp_coded) and result.bpp_coded > result.bpp
 
 
 def test_chat_stock_host_without_codec_says_pass_cotam(folders, monkeypatch, capsys):

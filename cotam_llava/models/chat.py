@@ -41,7 +41,10 @@ class ChatResult:
     Attributes:
         answer: the generated text (special tokens removed, stripped).
         bits: size of the ``.cotam`` container the model read, in bits (headers included).
-        bpp: ``bits`` / pixels of the input image (of the coded picture for a ``.cotam`` input); None for a video.
+        bpp: ``bits`` / pixels of the input image, the project's one rate definition (docs/bitstream.md, "Rate");
+            None for a ``.cotam`` input (the photo it came from is not known there) and for a video.
+        bpp_coded: ``bits`` / pixels of the picture(s) the container records (each item's original size: for an
+            MLLM, the centre square or tiles the edge coded); the only rate a ``.cotam`` file alone can give.
         quality: the container's base quality level (of its first item).
         kind: "image" or "video".
         items: coded items in the container (1 for an image, the frame count for a video).
@@ -51,6 +54,7 @@ class ChatResult:
     bits: int
     bpp: float | None
     quality: int
+    bpp_coded: float | None = None
     kind: str = "image"
     items: int = 1
 
@@ -270,9 +274,10 @@ def chat(
     bits = 8 * len(stream_bytes)
     first = coded.items[0]
     bpp = None
-    if media == "image":
-        width, height = _image_size(path) if kind == "image" else first.orig_size
+    if media == "image" and kind == "image":
+        width, height = _image_size(path)
         bpp = bits / (width * height)
+    bpp_coded = bits / sum(item.orig_size[0] * item.orig_size[1] for item in coded.items)
 
     tokenizer = processor.tokenizer
     extra: dict[str, Any] = {}
@@ -287,4 +292,5 @@ def chat(
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
     new_tokens = out[0, inputs["input_ids"].shape[1]:]
     answer = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    return ChatResult(answer=answer, bits=bits, bpp=bpp, quality=first.base_quality, kind=media, items=len(coded.items))
+    return ChatResult(answer=answer, bits=bits, bpp=bpp, quality=first.base_quality, kind=media, items=len(coded.items),
+                      bpp_coded=bpp_coded)
