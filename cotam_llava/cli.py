@@ -137,6 +137,42 @@ def _parse_tiles(text: str | None) -> tuple[int, int] | None:
     return int(rows), int(cols)
 
 
+def _encode_for_model(args: argparse.Namespace, out: Path, single_file: bool) -> int:
+    """``cotam encode --model``: exactly what that model's processor codes (its crop or AnyRes tiles, canvas,
+    guidance and frame sampling), so the file is the bitstream the model's tower will read."""
+    from tqdm.auto import tqdm
+
+    from ._transformers import require_hub
+    from .codec.video import is_video
+    from .models.processing_cotam import CoTAMProcessor
+
+    clashing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--canvas", args.canvas),
+                                         ("--quality-map", args.quality_map), ("--guidance", args.guidance),
+                                         ("--tiles", args.tiles)) if value]
+    if args.codec != "learned":
+        clashing.append("--codec")
+    if clashing:
+        raise ConfigError(f"--model codes what that model's tower reads (its codec, canvas, tiles and guidance): "
+                          f"drop {', '.join(clashing)}")
+    if single_file and len(args.inputs) > 1:
+        raise ConfigError("with --model each input is coded as the model would code it, one container each: "
+                          "give -o a folder")
+    require_hub(args.model)
+    processor = CoTAMProcessor.from_pretrained(args.model)
+    for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
+        if is_video(path):
+            [data] = processor.encode_videos([path], num_frames=args.frames, quality=args.quality)
+        else:
+            [data] = processor.encode_images([path], quality=args.quality)
+        target = out if single_file else out / (Path(path).stem + ".cotam")
+        _write_bytes(target, data)
+        if not args.quiet and single_file:
+            print(f"{target}: coded for {args.model}, {len(data)} bytes")
+    if not args.quiet and not single_file:
+        print(f"wrote {len(args.inputs)} .cotam files to {out}/ (coded for {args.model})")
+    return 0
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -155,6 +191,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     max_frames = ParseLimits().max_items
     if not 1 <= args.frames <= max_frames:
         raise ConfigError(f"--frames must be in [1, {max_frames}] (what a decoder accepts in one container), got {args.frames}")
+    if args.model:
+        return _encode_for_model(args, out, single_file)
+    if args.quality is None:
+        args.quality = 6
     canvas = _parse_canvas(args.canvas)
     fixed_map = _read_quality_map(args.quality_map)
     tiles = _parse_tiles(args.tiles)
@@ -651,7 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder with one .cotam per input.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .cotam file or folder")
-    p.add_argument("--quality", type=int, default=6, help="quality level 0 (fewest bits) .. 9 (best); default 6")
+    p.add_argument("--quality", type=int, default=None, help="quality level 0 (fewest bits) .. 9 (best); default 6 "
+                   "(with --model: the model's own default)")
+    p.add_argument("--model", metavar="FOLDER_OR_HUB_ID", help="code exactly what this CoTAM model's tower reads (its "
+                   "crop or AnyRes tiles, canvas, guidance, frame sampling and codec), bit for bit as its processor does")
     p.add_argument("--canvas", metavar="N|WxH", help="resize to this canvas first (multiples of 64, e.g. 384 for a "
                    "24x24 ViT grid); default: native resolution padded to multiples of 64")
     p.add_argument("--quality-map", metavar="JSON", help="per-region levels: a JSON grid (list of lists) expanded over the image")

@@ -140,3 +140,18 @@ def test_chat_library_video_on_onevision(tmp_path):
     stream.write_bytes(processor.encode_videos([clip], num_frames=1, quality=2)[0])
     from_bits = chat(model, processor, stream, QUESTION, max_new_tokens=3, stream=False)
     assert (from_bits.answer, from_bits.bits, from_bits.kind) == (from_file.answer, from_file.bits, "video")
+
+
+def test_encode_for_a_model_is_what_its_processor_codes(folders, tmp_path, capsys):
+    """`cotam encode --model FOLDER` writes the processor's own bitstream, bit for bit (crop, canvas, quality)."""
+    out = tmp_path / "edge.cotam"
+    assert main(["encode", str(IMAGE), "-o", str(out), "--model", str(folders["cotam"]), "--quality", "2", "--quiet"]) == 0
+    assert out.read_bytes() == folders["processor"].encode_images([IMAGE], quality=2)[0]
+    default = tmp_path / "default.cotam"
+    assert main(["encode", str(IMAGE), "-o", str(default), "--model", str(folders["cotam"]), "--quiet"]) == 0
+    assert default.read_bytes() == folders["processor"].encode_images([IMAGE])[0]  # the model's own quality
+
+    assert main(["encode", str(IMAGE), "-o", str(out), "--model", str(folders["cotam"]), "--canvas", "256"]) == 1
+    assert "drop --canvas" in _one_error_line(capsys.readouterr().err)
+    assert main(["encode", str(IMAGE), str(IMAGE), "-o", str(out), "--model", str(folders["cotam"])]) == 1
+    assert "give -o a folder" in _one_error_line(capsys.readouterr().err)
