@@ -81,7 +81,12 @@ def test_lora_training_lowers_the_loss_changes_only_lora_and_round_trips(setup, 
     assert json.loads((final / "training_info.json").read_text())["trained"] == ["lora"]
 
     reference = _logits(trainer.cotam_model, batch)
-    loaded = CoTAMLlavaForConditionalGeneration.from_pretrained(final)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = CoTAMLlavaForConditionalGeneration.from_pretrained(final)
+    assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))], caught[0].message
     assert has_unmerged_lora(loaded) and type(loaded) is CoTAMLlavaForConditionalGeneration
     merged = CoTAMLlavaForConditionalGeneration.from_pretrained(final, merge_lora=True)
     assert not has_unmerged_lora(merged)
