@@ -1,10 +1,12 @@
 """cotam-llava: CoTAM, an image and video codec tailored to multimodal LLMs.
 
-Importing the package loads nothing heavy and changes no global state. The public names below are
+Importing the package loads nothing heavy (no torch, no transformers). The public names below are
 imported on first use (PEP 562), so ``from cotam_llava import CoTAMELIC, encode, decode`` costs only what
-those need. Touching a model or processor name imports :mod:`cotam_llava.models`, which registers the CoTAM
-classes with transformers' Auto classes (the one global change the package makes, documented in
-``docs/mllm.md``). Benchmarks live in :mod:`cotam_llava.evaluation`, the command line in :mod:`cotam_llava.cli`.
+those need. The one global change: the CoTAM configs, models and processor are registered with transformers'
+Auto classes (``AutoConfig``, ``AutoModelForImageTextToText``, ``AutoProcessor``, hence ``pipeline``) — at once
+if transformers' Auto classes are already imported, else as soon as they are (:mod:`cotam_llava._autoregister`;
+``docs/mllm.md`` says why). Benchmarks live in :mod:`cotam_llava.evaluation`, the command line in
+:mod:`cotam_llava.cli`.
 """
 
 from __future__ import annotations
@@ -40,3 +42,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+from ._autoregister import install as _install_auto_classes  # noqa: E402  (last: the package is complete)
+
+_install_auto_classes()

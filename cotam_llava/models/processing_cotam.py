@@ -11,28 +11,122 @@
 
 The bitstreams travel as ``uint8`` tensors (:func:`~cotam_llava.vision.tower.pack_bitstreams`) in the slots where
 the stock processor puts pixels, so ``model.generate(**inputs)`` works unchanged.
+
+``CoTAMProcessor`` is a transformers ``ProcessorMixin`` (``AutoProcessor``, ``pipeline("image-text-to-text")``,
+``save_pretrained`` / ``from_pretrained``, ``post_process_image_text_to_text``); its sub-processors are the host's.
+Every call records what went into the inputs in :attr:`CoTAMProcessor.last_coded` (real container bits, one
+:class:`CodedMedia` per image or video) and hands the same records to the listeners of
+:meth:`CoTAMProcessor.add_encode_listener`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from transformers.processing_utils import ProcessorMixin
 
-from ..codec.container import Container, ParseLimits, ResizeMode, parse
+from ..codec.container import MAGIC, Container, ParseLimits, ResizeMode, parse
 from ..codec.model import CoTAMELIC
 from ..errors import CheckpointError, ConfigError, ImageInputError
-from ..imageio import ImageLike
+from ..imageio import ImageLike, image_size
 from ..vision.edge import EdgeEncoder
 from ..vision.tower import CoTAMTowerConfig, pack_bitstreams
 
-__all__ = ["CoTAMProcessor", "PROCESSOR_CONFIG_NAME"]
+__all__ = ["CoTAMProcessor", "CodedMedia", "PROCESSOR_CONFIG_NAME"]
 
+#: The CoTAM settings of a saved processor (host processor class + tower config); transformers' own
+#: ``processor_config.json`` beside it names ``CoTAMProcessor`` and holds the host's settings.
 PROCESSOR_CONFIG_NAME = "cotam_processor.json"
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+#: keywords transformers' AutoProcessor / pipeline add that mean nothing to the host's from_pretrained here
+_AUTO_KWARGS = ("_from_auto", "_from_pipeline", "trust_remote_code", "_commit_hash")
+
+
+@dataclass(frozen=True)
+class CodedMedia:
+    """One ``.cotam`` container a processor call put into the model inputs (see :attr:`CoTAMProcessor.last_coded`).
+
+    Attributes:
+        kind: "image" or "video".
+        bits: ``8 × len(container)``, header included (the rate the DESIGN's protocol counts).
+        pixels: ``width × height`` of the input picture (of the coded picture when a bitstream was given);
+            None for a video.
+        bpp: ``bits / pixels`` (the definition ``cotam chat`` reports); None for a video.
+        items: coded pictures in the container (frames for a video).
+        quality: base quality of the first item.
+        encoded_here: True when this processor coded it, False when a bitstream was given.
+    """
+
+    kind: str
+    bits: int
+    pixels: int | None
+    bpp: float | None
+    items: int
+    quality: int
+    encoded_here: bool
+
+
+def _is_bitstream_file(path: Path) -> bool:
+    if path.suffix.lower() == ".cotam":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def _read_stream(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageInputError(f"cannot read {path}: {exc}") from exc
+
+
+def _as_items(value: Any) -> list[Any]:
+    """One input or a list of them → a flat list (nested lists, as pipelines pass per prompt, are flattened)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _as_items(v)] if any(isinstance(v, (list, tuple)) for v in value) else list(value)
+    return [value]
+
+
+def _video_items(value: Any) -> list[Any]:
+    """One video (a path, or container bytes) or a list of videos (each a path, container bytes or a frame list)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return [value]
+    return list(value)
+
+
+def _media_item(item: Any) -> tuple[str, Any]:
+    """("stream", container bytes) for a bitstream (bytes starting with the magic number, a ``.cotam`` file or a file
+    starting with the magic number), else ("image", a picture: PIL / array / tensor / path / decoded image bytes)."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        if data.startswith(MAGIC):
+            return "stream", data
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return "image", img.convert("RGB")
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise ImageInputError(f"{len(data)} bytes are neither a .cotam bitstream nor an image file: {exc}") from exc
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if path.is_file() and _is_bitstream_file(path):
+            return "stream", _read_stream(path)
+        return "image", path
+    return "image", item
 
 
 _IMAGE_SOURCES = ("image", "path", "url", "base64")
@@ -77,23 +171,41 @@ def _picture_size(container: Container) -> tuple[int, int]:
     return item.orig_size if item.resize_mode == ResizeMode.PAD else item.canvas_size
 
 
-class CoTAMProcessor:
+class CoTAMProcessor(ProcessorMixin):
     """Host processor (tokenizer, chat template, image processor) + CoTAM's edge encoder.
+
+    A transformers ``ProcessorMixin`` whose sub-processors (``tokenizer``, ``image_processor``, ``chat_template``)
+    are the host processor's own objects; ``AutoProcessor.from_pretrained(folder)`` and
+    ``pipeline("image-text-to-text", model=folder)`` resolve to it once ``cotam_llava`` is imported.
 
     Args:
         host: the stock processor (``LlavaProcessor``, ``LlavaOnevisionProcessor``, ``InternVLProcessor``).
         tower_config: the model's :class:`CoTAMTowerConfig` (canvas, crop, quality, guidance).
         codec: the codec, needed only to encode images or videos here (bitstreams need none).
         use_guidance: run the configured guidance when encoding.
+
+    Attributes:
+        last_coded: the containers of the most recent call (``__call__`` / ``apply_chat_template(tokenize=True)``),
+            images first then videos, in prompt order: a tuple of :class:`CodedMedia` (bits, bpp...).
     """
 
     def __init__(self, host: Any, tower_config: CoTAMTowerConfig, codec: CoTAMELIC | None = None, use_guidance: bool = True) -> None:
+        # ProcessorMixin.__init__ is not called: it would take the sub-processors as arguments and check their
+        # classes; here they are the host's, reached through the properties below
+        if not isinstance(host, ProcessorMixin):
+            raise ConfigError(f"CoTAMProcessor wraps a transformers processor (LlavaProcessor, ...), got {type(host).__name__}")
         self.host = host
         self.tower_config = tower_config
         self.edge = EdgeEncoder(codec, tower_config, use_guidance) if codec is not None else None
         self.limits = ParseLimits()
+        self.last_coded: tuple[CodedMedia, ...] = ()
+        self._listeners: list[Callable[[tuple[CodedMedia, ...]], None]] = []
 
     # ------------------------------------------------------------------ host delegation
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        return ["image_processor", "tokenizer"]
+
     @property
     def tokenizer(self) -> Any:
         return self.host.tokenizer
@@ -101,6 +213,32 @@ class CoTAMProcessor:
     @property
     def image_processor(self) -> Any:
         return self.host.image_processor
+
+    @property
+    def chat_template(self) -> Any:
+        return self.host.chat_template
+
+    @chat_template.setter
+    def chat_template(self, value: Any) -> None:
+        self.host.chat_template = value
+
+    def add_encode_listener(self, listener: Callable[[tuple[CodedMedia, ...]], None]) -> None:
+        """Call ``listener(records)`` after every call that puts containers into model inputs (records as
+        :attr:`last_coded`); for a pipeline, each of its inputs is one call."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove_encode_listener(self, listener: Callable[[tuple[CodedMedia, ...]], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The host processor's settings, ``processor_class`` and the CoTAM ones (as saved)."""
+        data = self.host.to_dict()
+        data["processor_class"] = type(self).__name__
+        data["host_processor_class"] = type(self.host).__name__
+        data["cotam"] = self.tower_config.to_dict()
+        return data
 
     def apply_chat_template(
         self,
@@ -181,10 +319,10 @@ class CoTAMProcessor:
     def __call__(
         self,
         text: str | list[str],
-        bitstreams: Sequence[bytes] | None = None,
-        images: Sequence[ImageLike] | None = None,
-        videos: Sequence[Any] | None = None,
-        video_bitstreams: Sequence[bytes] | None = None,
+        bitstreams: bytes | str | os.PathLike | Sequence[bytes | str | os.PathLike] | None = None,
+        images: ImageLike | bytes | Sequence[ImageLike | bytes] | None = None,
+        videos: Any = None,
+        video_bitstreams: bytes | str | os.PathLike | Sequence[bytes | str | os.PathLike] | None = None,
         quality: int | None = None,
         num_frames: int = 16,
         return_tensors: str = "pt",
@@ -194,26 +332,61 @@ class CoTAMProcessor:
 
         Args:
             text: prompt(s) containing the host's image (and video) tokens, e.g. from :meth:`apply_chat_template`.
-            bitstreams: one ``.cotam`` container per image, in prompt order.
-            images: pictures to encode here instead (needs a codec).
-            videos, video_bitstreams: video files / frame lists to encode, or containers of frames (LLaVA-OneVision).
+            bitstreams: one ``.cotam`` container per image, in prompt order: bytes or a file (one, or a list).
+            images: pictures to encode here (needs a codec), one or a list (nested lists are flattened): PIL images,
+                arrays, tensors, image files, or the bytes of an image file; a ``.cotam`` file or container bytes
+                among them is taken as it is (not re-encoded). Bitstreams come first, then ``images``.
+            videos, video_bitstreams: video files / frame lists to encode, or containers of frames (LLaVA-OneVision);
+                one (a path or bytes) or a list.
             quality: edge quality for ``images`` / ``videos`` (default: the config's).
             num_frames: frames sampled from each video file.
             **kwargs: passed to the host processor (``padding``, ...).
 
         Returns:
-            A ``BatchFeature`` for ``model(**inputs)`` / ``model.generate(**inputs)``.
+            A ``BatchFeature`` for ``model(**inputs)`` / ``model.generate(**inputs)``; :attr:`last_coded` says
+            what went in (bits, bpp).
+
+        Raises:
+            ImageInputError: unreadable inputs, a picture among ``bitstreams``, counts that do not match the prompt.
         """
         if return_tensors != "pt":
             raise ConfigError("CoTAMProcessor returns PyTorch tensors only (return_tensors='pt')")
-        streams = list(bitstreams or [])
-        if images is not None:
-            streams += self.encode_images(images, quality)
-        video_streams = list(video_bitstreams or [])
-        if videos is not None or video_streams:
+        streams: list[bytes] = []
+        sources: list[int | None] = []  # pixels of the input picture; None: a bitstream was given
+        for item in _as_items(bitstreams):
+            kind, value = _media_item(item)
+            if kind != "stream":
+                raise ImageInputError(f"bitstreams takes .cotam containers (bytes or files), got {type(item).__name__} "
+                                      f"{str(item)[:80]!r}; pass pictures as images=")
+            streams.append(value)
+            sources.append(None)
+        for item in _as_items(images):
+            kind, value = _media_item(item)
+            if kind == "stream":
+                streams.append(value)
+                sources.append(None)
+            else:
+                width, height = image_size(value)
+                streams.append(self._edge().encode_image(value, quality))
+                sources.append(width * height)
+        video_streams: list[bytes] = []
+        video_sources: list[bool] = []  # coded here
+        for item in _video_items(video_bitstreams):
+            kind, value = _media_item(item)
+            if kind != "stream":
+                raise ImageInputError(f"video_bitstreams takes .cotam containers (bytes or files), got {str(item)[:80]!r}")
+            video_streams.append(value)
+            video_sources.append(False)
+        for item in _video_items(videos):
+            kind, value = _media_item(item) if isinstance(item, (bytes, bytearray, memoryview, str, os.PathLike)) else ("video", item)
+            if kind == "stream":
+                video_streams.append(value)
+                video_sources.append(False)
+            else:
+                video_streams.append(self._edge().encode_video(item, num_frames, quality))
+                video_sources.append(True)
+        if video_streams:
             self._require_video()
-        if videos is not None:
-            video_streams += self.encode_videos(videos, num_frames, quality)
         texts = [text] if isinstance(text, str) else list(text)
 
         image_containers = [parse(s, self.limits) for s in streams]
@@ -221,9 +394,10 @@ class CoTAMProcessor:
             if len(c.items) != 1 or c.items[0].is_video_frame:
                 raise ImageInputError(f"image bitstream {i} holds {len(c.items)} items; give one container per image "
                                       "and pass videos as video_bitstreams")
+        video_containers = [parse(s, self.limits) for s in video_streams]
         if video_streams:
             token = self.host.video_token
-            counts = [len(parse(s, self.limits).items) for s in video_streams]
+            counts = [len(c.items) for c in video_containers]
             expanded, k = [], 0
             for t in texts:
                 parts = t.split(token)
@@ -256,54 +430,100 @@ class CoTAMProcessor:
             features["pixel_values"] = pack_bitstreams(streams)
         if video_streams:
             features["pixel_values_videos"] = pack_bitstreams(video_streams)
+        self._record(streams, image_containers, sources, video_streams, video_containers, video_sources)
         return features
 
+    def _record(self, streams: list[bytes], containers: list[Container], sources: list[int | None],
+                video_streams: list[bytes], video_containers: list[Container], video_sources: list[bool]) -> None:
+        records = []
+        for stream, container, source in zip(streams, containers, sources):
+            width, height = container.items[0].orig_size
+            pixels = source if source is not None else width * height
+            bits = 8 * len(stream)
+            records.append(CodedMedia("image", bits, pixels, bits / pixels, len(container.items),
+                                      container.items[0].base_quality, source is not None))
+        for stream, container, here in zip(video_streams, video_containers, video_sources):
+            records.append(CodedMedia("video", 8 * len(stream), None, None, len(container.items),
+                                      container.items[0].base_quality if container.items else 0, here))
+        self.last_coded = tuple(records)
+        for listener in list(self._listeners):
+            listener(self.last_coded)
+
     # ------------------------------------------------------------------ (de)serialisation
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save the host processor (tokenizer, chat template, image processor) and the CoTAM settings."""
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
+        """Save the host processor (tokenizer, chat template, image processor), its ``processor_config.json`` naming
+        ``CoTAMProcessor`` (so ``AutoProcessor`` and pipelines resolve to this class) and the CoTAM settings
+        (``cotam_processor.json``: the host processor class and the tower config).
+
+        Raises:
+            ConfigError: ``push_to_hub=True`` (save, then upload the folder with ``huggingface_hub.upload_folder``).
+        """
+        if push_to_hub:
+            raise ConfigError("CoTAMProcessor.save_pretrained does not push: save the folder, then upload it with "
+                              "huggingface_hub.upload_folder")
+        from transformers.utils import PROCESSOR_NAME
+
         path = Path(save_directory)
         self.host.save_pretrained(path, **kwargs)
         info = {"host_processor_class": type(self.host).__name__, "tower": self.tower_config.to_dict()}
         (path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        proc_cfg = path / "processor_config.json"
+        proc_cfg = path / PROCESSOR_NAME
         data = json.loads(proc_cfg.read_text()) if proc_cfg.is_file() else {}
         data["processor_class"] = type(self).__name__  # so AutoProcessor resolves to this class
         proc_cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return [str(proc_cfg), str(path / PROCESSOR_CONFIG_NAME)]
 
     @classmethod
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
-        codec: CoTAMELIC | str | None = "auto",
+        codec: CoTAMELIC | str | os.PathLike | None = "auto",
         use_guidance: bool = True,
         **kwargs: Any,
     ) -> "CoTAMProcessor":
-        """Load a processor saved by :meth:`save_pretrained` (a CoTAM model folder).
+        """Load a processor saved by :meth:`save_pretrained` (a CoTAM model folder or hub id).
 
         Args:
             codec: "auto" loads the folder's ``codec/`` when present (needed only to encode images);
                 None skips it; or a codec / codec folder.
+            **kwargs: hub options (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``subfolder``...) and
+                overrides for the host processor; ``AutoProcessor``'s own keywords are accepted.
+
+        Raises:
+            CheckpointError: the folder was not saved by a CoTAMProcessor, or names an unknown host processor class.
         """
         import transformers
+        from transformers.utils import cached_file
 
         from .._transformers import quiet_transformers
         from .modeling_cotam import CODEC_SUBFOLDER
 
-        path = Path(pretrained_model_name_or_path)
-        info_file = path / PROCESSOR_CONFIG_NAME
-        if not info_file.is_file():
-            raise CheckpointError(f"{path} has no {PROCESSOR_CONFIG_NAME}: it was not saved by CoTAMProcessor")
-        info = json.loads(info_file.read_text())
+        for key in _AUTO_KWARGS:
+            kwargs.pop(key, None)
+        hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        source = str(pretrained_model_name_or_path)
+        subfolder = hub.pop("subfolder", None) or ""
+
+        def fetch(name: str) -> str | None:
+            return cached_file(source, name, subfolder=subfolder, _raise_exceptions_for_missing_entries=False, **hub)
+
+        info_file = fetch(PROCESSOR_CONFIG_NAME)
+        if info_file is None:
+            raise CheckpointError(f"{source} has no {PROCESSOR_CONFIG_NAME}: it was not saved by CoTAMProcessor")
+        info = json.loads(Path(info_file).read_text())
         host_cls = getattr(transformers, info.get("host_processor_class", ""), None)
         if host_cls is None:
             raise CheckpointError(f"unknown host processor class {info.get('host_processor_class')!r} in {info_file}")
-        kwargs.pop("trust_remote_code", None)
         with quiet_transformers():
-            host = host_cls.from_pretrained(path, **kwargs)
+            host = host_cls.from_pretrained(source, subfolder=subfolder, **hub, **kwargs)
         tower = CoTAMTowerConfig.from_dict(info["tower"])
         codec_model: CoTAMELIC | None
         if codec == "auto":
-            codec_model = CoTAMELIC.from_pretrained(path / CODEC_SUBFOLDER) if (path / CODEC_SUBFOLDER / "config.json").is_file() else None
+            codec_config = fetch(f"{CODEC_SUBFOLDER}/config.json")
+            codec_model = None
+            if codec_config is not None:
+                fetch(f"{CODEC_SUBFOLDER}/model.safetensors")  # beside its config (a hub download)
+                codec_model = CoTAMELIC.from_pretrained(Path(codec_config).parent)
         elif codec is None or isinstance(codec, CoTAMELIC):
             codec_model = codec
         else:
