@@ -397,7 +397,7 @@ def test_lmms_eval_model_llava_on_the_tiny_task(llava_root, tiny, tmp_path):
 
     out = tmp_path / "lmms"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(llava_root), str(REPO)]),
-           "COTAM_DATA_TINY": str(tmp_path / "tiny_data")}
+           "COTAM_DATA_TINY": str(tmp_path / "tiny_data"), "COTAM_BITS_LOG": str(tmp_path / "bits.jsonl")}
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("lmms-eval")), "--model", "llava", "--model_args",
          f"pretrained={tiny[1]},device=cpu,device_map=auto", "--tasks", "cotam_tiny", "--include_path",
@@ -415,3 +415,6 @@ def test_lmms_eval_model_llava_on_the_tiny_task(llava_root, tiny, tmp_path):
         tower.image_processor([image])
         rates.append(8 * len(tower.image_processor.last_streams[0]) / (size[0] * size[1]))
     assert res["bpp,none"] == pytest.approx(sum(rates) / len(rates), rel=1e-9)
+    lines = [json.loads(line) for line in (tmp_path / "bits.jsonl").read_text().splitlines()]
+    assert sorted(line["bpp"] for line in lines) == pytest.approx(sorted(rates), rel=1e-9)
+    assert all(line["model"] == "llava" and line["doc_key"] for line in lines)

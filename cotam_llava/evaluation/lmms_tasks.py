@@ -140,7 +140,20 @@ def with_rate(process_results: Callable[..., dict]) -> Callable[..., dict]:
 def record_llava_streams(pairs: list[tuple[Any, bytes]]) -> None:
     """Listener for the original LLaVA code base's CoTAM image processor (``lmms-eval --model llava``): pictures
     that carry their document's key (``image.info[DOC_KEY]``, set by the tasks' ``doc_to_visual``) get their
-    bitstreams' real bits recorded, summed over the pictures of one processor call."""
+    bitstreams' real bits recorded, summed over the pictures of one processor call. With ``$COTAM_BITS_LOG`` set,
+    every coded picture (tagged or not, e.g. the views of ``image_aspect_ratio=pad`` / ``anyres``) also gets a line
+    there."""
+    log = os.environ.get("COTAM_BITS_LOG")  # as --model cotam_llava: one JSON line per coded picture
+    if log:
+        import json
+
+        with open(log, "a", encoding="utf-8") as fh:
+            for image, stream in pairs:
+                size = getattr(image, "size", None)
+                pixels = size[0] * size[1] if size else None
+                fh.write(json.dumps({"model": "llava", "doc_key": (getattr(image, "info", None) or {}).get(DOC_KEY),
+                                     "bits": 8 * len(stream), "pixels": pixels,
+                                     "bpp": 8 * len(stream) / pixels if pixels else None}) + "\n")
     totals: dict[str, list[int]] = {}
     for image, stream in pairs:
         key = (getattr(image, "info", None) or {}).get(DOC_KEY)
