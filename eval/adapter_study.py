@@ -47,6 +47,14 @@ def _percent_qualities(text: str) -> list[int]:
     return values
 
 
+def _standard(text: str) -> list[str]:
+    names = [n for n in text.split(",") if n and n != "none"]
+    unknown = [n for n in names if n not in ("hevc", "av1", "hevc+guidance")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown standard codecs {unknown}; choose from hevc, av1, hevc+guidance")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adapter_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--adapter", required=True, help="exported adapter folder (adapter.safetensors + adapter_config.json)")
@@ -62,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(jpeg, webp, avif, jxl; 'none': skip) (default jpeg,webp)")
     p.add_argument("--classical-qualities", type=_percent_qualities, default=[5, 10, 20, 35, 50, 70, 90],
                    help="their qualities, 0-100 (default 5,10,20,35,50,70,90)")
+    p.add_argument("--standard", type=_standard, default=[],
+                   help="standard base codecs as references on the same canvas picture, comma-separated (hevc, av1, "
+                        "hevc+guidance: the guidance map as block QP offsets; default none)")
+    p.add_argument("--standard-qualities", type=_ints, default=list(range(10)), help="their levels (default 0..9)")
     p.add_argument("--out", default=str(REPO / "eval" / "results" / "adapter_study"), help="output folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -105,12 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
         rows = run_adapter_fidelity(tower, files, args.qualities, guidance_for(tower), progress=not args.no_progress,
-                                    classical={name: args.classical_qualities for name in args.classical})
+                                    classical={name: args.classical_qualities for name in args.classical},
+                                    standard={name: args.standard_qualities for name in args.standard})
     except CoTAMError as exc:
         print(f"adapter_study.py: error: {exc}", file=sys.stderr)
         return 1
     points = summarize(rows)
-    bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base", *args.classical))
+    bd = bd_tables(points, ["cosine", "mse_db"], anchors=("base", *args.classical, *args.standard))
     notes = [
         f"adapter: {folder} (step {info.get('step')}), encoder: {info['encoder']}, codec: {codec_path}",
         f"{len(files)} photos from {args.images}{f', every {args.held_out}-th (held out from training)' if args.held_out else ''}"
@@ -123,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append(f"classical references {', '.join(args.classical)} at qualities {args.classical_qualities}: the "
                      f"same picture resized to the canvas, a real file, decoded pixels → the stock encoder; their bpp "
                      f"over the centre square's pixels too")
+    if args.standard:
+        notes.append(f"standard references {', '.join(args.standard)} at levels {args.standard_qualities}: coded like the "
+                     "classical ones, as real .cotam files (hevc+guidance: the guidance map as x265 block QP offsets)")
     paths = write_report("adapter_fidelity", rows, points, bd, Path(args.out), table_metrics=["cosine", "mse", "mse_db"],
                          plot_metrics=["cosine", "mse_db"], title="Final-token fidelity on real DINOv2-S: CoTAM's parts",
                          notes=notes, specs={"cosine": ".4f", "mse": ".4f", "mse_db": ".2f"},

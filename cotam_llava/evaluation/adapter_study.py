@@ -54,6 +54,7 @@ def run_adapter_fidelity(
     names: Sequence[str] | None = None,
     progress: bool = False,
     classical: Mapping[str, Sequence[int]] | None = None,
+    standard: Mapping[str, Sequence[int]] | None = None,
 ) -> list[FidelityRow]:
     """Final-token fidelity of each variant, image and quality (and of classical codecs on the same picture).
 
@@ -66,6 +67,9 @@ def run_adapter_fidelity(
         names: image names for the rows (default: file names or indices).
         classical: classical codec name (``jpeg``, ``webp``, ``avif``, ``jxl``) → its qualities (0–100), coded on
             the picture resized to the codec canvas.
+        standard: standard base codec (``hevc``, ``av1``, ``hevc+guidance``: its map from ``guidance``) → levels
+            0–9, coded like the classical references (a real ``.cotam`` file of kind hevc / av1, decoded pixels →
+            the stock encoder; no adapter: these bases have no latent).
 
     Returns:
         One :class:`FidelityRow` per (variant or classical codec, quality, image); bpp counts every byte of the
@@ -77,6 +81,16 @@ def run_adapter_fidelity(
     if guidance is None and any(VARIANTS[v][0] for v in variants):
         raise ValueError("guided variants need a guidance model")
     references = {name: classical_codec(name) for name in (classical or {})}
+    qualities_of = dict(classical or {})
+    for name, levels in (standard or {}).items():
+        from ..codec.registry import StandardImageCodec
+        from ..codec.standard import StandardCodec
+
+        kind, _, extra = name.partition("+")
+        if extra not in ("", "guidance") or (extra and guidance is None):
+            raise ValueError(f"unknown standard reference {name!r} (hevc, av1, hevc+guidance; guidance needs a model)")
+        references[name] = StandardImageCodec(StandardCodec(kind), name=name, guidance=guidance if extra else None)
+        qualities_of[name] = levels
     edges = {
         False: EdgeEncoder(tower.codec, tower.cotam_config, use_guidance=False),
         True: EdgeEncoder(tower.codec, tower.cotam_config, guidance=guidance) if guidance is not None else None,
@@ -112,7 +126,7 @@ def run_adapter_fidelity(
                 (cw, ch), _ = canvas_for(picture.size, tower.cotam_config.canvas_size)
                 canvas = np.asarray(picture.convert("RGB").resize((cw, ch), Image.BICUBIC))  # as the pipeline resizes
                 for codec_name, codec in references.items():
-                    for q in classical[codec_name]:
+                    for q in qualities_of[codec_name]:
                         data = codec.encode(canvas, q)
                         add(codec_name, q, name, picture, data, reference, stock_tokens(Image.fromarray(codec.decode(data))))
     finally:
