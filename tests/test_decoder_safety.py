@@ -6,6 +6,7 @@ crash or a hang fails a test instead of killing pytest.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 import time
 import tracemalloc
 from dataclasses import replace
@@ -26,7 +27,7 @@ from cotam_llava.errors import (
     EntropyDecodingError,
     SymbolMismatchError,
 )
-from cotam_llava.evaluation.fuzz import CRAFTERS, FuzzWorker, craft_cases, reference_streams, run_fuzz
+from cotam_llava.evaluation.fuzz import CRAFTERS, FuzzWorker, craft_cases, decode_outcome, reference_streams, run_fuzz
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +167,18 @@ def test_decoding_is_exact_across_thread_counts(tiny_codec, synthetic_image):
 
 
 # ============================================================================ fuzzing, isolated
-def test_fuzz_run_has_no_crash_hang_or_foreign_exception(tiny_ckpt, references):
-    n = 20 * len(CRAFTERS)
-    report = run_fuzz(tiny_ckpt, craft_cases(references, n, seed=1), batch=n, batch_timeout=300)
+def test_fuzz_run_has_no_crash_hang_or_foreign_exception(tiny_ckpt, tiny_codec, references):
+    n = 12 * len(CRAFTERS)
+    report = run_fuzz(tiny_ckpt, craft_cases(references, n, seed=1), batch=n // 6, batch_timeout=300, workers=2)
     assert report.cases == n
     assert set(report.outcomes) == set(CRAFTERS)
     assert report.bad == 0, report.table()
     assert sum(c["decoded"] for c in report.outcomes.values()) < n  # the crafters do reach the errors
+    # two workers count exactly what one process decoding the same cases in order finds
+    expected: dict[str, Counter] = defaultdict(Counter)
+    for name, data in craft_cases(references, n, seed=1):
+        expected[name][decode_outcome(tiny_codec, data)] += 1
+    assert {k: dict(v) for k, v in report.outcomes.items()} == {k: dict(v) for k, v in expected.items()}
 
 
 @pytest.fixture(scope="module")

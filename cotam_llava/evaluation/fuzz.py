@@ -13,8 +13,11 @@ and ``hang`` (a batch ran past its time limit). Used by ``eval/fuzz_decoder.py``
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import itertools
 import multiprocessing
+import queue
 import random
 import resource
 import time
@@ -286,6 +289,18 @@ class FuzzWorker:
         self.close()
 
 
+def _run_batch(worker: FuzzWorker, pending: list[tuple[str, bytes]], batch_timeout: float) -> list[tuple[str, str, float, bytes]]:
+    """(crafter, outcome, seconds, data) per case of one batch; a crash or hang is attributed by re-running one by one."""
+    results = worker.decode([d for _, d in pending], batch_timeout)
+    if results is not None:
+        return [(name, outcome, seconds, data) for (name, data), (outcome, seconds) in zip(pending, results)]
+    rows = []
+    for name, data in pending:
+        single = worker.decode([data], batch_timeout / max(len(pending), 1) + 30)
+        rows.append((name, worker.last_failure, batch_timeout, data) if single is None else (name, *single[0], data))
+    return rows
+
+
 def run_fuzz(
     checkpoint: str | Path,
     cases: Iterator[tuple[str, bytes]],
@@ -293,47 +308,55 @@ def run_fuzz(
     batch_timeout: float = 300.0,
     threads: int = 1,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> FuzzReport:
-    """Decode ``cases`` in an isolated :class:`FuzzWorker` and count the outcomes.
+    """Decode ``cases`` in ``workers`` isolated :class:`FuzzWorker` processes and count the outcomes.
 
-    A batch whose worker dies or runs past ``batch_timeout`` is re-run case by case in fresh workers,
-    so each crash or hang is attributed to one case (kept in ``report.failures``).
+    Batches go to whichever worker is free (the counts do not depend on ``workers``). A batch whose worker dies
+    or runs past ``batch_timeout`` is re-run case by case in fresh workers, so each crash or hang is attributed
+    to one case (kept in ``report.failures``).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     report = FuzzReport()
     started = time.perf_counter()
 
-    def record(name: str, outcome: str, seconds: float, data: bytes) -> None:
-        key = ":".join(outcome.split(":")[:2]) if outcome.startswith("bug:") else outcome  # bug:<Type>
-        report.outcomes[name][key] += 1
-        report.worst_seconds[name] = max(report.worst_seconds[name], seconds)
-        report.total_seconds[name] += seconds
-        if outcome in ("crash", "hang") or outcome.startswith("bug:"):
-            report.failures.append((name, outcome, data))
+    def record(rows: list[tuple[str, str, float, bytes]]) -> None:
+        for name, outcome, seconds, data in rows:
+            key = ":".join(outcome.split(":")[:2]) if outcome.startswith("bug:") else outcome  # bug:<Type>
+            report.outcomes[name][key] += 1
+            report.worst_seconds[name] = max(report.worst_seconds[name], seconds)
+            report.total_seconds[name] += seconds
+            if outcome in ("crash", "hang") or outcome.startswith("bug:"):
+                report.failures.append((name, outcome, data))
+        if progress:
+            progress(len(rows))
 
-    with FuzzWorker(checkpoint, threads) as worker:
-        pending: list[tuple[str, bytes]] = []
+    idle: queue.Queue[FuzzWorker] = queue.Queue()
+    pool = [FuzzWorker(checkpoint, threads) for _ in range(workers)]
+    for worker in pool:
+        idle.put(worker)
 
-        def flush() -> None:
-            results = worker.decode([d for _, d in pending], batch_timeout) if pending else []
-            if results is None:  # attribute the crash or hang: one case at a time
-                for name, data in pending:
-                    single = worker.decode([data], batch_timeout / max(len(pending), 1) + 30)
-                    if single is None:
-                        record(name, worker.last_failure, batch_timeout, data)
-                    else:
-                        record(name, *single[0], data)
-            else:
-                for (name, data), (outcome, seconds) in zip(pending, results):
-                    record(name, outcome, seconds, data)
-            if progress:
-                progress(len(pending))
-            pending.clear()
+    def job(pending: list[tuple[str, bytes]]) -> list[tuple[str, str, float, bytes]]:
+        worker = idle.get()
+        try:
+            return _run_batch(worker, pending, batch_timeout)
+        finally:
+            idle.put(worker)
 
-        for case in cases:
-            pending.append(case)
-            if len(pending) >= batch:
-                flush()
-        flush()
-        report.peak_rss = worker.peak_rss
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as threads_pool:
+            running: collections.deque = collections.deque()
+            iterator = iter(cases)
+            while pending := list(itertools.islice(iterator, batch)):
+                running.append(threads_pool.submit(job, pending))
+                while len(running) >= 2 * workers:  # bounded look-ahead: cases are crafted lazily
+                    record(running.popleft().result())
+            while running:
+                record(running.popleft().result())
+    finally:
+        for worker in pool:
+            worker.close()
+    report.peak_rss = max(worker.peak_rss for worker in pool)
     report.seconds = time.perf_counter() - started
     return report
