@@ -223,8 +223,8 @@ class CoTAMProcessor(ProcessorMixin):
         self.host.chat_template = value
 
     def add_encode_listener(self, listener: Callable[[tuple[CodedMedia, ...]], None]) -> None:
-        """Call ``listener(records)`` after every call that puts containers into model inputs (records as
-        :attr:`last_coded`); for a pipeline, each of its inputs is one call."""
+        """Call ``listener(records)`` after every processor call (``records`` as :attr:`last_coded`, empty for a
+        text-only call); for a pipeline, each of its inputs is one call."""
         if listener not in self._listeners:
             self._listeners.append(listener)
 
@@ -233,7 +233,8 @@ class CoTAMProcessor(ProcessorMixin):
             self._listeners.remove(listener)
 
     def to_dict(self) -> dict[str, Any]:
-        """The host processor's settings, ``processor_class`` and the CoTAM ones (as saved)."""
+        """The host processor's settings with ``processor_class`` (what ``processor_config.json`` holds) plus the
+        CoTAM settings ``cotam_processor.json`` holds (``host_processor_class``, ``cotam``: the tower config)."""
         data = self.host.to_dict()
         data["processor_class"] = type(self).__name__
         data["host_processor_class"] = type(self.host).__name__
