@@ -16,7 +16,9 @@ being loaded anyway — and done then by importing :mod:`cotam_llava.models`::
 Registering at a half-initialised moment would import ``transformers.modeling_llava`` & co. while the module
 that triggered it is still running — a circular import — hence the wait. A registration that fails (a broken
 optional dependency, say) is logged and never breaks the user's own import; ``import cotam_llava.models``
-then raises the real error.
+then raises the real error. Only transformers and cotam_llava modules are watched: a third-party package that
+imports transformers' Auto classes half-way through its own import *and* is needed by ``cotam_llava.models``
+would make the registration fail (logged; none of the installed ones does).
 """
 
 from __future__ import annotations
