@@ -15,7 +15,7 @@ from PIL import Image
 from cotam_llava import shipped
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["cotam_llava", "checkpoints/elic-small", "checkpoints/adapter-dinov2", "eval/tasks",
+SOURCES = ["cotam_llava", "checkpoints/elic-small", "checkpoints/adapter-dinov2", "eval/tasks", "patches/llava",
            "setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md"]
 
 
