@@ -14,7 +14,7 @@ from cotam_llava.codec.model import CoTAMELIC
 from cotam_llava.errors import ConfigError
 from cotam_llava.training.arguments import CodecTrainingArguments
 from cotam_llava.training.codec_trainer import train_codec
-from cotam_llava.training.data import PhotoCrops, sample_quality_maps
+from cotam_llava.training.data import PhotoCrops, sample_generators, sample_quality_maps
 from cotam_llava.training.losses import rate_distortion_loss
 
 
@@ -125,3 +125,36 @@ def test_ste_rate_is_the_rate_of_the_rounded_latent_and_trains_the_encoder():
         assert torch.equal(model(x, 5).likelihoods["y"], rounded)
     with pytest.raises(ConfigError, match="rate_quantizer"):
         CodecTrainingArguments(output_dir="x", rate_quantizer="round")
+
+
+def test_n_processes_see_the_data_of_one_process_at_n_times_the_batch(photo_dir):
+    """Sample i of a step comes from (seed, step, i): two processes × 2 samples = one process × 4, and resume-safe."""
+    crops = PhotoCrops(sorted(photo_dir.glob("*.png")), 64)
+
+    def share(rank: int, per_process: int, step: int = 5):
+        rngs = sample_generators(3, step, rank, per_process)
+        x = torch.cat([crops.batch(r, 1) for r in rngs])
+        qmap = torch.cat([sample_quality_maps(r, 1, (4, 4), 10, 0.5) for r in rngs])
+        return x, qmap
+
+    x_one, q_one = share(0, 4)
+    parts = [share(rank, 2) for rank in range(2)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x_one)
+    assert torch.equal(torch.cat([p[1] for p in parts]), q_one)
+    assert not torch.equal(share(0, 4, step=6)[0], x_one)  # another step, other data
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_launch(tmp_path, photo_dir):
+    """`accelerate launch --num_processes 2 --cpu` (gloo) runs train-codec and exports a codec."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cotam_llava", "train-codec",
+           "--output_dir", str(tmp_path / "run"), "--preset", "tiny", "--data_dirs", str(photo_dir), "--val_every_nth", "3",
+           "--crop_size", "64", "--batch_size", "1", "--max_steps", "2", "--save_every", "2", "--val_every", "0",
+           "--val_qualities", "0", "9", "--val_max_side", "64", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert CoTAMELIC.from_pretrained(tmp_path / "run" / "final").is_finalized

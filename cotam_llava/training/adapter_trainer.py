@@ -41,7 +41,7 @@ from ..errors import CheckpointError
 from ..vision.adapter import num_blocks_in
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
-from .data import PhotoCrops, split_files
+from .data import PhotoCrops, sample_generators, split_files
 from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
@@ -307,9 +307,11 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
                disable=not (progress and main_process))
     t_last, step = time.time(), start_step
     while step < args.max_steps:
-        rng = np.random.default_rng([args.seed, step, accelerator.process_index])
-        x = crops.batch(rng, args.batch_size).to(accelerator.device)
-        qmap = _quality_maps(rng, x, Q, guidance).to(accelerator.device)
+        # sample i of the step's global batch from (seed, step, i): N processes × b see what one × N·b sees
+        rngs = sample_generators(args.seed, step, accelerator.process_index, args.batch_size)
+        x = torch.cat([crops.batch(r, 1) for r in rngs])
+        qmap = torch.cat([_quality_maps(r, x[i:i + 1], Q, guidance) for i, r in enumerate(rngs)]).to(accelerator.device)
+        x = x.to(accelerator.device)
         lambda_high = 0.0 if step < warmup_steps else args.lambda_high
         if step == warmup_steps > 0:
             # The final-token term switches on (the loss jumps ~10⁴×, 4e-5 → 0.3 on DINOv2-S): AdamW's second

@@ -27,7 +27,7 @@ from ..codec.model import CoTAMELIC
 from ..codec.pipeline import compress_image, decode
 from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
-from .data import PhotoCrops, sample_quality_maps, split_files
+from .data import PhotoCrops, sample_generators, sample_quality_maps, split_files
 from .losses import rate_distortion_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
@@ -177,10 +177,12 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
                disable=not (progress and main_process))
     t_last, step = time.time(), start_step
     while step < args.max_steps:
-        rng = np.random.default_rng([args.seed, step, accelerator.process_index])
-        torch.manual_seed(int(rng.integers(2**62)))  # quantisation noise depends on (seed, step) only
-        x = crops.batch(rng, args.batch_size).to(accelerator.device)
-        qmap = sample_quality_maps(rng, args.batch_size, grid, Q, args.map_probability).to(accelerator.device)
+        # data: sample i of the step's global batch from (seed, step, i) (so N processes × b = one × N·b);
+        # quantisation noise from (seed, step, process)
+        rngs = sample_generators(args.seed, step, accelerator.process_index, args.batch_size)
+        torch.manual_seed(int(np.random.default_rng([args.seed, step, accelerator.process_index, 1]).integers(2**62)))
+        x = torch.cat([crops.batch(r, 1) for r in rngs]).to(accelerator.device)
+        qmap = torch.cat([sample_quality_maps(r, 1, grid, Q, args.map_probability) for r in rngs]).to(accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = args.learning_rate * lr_decay_factor(step, args)
 

@@ -76,6 +76,17 @@ class PhotoCrops:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def sample_generators(seed: int, step: int, rank: int, per_process: int) -> list[np.random.Generator]:
+    """One generator per sample of this process's share of a step's global batch.
+
+    Sample ``i`` of step ``s`` is drawn from ``(seed, s, i)`` whatever the number of processes, so N processes
+    with ``per_process`` samples each see exactly the data one process sees with N·``per_process`` (rank r takes
+    samples r·per_process … (r+1)·per_process − 1), and a resumed run sees what an uninterrupted one saw.
+    """
+    first = rank * per_process
+    return [np.random.default_rng([seed, step, first + i]) for i in range(per_process)]
+
+
 def sample_quality_maps(
     rng: np.random.Generator, batch: int, grid: tuple[int, int], num_qualities: int, map_probability: float
 ) -> Tensor:
