@@ -175,6 +175,9 @@ def test_tower_contract_select_layer_feature_and_precision(llava_root, tiny):
     both = cls(packed)
     assert patch.shape == (2, 16, 32) and both.shape == (2, 17, 32)
     assert torch.equal(both[:, 1:], patch) and not torch.allclose(last(packed), patch)
+    # a text-only training sample's zero image (not a bitstream) beside a real one: compressed on the fly
+    mixed = lazy(torch.stack([torch.zeros(3, 56, 56), packed[1]]))
+    assert mixed.shape == (2, 16, 32) and torch.equal(mixed[1], patch[1]) and torch.isfinite(mixed[0]).all()
     as_list = lazy([packed[0], packed[1]])  # LLaVA's list form: one (1, N, D) per image
     assert [t.shape for t in as_list] == [(1, 16, 32)] * 2 and torch.equal(torch.cat(as_list), patch)
     # LLaVA casts the tower to fp16: the CLIP encoder follows, the adapter and the codec stay fp32
