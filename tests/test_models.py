@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import tiny_hosts
+from conftest import DATA_DIR, KODAK_DIR
 from cotam_llava.codec.pipeline import decode
 from cotam_llava.errors import CodecMismatchError, ConfigError, ImageInputError
 from cotam_llava.imageio import to_pil
 from cotam_llava.models import CoTAMProcessor
 from cotam_llava.vision.tower import CoTAMVisionTower, unpack_bitstreams
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-KODAK = DATA / "kodak"
+DATA = DATA_DIR
+KODAK = KODAK_DIR
+
+
+@pytest.fixture(autouse=True)
+def _kodak(kodak_dir):
+    """These tests read Kodak photos: skip cleanly (conftest's fixture) when ../shared/data is absent."""
 
 
 @pytest.fixture(scope="module", params=tiny_hosts.HOSTS)
@@ -213,7 +218,7 @@ def test_anyres_edge_uses_hierarchical_guidance_and_the_model_reads_it(tmp_path)
     from cotam_llava.codec.guidance import GuidanceConfig, ShallowAttentionGuidance
     from cotam_llava.codec.container import parse
     from cotam_llava.vision.edge import EdgeEncoder
-    from conftest import make_tiny_vit
+    from conftest import KODAK_DIR, make_tiny_vit
 
     model, proc, _, _ = tiny_hosts.build_cotam("onevision", tmp_path)
     guidance = ShallowAttentionGuidance(make_tiny_vit("siglip", layers=2, size=56), GuidanceConfig(num_layers=2, grid=4))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_vit
+from conftest import KODAK_DIR, make_tiny_vit
 
 import tiny_hosts
 from cotam_llava.codec.container import parse
@@ -25,7 +24,12 @@ from cotam_llava.vision.tower import (
 )
 from cotam_llava.vision.views import Box, sample_latent, view_boxes
 
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+KODAK = KODAK_DIR
+
+
+@pytest.fixture(autouse=True)
+def _kodak(kodak_dir):
+    """These tests read Kodak photos: skip cleanly (conftest's fixture) when ../shared/data is absent."""
 
 
 @pytest.fixture(scope="module")
