@@ -21,7 +21,7 @@ from .errors import CoTAMError, ConfigError, ImageInputError
 __all__ = ["main", "default_checkpoint"]
 
 UNTRAINED_BANNER = (
-    "!!! UNTRAINED CODEC: no trained checkpoint is shipped yet, so this runs a randomly initialised\n"
+    "!!! UNTRAINED CODEC: no trained checkpoint was found, so this runs a randomly initialised\n"
     "!!! '{preset}' codec. Its bitstreams are real and exact, but its rate-distortion numbers say\n"
     "!!! nothing about CoTAM's quality. Train one with the training issue's tools."
 )
@@ -40,7 +40,7 @@ def _load_codec(checkpoint: str | None):
     path = Path(checkpoint) if checkpoint else default_checkpoint()
     if path is None:
         raise ConfigError(
-            "no codec checkpoint given and none is shipped yet: pass --checkpoint DIR "
+            "no codec checkpoint given and the shipped one is missing from this installation: pass --checkpoint DIR "
             "(`cotam init-codec --preset tiny DIR` makes an untrained one for trying things out)"
         )
     return CoTAMELIC.from_pretrained(path)

@@ -14,7 +14,7 @@ from cotam_llava.codec.pipeline import compress_image, decode, encode
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "elic-small"
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
-pytestmark = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no codec is shipped yet")
+pytestmark = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="the shipped codec is missing")
 
 
 #: the default codec, and the continuing run's best export (not the default: the adapter is paired with elic-small)

@@ -154,7 +154,7 @@ def load_cotam(
                     codec_path = default_codec_folder()
                     if codec_path is None:
                         raise ConfigError(
-                            f"{name} is a stock {config.model_type!r} checkpoint and no codec is shipped yet: "
+                            f"{name} is a stock {config.model_type!r} checkpoint and the shipped codec is missing from this installation: "
                             "pass --cotam CODEC_FOLDER (`cotam init-codec --preset tiny DIR` makes an untrained one)"
                         )
                     if not (codec_path / "config.json").is_file():
