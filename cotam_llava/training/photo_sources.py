@@ -26,7 +26,7 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -173,7 +173,6 @@ class _Candidate:
     size: tuple[int, int]
     hash: int
     reason: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _open(path: Path):
