@@ -203,6 +203,19 @@ def canvas_for(orig_size: tuple[int, int], canvas: int | tuple[int, int] | None)
     return (cw, ch), ResizeMode.RESIZE
 
 
+def encodable_canvas(orig_size: tuple[int, int], canvas: int | tuple[int, int] | None) -> tuple[tuple[int, int], ResizeMode]:
+    """:func:`canvas_for`, refusing (``ConfigError``) a canvas that decoders reject by default (:class:`ParseLimits`),
+    so that an encoder never writes a file its own decoder will not read."""
+    size, mode = canvas_for(orig_size, canvas)
+    limits = ParseLimits()
+    if size[0] * size[1] > limits.max_pixels or max(size) > limits.max_side:
+        raise ConfigError(
+            f"canvas {size[0]}×{size[1]} exceeds what decoders accept by default ({limits.max_pixels} pixels, "
+            f"{limits.max_side} per side): pass a smaller canvas"
+        )
+    return size, mode
+
+
 def _item_header(item: CodedItem) -> bytes:
     if not 0 <= item.base_quality < 16:
         raise ValueError(f"base_quality must be in [0, 15], got {item.base_quality}")

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
-from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, parse, serialize
+from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, encodable_canvas, parse, serialize
 from .decoded import DecodedImage
 from .model import CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
@@ -67,13 +67,7 @@ def compress_image(
         estimate: also compute the model's likelihoods (see ``CoTAMELIC.compress``).
     """
     quality = model.config.check_quality(quality)
-    size, _ = canvas_for(image_size(image), canvas)  # from the file's header: before any pixel is decoded
-    limits = ParseLimits()
-    if size[0] * size[1] > limits.max_pixels or max(size) > limits.max_side:
-        raise ConfigError(
-            f"canvas {size[0]}×{size[1]} exceeds what decoders accept by default ({limits.max_pixels} pixels, "
-            f"{limits.max_side} per side): pass a smaller canvas"
-        )
+    encodable_canvas(image_size(image), canvas)  # from the file's header: before any pixel is decoded
     x, orig, size, mode = _to_canvas(image, canvas)
     h, w = size[1] // 16, size[0] // 16
     if quality_map is not None:

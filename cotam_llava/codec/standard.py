@@ -45,7 +45,7 @@ from ..errors import (
     ImageInputError,
     SymbolMismatchError,
 )
-from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, parse, serialize
+from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, encodable_canvas, parse, serialize
 from .quality_map import QualityMap
 
 __all__ = [
@@ -391,13 +391,7 @@ class StandardCodec:
                 )
             if quality_map.levels()[-1] >= NUM_QUALITIES:
                 raise ConfigError(f"quality map uses level {quality_map.levels()[-1]}; levels are 0–{NUM_QUALITIES - 1}")
-        size, _ = canvas_for(image_size(image), canvas)
-        limits = ParseLimits()
-        if size[0] * size[1] > limits.max_pixels or max(size) > limits.max_side:
-            raise ConfigError(
-                f"canvas {size[0]}×{size[1]} exceeds what decoders accept by default ({limits.max_pixels} pixels, "
-                f"{limits.max_side} per side): pass a smaller canvas"
-            )
+        encodable_canvas(image_size(image), canvas)  # from the file's header: before any pixel is decoded
         rgb, orig, size, mode = _to_canvas(image, canvas)
         offsets = self.block_offsets(quality, quality_map, (size[1] // 16, size[0] // 16))
         data = _encode_yuv(self.settings, rgb, self.settings.crf[quality], _roi_rectangles(offsets))
