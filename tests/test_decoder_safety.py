@@ -195,3 +195,13 @@ def test_crafted_streams_with_valid_crcs_never_crash(worker, references, seed, c
     assert results is not None, f"the decoder {worker.last_failure}ed on crafter seed {seed}"
     for outcome, _ in results:
         assert not outcome.startswith("bug:"), outcome
+
+
+def test_encoders_refuse_a_canvas_their_decoders_would_refuse(tiny_codec, synthetic_image):
+    """A canvas beyond the default ParseLimits is refused before coding, by the learned and the standard encoder."""
+    from cotam_llava.codec.standard import StandardCodec
+
+    with pytest.raises(ConfigError, match="exceeds what decoders accept"):
+        pipeline.encode(tiny_codec, synthetic_image, 5, canvas=4096)
+    with pytest.raises(ConfigError, match="exceeds what decoders accept"):
+        StandardCodec("hevc").compress_image(synthetic_image, 5, canvas=4096)
