@@ -443,7 +443,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 #: Images the demo codes by default (``--full`` codes all of them).
-DEMO_IMAGES = 6
+DEMO_IMAGES = 4
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
