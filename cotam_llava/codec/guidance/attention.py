@@ -26,50 +26,15 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..._transformers import quiet_transformers
+from ...encoders import family_of, load_vision_encoder, num_prefix_tokens, pair, patch_grid, truncate_layers
 from ...errors import ConfigError
 from ...imageio import ImageLike, to_pil
-from .configuration import DEFAULT_NORMALIZATION, GuidanceConfig
+from .configuration import GuidanceConfig
 
-__all__ = ["ShallowAttentionGuidance", "encoder_family", "DEFAULT_GUIDANCE_MODEL"]
+__all__ = ["ShallowAttentionGuidance", "DEFAULT_GUIDANCE_MODEL"]
 
 #: What users of LLaVA-1.5 should pass to :meth:`ShallowAttentionGuidance.from_pretrained`.
 DEFAULT_GUIDANCE_MODEL = "openai/clip-vit-large-patch14-336"
-
-_FAMILIES = {
-    "CLIPVisionModel": "clip",
-    "SiglipVisionModel": "siglip",
-    "InternVLVisionModel": "internvl",
-    "Dinov2Model": "dinov2",
-    "Dinov2WithRegistersModel": "dinov2",
-}
-
-
-def encoder_family(model: nn.Module) -> str:
-    """'clip', 'siglip', 'internvl' or 'dinov2'; ConfigError for anything else."""
-    name = type(model).__name__
-    if name not in _FAMILIES:
-        raise ConfigError(f"guidance does not support {name}; use one of {', '.join(_FAMILIES)}")
-    return _FAMILIES[name]
-
-
-def _layer_list(model: nn.Module) -> nn.ModuleList:
-    """The encoder's list of transformer layers (the ModuleList of num_hidden_layers blocks)."""
-    n = model.config.num_hidden_layers
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n and n > 0:
-            return module
-    raise ConfigError(f"cannot find the transformer layers of {type(model).__name__}")
-
-
-def _image_size(model: nn.Module) -> tuple[int, int]:
-    size = model.config.image_size
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _patch_size(model: nn.Module) -> tuple[int, int]:
-    size = model.config.patch_size
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 class ShallowAttentionGuidance(nn.Module):
@@ -84,24 +49,20 @@ class ShallowAttentionGuidance(nn.Module):
     def __init__(self, encoder: nn.Module, config: GuidanceConfig | None = None) -> None:
         super().__init__()
         self.config = config or GuidanceConfig()
-        self.family = encoder_family(encoder)
-        layers = _layer_list(encoder)
-        K = self.config.num_layers
-        if K > len(layers):
-            raise ConfigError(f"guidance needs {K} layers, the encoder has {len(layers)}")
-        del layers[K:]
-        encoder.config.num_hidden_layers = K
+        family = family_of(encoder)
+        self.family = family.name
+        truncate_layers(encoder, self.config.num_layers)
         encoder.config._attn_implementation = "eager"  # attention weights are needed
         self.encoder = encoder.eval().requires_grad_(False)
-        mean, std = DEFAULT_NORMALIZATION[self.family]
-        self.register_buffer("image_mean", torch.tensor(self.config.image_mean or mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(self.config.image_std or std).view(1, 3, 1, 1), persistent=False)
-        self.input_size = (self.config.image_size,) * 2 if self.config.image_size else _image_size(encoder)
-        ph, pw = _patch_size(encoder)
-        if self.input_size[0] % ph or self.input_size[1] % pw:
-            raise ConfigError(f"guidance input {self.input_size} is not a multiple of the patch size {(ph, pw)}")
-        self.patch_grid = (self.input_size[0] // ph, self.input_size[1] // pw)
-        self.num_prefix = (0 if self.family == "siglip" else 1) + int(getattr(encoder.config, "num_register_tokens", 0) or 0)
+        mean, std = self.config.image_mean or family.image_mean, self.config.image_std or family.image_std
+        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.input_size = (self.config.image_size,) * 2 if self.config.image_size else pair(encoder.config.image_size)
+        try:
+            self.patch_grid = patch_grid(encoder.config, self.input_size)
+        except ConfigError as exc:
+            raise ConfigError(f"guidance {exc}") from None
+        self.num_prefix = num_prefix_tokens(encoder.config, family)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, config: GuidanceConfig | None = None, **kwargs) -> "ShallowAttentionGuidance":
@@ -111,32 +72,8 @@ class ShallowAttentionGuidance(nn.Module):
         a vision-only checkpoint, or an InternVL / DINOv2 one. Other kwargs go to
         ``from_pretrained`` (e.g. ``local_files_only=True``, ``torch_dtype``).
         """
-        from transformers import AutoConfig
-
         config = config or GuidanceConfig()
-        hub_config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
-        model_type = getattr(hub_config, "model_type", "")
-        cls_name = {
-            "clip": "CLIPVisionModel", "clip_vision_model": "CLIPVisionModel",
-            "siglip": "SiglipVisionModel", "siglip_vision_model": "SiglipVisionModel",
-            "internvl": "InternVLVisionModel", "internvl_vision": "InternVLVisionModel",
-            "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel",
-        }.get(model_type)
-        if cls_name is None:
-            raise ConfigError(f"{name_or_path}: model type {model_type!r} is not a supported guidance encoder")
-        import transformers
-
-        model_cls = getattr(transformers, cls_name)
-        overrides = {"num_hidden_layers": config.num_layers, "attn_implementation": "eager"}
-        with quiet_transformers():  # the skipped deeper layers are reported as "unexpected" keys
-            if model_type == "internvl":  # the vision tower of a full InternVL checkpoint
-                vision_config = hub_config.vision_config
-                vision_config.num_hidden_layers = config.num_layers
-                vision_config._attn_implementation = "eager"
-                encoder = model_cls.from_pretrained(name_or_path, config=vision_config, **kwargs)
-            else:
-                encoder = model_cls.from_pretrained(name_or_path, **overrides, **kwargs)
-        return cls(encoder, config)
+        return cls(load_vision_encoder(name_or_path, num_layers=config.num_layers, **kwargs), config)
 
     # ------------------------------------------------------------------ maps
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:

@@ -11,18 +11,9 @@ from typing import Any
 from ..._config import DEFAULT_GUIDANCE_STEP
 from ...errors import ConfigError
 
-__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_NORMALIZATION", "DEFAULT_GUIDANCE_STEP"]
+__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_GUIDANCE_STEP"]
 
 GUIDANCE_CONFIG_NAME = "guidance_config.json"
-
-#: (image_mean, image_std) each encoder family's own image processor uses.
-DEFAULT_NORMALIZATION: dict[str, tuple[list[float], list[float]]] = {
-    "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
-    "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-    "dinov2": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    "internvl": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-}
-
 
 
 @dataclass

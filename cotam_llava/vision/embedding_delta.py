@@ -1,4 +1,4 @@
-"""One interface over the MLLM vision encoders CoTAM feeds: CLIP, SigLIP, InternViT and DINOv2.
+"""The tower's hook on the stock encoder: the adapter's enhancement added to its embedding output.
 
 CoTAM adds the adapter's enhancement to the encoder's *embedding output* (the layer-0 tokens) of the
 decoded image x̂ and lets the remaining layers run unchanged (paper §3.3)::
@@ -16,86 +16,15 @@ reproduces the stock model bit for bit.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from ..encoders import encoder_spec
 from ..errors import ConfigError
 
-__all__ = ["EncoderSpec", "encoder_spec", "embed", "run_with_embedding_delta", "SUPPORTED_ENCODERS"]
-
-#: transformers class name → family.
-SUPPORTED_ENCODERS = {
-    "CLIPVisionModel": "clip",
-    "SiglipVisionModel": "siglip",
-    "InternVLVisionModel": "internvl",
-    "Dinov2Model": "dinov2",
-    "Dinov2WithRegistersModel": "dinov2",
-}
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What CoTAM needs to know about a vision encoder.
-
-    Attributes:
-        family: "clip", "siglip", "internvl" or "dinov2".
-        embeddings: the module whose output are the layer-0 tokens (B, T, D).
-        hidden_size: D.
-        patch_size: pixels per patch side.
-        image_size: the encoder's native input side (pixels).
-        num_prefix_tokens: tokens before the patch tokens ([CLS] and registers); 0 for SigLIP.
-        has_cls: whether the first token is a [CLS] token.
-    """
-
-    family: str
-    embeddings: nn.Module
-    hidden_size: int
-    patch_size: int
-    image_size: int
-    num_prefix_tokens: int
-    has_cls: bool
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """Patch grid (rows, cols) at the native input size (a strided conv floors)."""
-        g = self.image_size // self.patch_size
-        return g, g
-
-
-def _side(value: Any) -> int:
-    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
-
-
-def encoder_spec(model: nn.Module) -> EncoderSpec:
-    """Describe a transformers vision model (CLIPVisionModel, SiglipVisionModel, InternVLVisionModel, Dinov2Model).
-
-    Raises:
-        ConfigError: the model is not one of the supported encoders.
-    """
-    name = type(model).__name__
-    family = SUPPORTED_ENCODERS.get(name)
-    if family is None:
-        raise ConfigError(
-            f"unsupported vision encoder {name}; CoTAM supports {', '.join(sorted(SUPPORTED_ENCODERS))}"
-        )
-    config = model.config
-    # transformers 5 flattened CLIP/SigLIP (no ``vision_model`` level); older releases still nest it
-    embeddings = getattr(model, "vision_model", model).embeddings
-    registers = int(getattr(config, "num_register_tokens", 0) or 0)
-    has_cls = family != "siglip"
-    return EncoderSpec(
-        family=family,
-        embeddings=embeddings,
-        hidden_size=int(config.hidden_size),
-        patch_size=_side(config.patch_size),
-        image_size=_side(config.image_size),
-        num_prefix_tokens=int(has_cls) + registers,
-        has_cls=has_cls,
-    )
-
+__all__ = ["embed", "run_with_embedding_delta", "default_dtype"]
 
 def embed(model: nn.Module, pixel_values: Tensor) -> Tensor:
     """The encoder's embedding output (layer-0 tokens) for normalised pixels.
