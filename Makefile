@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cotam-installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench clean serve-env
 
 $(STAMP): requirements/lock-cpu.txt setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-all: $(STAMP)
 
 bench: $(STAMP)  ## full codec benchmark on Kodak (eval/results/)
 	$(PY) eval/bench_codec.py
+
+serve-env:  ## the vLLM serving environment for `cotam serve` on this CPU (.venv-serve; scripts/serve_env.sh)
+	bash scripts/serve_env.sh
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,214 @@
+"""Argument handling for ``cotam serve`` and ``cotam chat --server URL`` (no logic beyond it).
+
+The ``cotam`` CLI wires these in (``add_serve_parser(subparsers)`` → ``run_serve(args)``; ``add_server_argument``
+on the chat parser → ``chat_via_server(args)`` when ``args.server`` is set). Until then:
+``python -m cotam_llava.serving serve --help`` / ``python -m cotam_llava.serving chat --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["add_serve_parser", "run_serve", "add_server_argument", "add_chat_parser", "chat_via_server", "main"]
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` to an ``argparse`` subparsers object; the parser's default ``func`` is :func:`run_serve`."""
+    p = subparsers.add_parser(
+        "serve",
+        help="OpenAI-compatible server taking .cotam bitstreams (vLLM runs the host's language model)",
+        description="Serve a CoTAM LLaVA model: chat requests may carry .cotam bitstreams as image parts "
+                    "(data:application/x-cotam;base64,...). This process decodes them and runs the vision tower, "
+                    "adapter and projector; vLLM (a child process) runs the language model on the image embeddings. "
+                    "vLLM engine arguments go after `--`, e.g. `cotam serve --model M -- --tensor-parallel-size 4`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="CoTAM model folder (or a stock LLaVA folder with --cotam)")
+    p.add_argument("--cotam", default=None, help="codec folder (with a stock host; replaces a CoTAM folder's codec/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", default=None, help="model name clients send (default: the folder's name)")
+    p.add_argument("--backend-url", default=None,
+                   help="use an already running vLLM OpenAI server (started with --enable-mm-embeds on the exported "
+                        "folder) instead of starting one")
+    p.add_argument("--backend-port", type=int, default=0, help="loopback port of the vLLM child (0: a free one)")
+    p.add_argument("--vllm-python", default=None,
+                   help="Python that has vLLM (default: $COTAM_VLLM_PYTHON, else ./.venv-serve/bin/python, else this one)")
+    p.add_argument("--export-dir", default=None,
+                   help="where the stock host folder for vLLM is written (default: $COTAM_SERVE_CACHE or ~/.cache/cotam/vllm)")
+    p.add_argument("--device", default=None, help="device of the CoTAM tower (cpu, cuda, cuda:1; default: cuda if any)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="host dtype for both sides (default: bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="the vLLM CPU recipe (VLLM_TARGET_DEVICE=cpu, KV cache in GiB, gpu_memory_utilization 0.2); "
+                        "default: on when no CUDA device is visible")
+    p.add_argument("--cpu-kv-cache-gib", type=float, default=1.0, help="VLLM_CPU_KVCACHE_SPACE for the CPU recipe")
+    p.add_argument("--max-bitstream-bytes", type=int, default=None, help="largest .cotam part (default 4 MiB)")
+    p.add_argument("--max-images", type=int, default=None, help="most .cotam parts per request (default 8)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest original or canvas area of a coded image (default: the container's 3840×2160)")
+    p.add_argument("--max-batch", type=int, default=8, help="most images in one batched tower pass")
+    p.add_argument("--max-queue", type=int, default=64, help="most images waiting for the tower (then 503)")
+    p.add_argument("--tower-threads", type=int, default=None, help="torch threads of the tower worker")
+    p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds vLLM may take to become healthy")
+    p.add_argument("--vllm-log", default=None, help="file for vLLM's output (default: this process's stderr)")
+    p.add_argument("--pid-file", default=None, help="write this server's PID here once it listens")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="`--` then vLLM engine arguments")
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start vLLM (unless ``--backend-url``), load the CoTAM vision side, serve until SIGINT / SIGTERM.
+
+    Returns:
+        0 after a clean stop; the vLLM child is stopped in every case.
+    """
+    import logging
+
+    import torch
+
+    from ..codec.container import ParseLimits
+    from ..errors import ConfigError
+    from .backend import VLLMBackend, default_vllm_python, free_port, vllm_command, vllm_env
+    from .export import export_for_vllm
+    from .requests import DEFAULT_MAX_BITSTREAM_BYTES, DEFAULT_MAX_IMAGES
+    from .server import ServerSettings, make_app
+    from .vision import CoTAMEmbedder, EmbedBatcher
+
+    try:
+        from aiohttp import web
+    except ImportError:  # pragma: no cover - the serve extra
+        raise ConfigError("cotam serve needs aiohttp: pip install 'cotam-llava[serve]'") from None
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s cotam-serve %(levelname)s %(message)s")
+    log = logging.getLogger("cotam_llava.serving")
+    extra = list(args.vllm_args or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    model_path = Path(args.model).expanduser()
+    if not model_path.is_dir():
+        raise ConfigError(f"cotam serve needs a local model folder; {args.model} is not one (download it first)")
+    name = args.served_model_name or model_path.resolve().name
+    cpu = args.cpu if args.cpu is not None else not torch.cuda.is_available()
+    dtype = args.dtype or ("float32" if cpu else "bfloat16")
+
+    backend = None
+    if args.backend_url is None:
+        vllm_dir = export_for_vllm(model_path, args.export_dir)
+        log.info("vLLM folder: %s", vllm_dir)
+        port = args.backend_port or free_port()
+        python = args.vllm_python or default_vllm_python()
+        backend = VLLMBackend(vllm_command(python, str(vllm_dir), port, name, dtype, cpu, extra),
+                              vllm_env(cpu, args.cpu_kv_cache_gib), port,
+                              Path(args.vllm_log) if args.vllm_log else None)
+        log.info("starting vLLM: %s", " ".join(backend.command))
+        backend.start()
+    batcher = None
+    try:
+        embedder = CoTAMEmbedder.from_pretrained(str(model_path), args.cotam, device=args.device, dtype=dtype)
+        limits = ParseLimits(max_items=1, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
+        embedder.limits = limits
+        batcher = EmbedBatcher(embedder, args.max_batch, args.max_queue, args.tower_threads)
+        backend_url = args.backend_url.rstrip("/") if args.backend_url else backend.url
+        if backend is not None:
+            backend.wait_ready(args.startup_timeout)
+            log.info("vLLM ready at %s (pid %d)", backend.url, backend.pid)
+        settings = ServerSettings(backend_url=backend_url,
+                                  max_bitstream_bytes=args.max_bitstream_bytes or DEFAULT_MAX_BITSTREAM_BYTES,
+                                  max_images=args.max_images or DEFAULT_MAX_IMAGES, limits=limits)
+        app = make_app(embedder, settings, batcher)
+        if args.pid_file:
+            async def write_pid(_app: Any) -> None:
+                Path(args.pid_file).write_text(f"{os.getpid()}\n")
+            app.on_startup.append(write_pid)
+        print(f"cotam serve: model {name!r} on http://{args.host}:{args.port}/v1 (vLLM at {backend_url})", flush=True)
+        web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True, access_log=None)
+    finally:
+        if batcher is not None:
+            batcher.close()
+        if backend is not None:
+            code = backend.stop()
+            log.info("vLLM stopped (status %s)", code)
+    return 0
+
+
+# --------------------------------------------------------------------------- the edge client
+def add_server_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--server URL`` (and what goes with it) to ``cotam chat``'s parser."""
+    parser.add_argument("--server", default=None, metavar="URL",
+                        help="send the question and the .cotam bitstream to a `cotam serve` server at URL "
+                             "(http://host:port) instead of running the model here; the edge encodes with the "
+                             "model's own settings (--model: its folder, for the codec and processor)")
+    parser.add_argument("--served-model-name", default=None, help="model name the server serves (default: its first)")
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token, if the server wants one")
+
+
+def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """A standalone ``chat`` parser for ``python -m cotam_llava.serving chat`` (the edge client only)."""
+    p = subparsers.add_parser("chat", help="ask a `cotam serve` server about an image (encoded here) or a .cotam file",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", help="an image file or a .cotam file")
+    p.add_argument("question")
+    p.add_argument("--model", default=None,
+                   help="CoTAM model folder whose codec and edge settings encode the image (not needed for .cotam)")
+    p.add_argument("--cotam", default=None, help="codec folder (with a stock host folder as --model)")
+    p.add_argument("--quality", type=int, default=None, help="edge quality level (default: the model's)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_server_argument(p)
+    p.set_defaults(func=chat_via_server)
+    return p
+
+
+def chat_via_server(args: argparse.Namespace) -> int:
+    """``cotam chat --server URL INPUT QUESTION``: encode on the edge (unless INPUT is a ``.cotam`` file), post, print.
+
+    Reads ``args.server``, ``args.input``, ``args.question``, ``args.model``, ``args.cotam`` (optional),
+    ``args.quality``, ``args.max_new_tokens``, ``args.served_model_name``, ``args.api_key``; prints the answer
+    and a ``bits / bpp`` line to stderr (or everything as JSON with ``args.json``).
+    """
+    from ..errors import ConfigError
+    from .client import chat_image, load_edge
+
+    if not getattr(args, "server", None):
+        raise ConfigError("chat_via_server needs --server URL")
+    edge = None
+    if not str(args.input).lower().endswith(".cotam"):
+        if not getattr(args, "model", None):
+            raise ConfigError("--model FOLDER is needed to encode an image on the edge (or pass a .cotam file)")
+        edge = load_edge(args.model, getattr(args, "cotam", None))
+    result = chat_image(args.server, args.input, args.question, edge=edge, quality=getattr(args, "quality", None),
+                        model=getattr(args, "served_model_name", None),
+                        max_tokens=getattr(args, "max_new_tokens", 64), api_key=getattr(args, "api_key", None))
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.answer)
+        bpp = f"{result.bpp:.4f} bpp" if result.bpp is not None else f"{result.bpp_coded:.4f} bpp (coded picture)"
+        print(f"[{result.bits} bits, {bpp}, quality {result.quality}, decode {result.decode_ms:.1f} ms on the server]",
+              file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cotam_llava.serving {serve,chat}``."""
+    from ..errors import CoTAMError
+
+    parser = argparse.ArgumentParser(prog="python -m cotam_llava.serving",
+                                     description="CoTAM serving on vLLM (the `cotam serve` / `cotam chat --server` "
+                                                 "commands, until the cotam CLI wires them in)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve_parser(sub)
+    add_chat_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CoTAMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

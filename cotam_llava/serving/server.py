@@ -1,0 +1,268 @@
+"""``cotam serve``'s front: an OpenAI-compatible HTTP server that decodes ``.cotam`` parts and proxies to vLLM.
+
+::
+
+    client ─POST /v1/chat/completions {messages: [..., {"type": "image_url",
+                                        "image_url": {"url": "data:application/x-cotam;base64,..."}}, ...]}─▶
+      find_cotam_parts (shape, data URI, size limits) ─validate_bitstream (parse, CRCs, codec id, limits)─▶
+      EmbedBatcher (worker thread: decode each, one batched tower + adapter + projector pass) ─▶ (n, hidden)
+      part ─replaced by─▶ {"type": "image_embeds", "image_embeds": base64(torch.save(1, n, hidden))}
+      ─POST 127.0.0.1:<backend>/v1/chat/completions─▶ vLLM (the host's language model, continuous batching)
+      ◀─ its answer (JSON, or the SSE stream as it comes) + "cotam": {bits, bpp, decode_ms...} / X-CoTAM-* headers
+
+Everything else (``/v1/models``, ``/v1/completions``, ordinary image parts, text-only chats) goes to vLLM as it is.
+A refused request gets a 4xx with an OpenAI-style error body (:func:`~.requests.error_body`); nothing a request
+carries can stop the server or the engine (the engine is another process; decoding runs in a worker thread whose
+failures are the request's). Every request is answered: when the tower queue is full, 503.
+
+Response fields: ``cotam.images[i]`` per bitstream — ``bits`` (8 × container bytes, headers included), ``pixels``
+(the coded picture's original size as the container records it), ``bpp`` (= bits / pixels), ``quality``,
+``tokens``, ``decode_ms`` (entropy decoding + synthesis), ``tower_ms`` (its batched encoder pass), ``queue_ms``,
+``batch``; ``cotam.bits`` / ``cotam.bpp`` for the request (all bitstreams). Streams carry the same as headers
+(``X-CoTAM-Bits``, ``X-CoTAM-BPP``, ``X-CoTAM-Decode-Ms``) since the body starts before the answer ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..codec.container import ParseLimits
+from .requests import (
+    DEFAULT_MAX_BITSTREAM_BYTES,
+    DEFAULT_MAX_IMAGES,
+    RequestError,
+    error_body,
+    find_cotam_parts,
+    replace_parts,
+    status_for,
+    validate_bitstream,
+)
+
+__all__ = ["ServerSettings", "make_app", "embeds_part"]
+
+log = logging.getLogger("cotam_llava.serving")
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host",
+                "upgrade", "proxy-connection", "te", "trailer"}
+
+
+@dataclass
+class ServerSettings:
+    """What one front serves.
+
+    Args:
+        backend_url: the vLLM OpenAI server (``http://127.0.0.1:PORT``).
+        max_bitstream_bytes: largest container per part.
+        max_images: most bitstreams per request.
+        limits: parse limits for each container (``max_items=1``: one image per part).
+        request_timeout: seconds a proxied request may take.
+    """
+
+    backend_url: str
+    max_bitstream_bytes: int = DEFAULT_MAX_BITSTREAM_BYTES
+    max_images: int = DEFAULT_MAX_IMAGES
+    limits: ParseLimits = ParseLimits(max_items=1)
+    request_timeout: float = 600.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        # base64 (4/3) of every allowed bitstream, plus room for the text of the conversation
+        return self.max_images * (self.max_bitstream_bytes * 4 // 3 + 64) + 4 * 1024 * 1024
+
+
+def embeds_part(embeds: Any) -> dict[str, Any]:
+    """vLLM's ``image_embeds`` content part for (n_tokens, hidden) embeddings (sent as (1, n_tokens, hidden))."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(embeds.reshape(1, *embeds.shape[-2:]).contiguous(), buf)
+    return {"type": "image_embeds", "image_embeds": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def _json_error(exc: BaseException, param: str | None = None, status: int | None = None):
+    from aiohttp import web
+
+    body = error_body(exc, param)
+    code = status if status is not None else status_for(exc)
+    body["error"]["code"] = code
+    return web.json_response(body, status=code)
+
+
+def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
+    """The aiohttp application (routes: ``POST /v1/chat/completions``, ``GET /health``, the rest proxied).
+
+    Args:
+        embedder: a :class:`~.vision.CoTAMEmbedder` (its codec id is the one accepted).
+        settings: :class:`ServerSettings`.
+        batcher: an :class:`~.vision.EmbedBatcher` (default: one made here, closed on cleanup).
+    """
+    import aiohttp
+    from aiohttp import web
+
+    from .vision import EmbedBatcher, ServerBusyError
+
+    own_batcher = batcher is None
+    batcher = batcher if batcher is not None else EmbedBatcher(embedder)
+    codec_id = embedder.codec_id
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    stats = {"requests": 0, "cotam_images": 0, "refused": 0, "backend_errors": 0}
+    app["cotam_stats"] = stats
+
+    async def on_startup(app: web.Application) -> None:
+        timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
+        app["session"] = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
+
+    async def on_cleanup(app: web.Application) -> None:
+        await app["session"].close()
+        if own_batcher:
+            await asyncio.get_running_loop().run_in_executor(None, batcher.close)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+
+    async def health(request: web.Request) -> web.Response:
+        try:
+            async with request.app["session"].get(f"{settings.backend_url}/health",
+                                                  timeout=aiohttp.ClientTimeout(total=5)) as r:
+                ok = r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            ok = False
+        return web.json_response({"status": "ok" if ok else "backend unavailable", **stats}, status=200 if ok else 503)
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        stats["requests"] += 1
+        start = time.perf_counter()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            stats["refused"] += 1
+            return _json_error(RequestError(f"request body over {settings.max_body_bytes} bytes", status=413))
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            stats["refused"] += 1
+            return _json_error(RequestError(f"the request body is not JSON: {exc}"))
+        try:
+            parts = find_cotam_parts(body, settings.max_bitstream_bytes, settings.max_images)
+        except RequestError as exc:
+            stats["refused"] += 1
+            return _json_error(exc)
+        containers = []
+        for part in parts:
+            try:
+                containers.append(validate_bitstream(part.data, settings.limits, codec_id))
+            except Exception as exc:  # noqa: BLE001 - every parse failure is the request's
+                stats["refused"] += 1
+                return _json_error(exc, part.param)
+        info: dict[str, Any] = {}
+        if parts:
+            try:
+                futures = [batcher.submit(c) for c in containers]
+            except ServerBusyError as exc:
+                stats["refused"] += 1
+                return _json_error(exc, status=503)
+            queued = time.perf_counter()
+            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
+            done = time.perf_counter()
+            for part, res in zip(parts, results):
+                if isinstance(res, BaseException):
+                    stats["refused"] += 1
+                    if status_for(res) >= 500:
+                        log.exception("decoding %s failed", part.param, exc_info=res)
+                    return _json_error(res, part.param)
+            replacements = {(p.message, p.part): embeds_part(r.embeds) for p, r in zip(parts, results)}
+            body = replace_parts(body, replacements)
+            images = []
+            for part, res in zip(parts, results):
+                bits = 8 * len(part.data)
+                images.append({"bits": bits, "pixels": res.pixels, "bpp": bits / res.pixels, "quality": res.quality,
+                               "tokens": int(res.embeds.shape[0]), "decode_ms": 1e3 * res.decode_s,
+                               "tower_ms": 1e3 * res.tower_s, "batch": res.batch})
+            total_bits = sum(i["bits"] for i in images)
+            info = {"images": images, "bits": total_bits, "bpp": total_bits / sum(i["pixels"] for i in images),
+                    "decode_ms": sum(i["decode_ms"] for i in images), "vision_ms": 1e3 * (done - queued),
+                    "prepare_ms": 1e3 * (time.perf_counter() - start)}
+            stats["cotam_images"] += len(parts)
+        return await _forward(request, "/v1/chat/completions", json.dumps(body).encode(), info,
+                              stream=bool(body.get("stream")))
+
+    async def _forward(request: web.Request, path: str, payload: bytes, info: dict[str, Any],
+                       stream: bool) -> web.StreamResponse:
+        session: aiohttp.ClientSession = request.app["session"]
+        headers = {"Content-Type": "application/json"}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+        try:
+            async with session.post(f"{settings.backend_url}{path}", data=payload, headers=headers) as r:
+                if stream and r.status == 200:
+                    resp = web.StreamResponse(status=200, headers=_stream_headers(r, info))
+                    await resp.prepare(request)
+                    async for chunk in r.content.iter_any():
+                        await resp.write(chunk)
+                    await resp.write_eof()
+                    return resp
+                data = await r.read()
+                if r.status != 200:
+                    stats["backend_errors"] += 1
+                if info and r.status == 200:
+                    try:
+                        out = json.loads(data)
+                        out["cotam"] = info
+                        data = json.dumps(out).encode()
+                    except ValueError:
+                        pass
+                return web.Response(body=data, status=r.status, headers=_plain_headers(r, info))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            stats["backend_errors"] += 1
+            return _json_error(RequestError(f"the vLLM engine did not answer: {type(exc).__name__} {exc}", status=503))
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        session: aiohttp.ClientSession = request.app["session"]
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        try:
+            payload = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json_error(RequestError("request body too large", status=413))
+        try:
+            async with session.request(request.method, f"{settings.backend_url}{request.rel_url}", data=payload,
+                                       headers=headers) as r:
+                resp = web.StreamResponse(status=r.status, headers={k: v for k, v in r.headers.items()
+                                                                    if k.lower() not in _HOP_HEADERS})
+                await resp.prepare(request)
+                async for chunk in r.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return _json_error(RequestError(f"the vLLM engine did not answer: {type(exc).__name__} {exc}", status=503))
+
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/health", health)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+def _info_headers(info: dict[str, Any]) -> dict[str, str]:
+    if not info:
+        return {}
+    return {"X-CoTAM-Bits": str(info["bits"]), "X-CoTAM-BPP": f"{info['bpp']:.6g}",
+            "X-CoTAM-Decode-Ms": f"{info['decode_ms']:.3f}", "X-CoTAM-Images": str(len(info["images"]))}
+
+
+def _plain_headers(r: Any, info: dict[str, Any]) -> dict[str, str]:
+    headers = {"Content-Type": r.headers.get("Content-Type", "application/json")}
+    headers.update(_info_headers(info))
+    return headers
+
+
+def _stream_headers(r: Any, info: dict[str, Any]) -> dict[str, str]:
+    headers = {"Content-Type": r.headers.get("Content-Type", "text/event-stream"), "Cache-Control": "no-cache"}
+    headers.update(_info_headers(info))
+    return headers
