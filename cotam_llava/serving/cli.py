@@ -121,7 +121,8 @@ def run_serve(args: argparse.Namespace) -> int:
             log.info("vLLM ready at %s (pid %d)", backend.url, backend.pid)
         settings = ServerSettings(backend_url=backend_url,
                                   max_bitstream_bytes=args.max_bitstream_bytes or DEFAULT_MAX_BITSTREAM_BYTES,
-                                  max_images=args.max_images or DEFAULT_MAX_IMAGES, limits=limits)
+                                  max_images=args.max_images or DEFAULT_MAX_IMAGES, limits=limits,
+                                  backend_pid=backend.pid if backend is not None else None)
         app = make_app(embedder, settings, batcher)
         if args.pid_file:
             async def write_pid(_app: Any) -> None:

@@ -29,6 +29,7 @@ import base64
 import io
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,7 @@ class ServerSettings:
         max_images: most bitstreams per request.
         limits: parse limits for each container (``max_items=1``: one image per part).
         request_timeout: seconds a proxied request may take.
+        backend_pid: the vLLM child's PID when this front started it (reported by ``/health``).
     """
 
     backend_url: str
@@ -70,6 +72,7 @@ class ServerSettings:
     max_images: int = DEFAULT_MAX_IMAGES
     limits: ParseLimits = ParseLimits(max_items=1)
     request_timeout: float = 600.0
+    backend_pid: int | None = None
 
     @property
     def max_body_bytes(self) -> int:
@@ -134,7 +137,8 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
                 ok = r.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError):
             ok = False
-        return web.json_response({"status": "ok" if ok else "backend unavailable", **stats}, status=200 if ok else 503)
+        return web.json_response({"status": "ok" if ok else "backend unavailable", "pid": os.getpid(),
+                                  "backend_pid": settings.backend_pid, **stats}, status=200 if ok else 503)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         stats["requests"] += 1

