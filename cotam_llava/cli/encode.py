@@ -1,0 +1,172 @@
+"""``cotam encode``: images and videos → .cotam bitstreams (learned or standard base codec, guidance, tiles)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .._config import DEFAULT_GUIDANCE_STEP
+from ..errors import ConfigError
+from ._common import (
+    add_common, check_output, load_codec, make_folder, parse_canvas, parse_tiles, read_quality_map, write_bytes,
+)
+
+
+def _encode_for_model(args: argparse.Namespace, out: Path, single_file: bool) -> int:
+    """``cotam encode --model``: exactly what that model's processor codes (its crop or AnyRes tiles, canvas,
+    guidance and frame sampling), so the file is the bitstream the model's tower will read."""
+    from tqdm.auto import tqdm
+
+    from .._transformers import require_hub
+    from ..codec.video import is_video
+    from ..models.processing_cotam import CoTAMProcessor
+
+    clashing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--canvas", args.canvas),
+                                         ("--quality-map", args.quality_map), ("--guidance", args.guidance),
+                                         ("--tiles", args.tiles)) if value]
+    if args.codec != "learned":
+        clashing.append("--codec")
+    if clashing:
+        raise ConfigError(f"--model codes what that model's tower reads (its codec, canvas, tiles and guidance): "
+                          f"drop {', '.join(clashing)}")
+    if single_file and len(args.inputs) > 1:
+        raise ConfigError("with --model each input is coded as the model would code it, one container each: "
+                          "give -o a folder")
+    require_hub(args.model)
+    processor = CoTAMProcessor.from_pretrained(args.model)
+    for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
+        if is_video(path):
+            [data] = processor.encode_videos([path], num_frames=args.frames, quality=args.quality)
+        else:
+            [data] = processor.encode_images([path], quality=args.quality)
+        target = out if single_file else out / (Path(path).stem + ".cotam")
+        write_bytes(target, data)
+        if not args.quiet and single_file:
+            print(f"{target}: coded for {args.model}, {len(data)} bytes")
+    if not args.quiet and not single_file:
+        print(f"wrote {len(args.inputs)} .cotam files to {out}/ (coded for {args.model})")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..codec.container import Container, ParseLimits, serialize
+    from ..codec.video import is_video, read_frames
+
+    single_file = len(args.inputs) == 1 or Path(args.output).suffix == ".cotam"
+    out = check_output(args.output, folder=not single_file)
+    if not single_file:
+        targets: dict[str, str] = {}
+        for path in args.inputs:
+            other = targets.setdefault(Path(path).stem + ".cotam", path)
+            if other != path:
+                raise ConfigError(f"{other} and {path} would both be written to {out / (Path(path).stem + '.cotam')}: "
+                                  "rename one, or code them into one file with -o NAME.cotam")
+    max_frames = ParseLimits().max_items
+    if not 1 <= args.frames <= max_frames:
+        raise ConfigError(f"--frames must be in [1, {max_frames}] (what a decoder accepts in one container), got {args.frames}")
+    if args.model:
+        return _encode_for_model(args, out, single_file)
+    if args.quality is None:
+        args.quality = 6
+    canvas = parse_canvas(args.canvas)
+    fixed_map = read_quality_map(args.quality_map)
+    tiles = parse_tiles(args.tiles)
+    if args.codec == "learned":
+        model = load_codec(args.checkpoint)
+        levels, codec_id, kind = model.config.num_qualities, model.codec_id, None
+    else:
+        from ..codec.standard import StandardCodec
+
+        if args.checkpoint:
+            raise ConfigError(f"--checkpoint is the learned codec's; --codec {args.codec} needs none")
+        standard = StandardCodec(args.codec)
+        levels, codec_id, kind = standard.num_qualities, standard.codec_id, standard.container_kind
+        if (fixed_map is not None or args.guidance) and not standard.supports_map:
+            raise ConfigError(f"--codec {args.codec} has no per-region quality in this build (SVT-AV1 through FFmpeg "
+                              "ignores region-of-interest data), so --guidance / --quality-map cannot steer it; "
+                              "use --codec hevc")
+    if not 0 <= args.quality < levels:
+        raise ConfigError(f"--quality must be in [0, {levels - 1}], got {args.quality}")
+    if fixed_map is not None and fixed_map.levels()[-1] >= levels:
+        raise ConfigError(f"--quality-map uses level {fixed_map.levels()[-1]}; this codec's levels are 0–{levels - 1}")
+    guidance = None
+    if args.guidance:
+        if fixed_map is not None:
+            raise ConfigError("--guidance and --quality-map are exclusive")
+        from ..codec.guidance import GuidanceConfig, load_guidance
+
+        guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
+    if not single_file:
+        make_folder(out)
+
+    def code(image, video: bool):
+        qmap = fixed_map
+        if guidance is not None:
+            from ..codec.guidance import guided_quality_map
+
+            qmap, _ = guided_quality_map(guidance, image, args.quality, tiles, levels)
+        if kind is not None:
+            return standard.compress_image(image, args.quality, qmap, canvas, is_video_frame=video)
+        from ..codec.pipeline import compress_image  # the learned codec's models: imported only when they code
+
+        item, _ = compress_image(model, image, args.quality, qmap, canvas, is_video_frame=video)
+        return item
+
+    def container(items):
+        return Container(codec_id=codec_id, items=items, **({"kind": kind} if kind is not None else {}))
+
+    all_items = []
+    for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
+        if is_video(path):
+            frames, _ = read_frames(path, args.frames)
+            if len(frames) < args.frames and not args.quiet:
+                tqdm.write(f"{path}: the video has {len(frames)} frames; coding all of them (--frames {args.frames})")
+            items = [code(frame, True) for frame in tqdm(frames, desc=Path(path).name, unit="frame", disable=args.quiet, leave=False)]
+        else:
+            items = [code(path, False)]
+        if single_file:
+            all_items += items
+        else:
+            write_bytes(out / (Path(path).stem + ".cotam"), serialize(container(items)))
+    if single_file:
+        data = serialize(container(all_items))
+        write_bytes(out, data)
+        if not args.quiet:
+            pixels = sum(i.orig_size[0] * i.orig_size[1] for i in all_items)
+            kind = "frame(s)" if all_items[0].is_video_frame else "image(s)"
+            print(f"{out}: {len(all_items)} {kind}, {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp of the coded picture(s)")
+    elif not args.quiet:
+        print(f"wrote {len(args.inputs)} .cotam files to {out}/")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``encode`` to the ``cotam`` subcommands."""
+    p = sub.add_parser("encode", help="compress images or videos into .cotam bitstreams",
+                       description="Compress images, or the frames a video MLLM samples from videos. With one input, or "
+                                   "an output ending in .cotam, everything goes into one container; otherwise OUT is a "
+                                   "folder with one .cotam per input.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .cotam file or folder")
+    p.add_argument("--quality", type=int, default=None, help="quality level 0 (fewest bits) .. 9 (best); default 6 "
+                   "(with --model: the model's own default)")
+    p.add_argument("--model", metavar="FOLDER_OR_HUB_ID", help="code exactly what this CoTAM model's tower reads (its "
+                   "crop or AnyRes tiles, canvas, guidance, frame sampling and codec), bit for bit as its processor does")
+    p.add_argument("--canvas", metavar="N|WxH", help="resize to this canvas first (multiples of 64, e.g. 384 for a "
+                   "24x24 ViT grid); default: native resolution padded to multiples of 64")
+    p.add_argument("--quality-map", metavar="JSON", help="per-region levels: a JSON grid (list of lists) expanded over the image")
+    p.add_argument("--guidance", metavar="MODEL", help="shallow-attention guidance from this ViT: a hub id (e.g. "
+                   "openai/clip-vit-large-patch14-336), a local folder, or dinov2-imgfocus (real weights, offline)")
+    p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                   help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
+    p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
+    p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")
+    p.add_argument("--codec", choices=["learned", "hevc", "av1"], default="learned",
+                   help="base codec: the learned codec of --checkpoint (default), or a standard intra codec through "
+                        "PyAV (hevc: x265, per-region quality as block QP offsets; av1: SVT-AV1, no per-region "
+                        "quality); the standard ones need no checkpoint")
+    add_common(p)
+    p.set_defaults(func=cmd_encode)

