@@ -138,6 +138,9 @@ class CoTAMELIC(CompressionModel):
         config: the architecture; see :class:`CoTAMCodecConfig` and its presets.
     """
 
+    #: The config class a checkpoint of this codec holds (``CoTAMDCAE`` has its own).
+    config_class = CoTAMCodecConfig
+
     def __init__(self, config: CoTAMCodecConfig) -> None:
         super().__init__()
         config.validate()
@@ -381,6 +384,10 @@ class CoTAMELIC(CompressionModel):
         """Number of rANS streams per image: 2 checkerboard passes per ŷ group, plus z."""
         return 2 * len(self.config.groups) + 1
 
+    def _latent_decode_shape(self, h: int, w: int) -> Any:
+        """The ``shape`` argument of ``latent_codec.decompress`` for a latent grid (h, w)."""
+        return {"y": [(g, h, w) for g in self.config.groups], "hyper": (h // 4, w // 4)}
+
     def stream_symbols(self, y_shape: tuple[int, int]) -> list[int]:
         """Symbols in each rANS stream of an image with latent grid ``y_shape``, in stream order."""
         h, w = y_shape
@@ -418,11 +425,7 @@ class CoTAMELIC(CompressionModel):
             raise ConfigError(f"expected {self.stream_count()} streams, got {len(strings)}")
         h, w = y_shape
         q = self.quality_tensor(quality, 1, (h, w))
-        groups = self.config.groups
-        shape = {
-            "y": [(g, h, w) for g in groups],
-            "hyper": (h // 4, w // 4),
-        }
+        shape = self._latent_decode_shape(h, w)
         nested = [[s] for s in strings]
         with tap_symbols(self.latent_codec, "decode") as tap:
             out = self.latent_codec.decompress(nested, shape)
@@ -532,7 +535,16 @@ class CoTAMELIC(CompressionModel):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise CheckpointError(f"{directory} is not a codec checkpoint: {name} is missing")
-        config = CoTAMCodecConfig.load(directory)
+        from .loading import codec_class, model_type_of
+
+        model_type = model_type_of(directory)
+        target = codec_class(model_type)  # one loader for every learned base: dispatch on model_type
+        if target is not cls:
+            if not issubclass(target, cls):
+                raise ConfigError(f"{directory} holds a {model_type} codec, which {cls.__name__} cannot load; "
+                                  "use CoTAMELIC.from_pretrained (or codec.loading.load_codec), which loads every kind")
+            return target.from_pretrained(directory, map_location)
+        config = cls.config_class.load(directory)
         header = read_safetensors_header(directory / WEIGHTS_NAME)
         model = cls(config)
         check_layout(model.canonical_state(), {name: (r.dtype, r.shape) for name, r in header.items()}, str(directory))
@@ -543,8 +555,16 @@ class CoTAMELIC(CompressionModel):
 
     @classmethod
     def from_preset(cls, name: str, seed: int | None = None, **overrides: Any) -> "CoTAMELIC":
-        """A freshly initialised (untrained) codec from a preset; ``seed`` makes it reproducible."""
-        config = CoTAMCodecConfig.from_preset(name, **overrides)
+        """A freshly initialised (untrained) codec from a preset; ``seed`` makes it reproducible.
+
+        DCAE presets (``dcae``, ``dcae-small``, ``dcae-tiny``) build a :class:`~cotam_llava.codec.dcae.CoTAMDCAE`.
+        """
+        from .loading import preset_class
+
+        target = preset_class(name)
+        if target is not cls and issubclass(target, cls):
+            return target.from_preset(name, seed=seed, **overrides)
+        config = cls.config_class.from_preset(name, **overrides)
         if seed is None:
             return cls(config)
         with torch.random.fork_rng(devices=[]):
