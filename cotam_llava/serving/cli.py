@@ -47,7 +47,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=None,
                    help="the vLLM CPU recipe (VLLM_TARGET_DEVICE=cpu, KV cache in GiB, gpu_memory_utilization 0.2); "
                         "default: on when no CUDA device is visible")
-    p.add_argument("--cpu-kv-cache-gib", type=float, default=1.0, help="VLLM_CPU_KVCACHE_SPACE for the CPU recipe")
+    p.add_argument("--cpu-kv-cache-gib", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE (GiB) for the CPU recipe")
     p.add_argument("--max-bitstream-bytes", type=int, default=None, help="largest .cotam part (default 4 MiB)")
     p.add_argument("--max-images", type=int, default=None, help="most .cotam parts per request (default 8)")
     p.add_argument("--max-pixels", type=int, default=None,
@@ -129,7 +129,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 Path(args.pid_file).write_text(f"{os.getpid()}\n")
             app.on_startup.append(write_pid)
         print(f"cotam serve: model {name!r} on http://{args.host}:{args.port}/v1 (vLLM at {backend_url})", flush=True)
-        web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True, access_log=None)
+        web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True, access_log=None,
+                    shutdown_timeout=10.0)
     finally:
         if batcher is not None:
             batcher.close()
