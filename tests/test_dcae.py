@@ -415,3 +415,25 @@ def test_golden_bitstreams(dcae_codec, synthetic_image):
     assert record == json.loads(GOLDEN_FILE.read_text())
     for data in streams.values():
         assert pipeline.decode(dcae_codec, data)[0].to_pil().size == (128, 128)
+
+
+# ============================================================================ the rest of the system
+def test_the_vision_tower_takes_a_dcae_codec(dcae_codec, kodak_photo):
+    """The CoTAM tower (adapter on ŷ, M = 32 channels here) runs on a DCAE bitstream as on an ELIC one."""
+    import transformers
+    from conftest import make_tiny_vit
+
+    from cotam_llava.models import default_tower_config
+    from cotam_llava.vision.tower import CoTAMVisionTower
+
+    enc = make_tiny_vit("clip", layers=2, size=56).eval()
+    ip = transformers.CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    host = type("Host", (), {"vision_config": enc.config})()
+    tower = CoTAMVisionTower(enc, default_tower_config(host, ip, dcae_codec, quality=5), dcae_codec).eval()
+    data = pipeline.encode(dcae_codec, kodak_photo[:128, :128], 5, canvas=64)
+    with torch.no_grad():
+        out = tower(data)
+        torch.nn.init.normal_(tower.adapter.proj_out.weight, std=0.1)
+        changed = tower(data)
+    assert out.last_hidden_state.shape[-1] == enc.config.hidden_size
+    assert not torch.allclose(out.last_hidden_state, changed.last_hidden_state)  # the adapter reads the DCAE ŷ

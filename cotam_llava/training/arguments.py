@@ -36,7 +36,7 @@ class CodecTrainingArguments:
     """Training of the variable-rate base codec (``cotam train-codec``)."""
 
     output_dir: str = field(metadata={"help": "run folder: checkpoints, logs, the exported codec (latest/, final/)"})
-    preset: str = field(default="elic-small", metadata={"help": "codec preset to start from: elic, elic-small, tiny"})
+    preset: str = field(default="elic-small", metadata={"help": "codec preset to start from: elic, elic-small, tiny, dcae, dcae-small, dcae-tiny"})
     init_checkpoint: str | None = field(default=None, metadata={"help": "start from this codec checkpoint instead of a preset"})
     data_dirs: list[str] = field(
         default_factory=lambda: [_DEFAULT_DATA],
