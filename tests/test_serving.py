@@ -119,6 +119,7 @@ def test_find_cotam_parts_locates_only_cotam_parts():
     ({"messages": [{"content": ["x"]}]}, 400, "each content part must be an object"),
     ({"messages": [{"content": [{"type": "video_url", "video_url": {"url": cotam_data_uri(b"x")}}]}]}, 400, "video"),
     (_body(*[cotam_content_part(b"x")] * 3), 413, "more than 2"),
+    (_body({"type": "image_embeds", "image_embeds": "AAAA"}), 400, "not accepted from clients"),
 ])
 def test_malformed_requests_are_refused(body, status, words):
     with pytest.raises(RequestError, match=words) as info:
@@ -221,6 +222,16 @@ def test_export_for_vllm_writes_the_stock_llava_layout(cotam_folder, tmp_path):
     assert export_for_vllm(src, out) == out and (out / "model.safetensors").stat().st_mtime_ns == mtime  # reused
 
 
+def test_serve_export_only(cotam_folder, tmp_path, capsys):
+    from cotam_llava.serving.cli import main
+
+    assert main(["serve", "--model", str(cotam_folder[0]), "--export-only", "--export-dir", str(tmp_path / "x")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "x")
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["model_type"] == "llava"
+    assert main(["serve", "--model", str(tmp_path / "missing"), "--export-only"]) == 2
+    assert "needs a local model folder" in capsys.readouterr().err
+
+
 def test_export_refuses_unsupported_hosts_and_foreign_folders(tmp_path, cotam_folder):
     from cotam_llava.serving.export import export_for_vllm
 
@@ -311,12 +322,13 @@ def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
                 big = await client.post("/v1/chat/completions", json=_body(cotam_content_part(bytes(70 * 1024))))
                 again = await client.post("/v1/chat/completions", json=_body(cotam_content_part(data)))
                 models = await client.get("/v1/models")
+                responses = await client.post("/v1/responses", json={"input": []})  # not proxied
                 health = await client.get("/health")
                 return (good.status, good_json, dict(good.headers), bad.status, bad_json, other.status, big.status,
-                        again.status, await models.json(), await health.json())
+                        again.status, await models.json(), await health.json(), responses.status)
 
-    good_status, good_json, headers, bad_status, bad_json, other_status, big_status, again_status, models, health = \
-        asyncio.run(run())
+    (good_status, good_json, headers, bad_status, bad_json, other_status, big_status, again_status, models, health,
+     responses_status) = asyncio.run(run())
     assert good_status == 200 and good_json["choices"][0]["message"]["content"] == "ok"
     info = good_json["cotam"]
     assert info["bits"] == 8 * len(data) and info["images"][0]["tokens"] == 16
@@ -326,6 +338,7 @@ def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
     assert bad_json["error"]["param"] == "messages[0].content[0]"
     assert other_status == 400 and big_status == 413 and again_status == 200
     assert models["data"][0]["id"] == "tiny" and health["status"] == "ok" and health["cotam_images"] == 2
+    assert responses_status == 404
     assert len(received) == 2  # refused requests never reach the engine
     part = received[0]["messages"][0]["content"][0]
     assert part["type"] == "image_embeds"

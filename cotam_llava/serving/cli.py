@@ -58,6 +58,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds vLLM may take to become healthy")
     p.add_argument("--vllm-log", default=None, help="file for vLLM's output (default: this process's stderr)")
     p.add_argument("--pid-file", default=None, help="write this server's PID here once it listens")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the stock host folder vLLM loads, print its path and exit (for a vLLM you start "
+                        "yourself, e.g. across nodes; then --backend-url)")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="`--` then vLLM engine arguments")
     p.set_defaults(func=run_serve)
     return p
@@ -99,6 +102,9 @@ def run_serve(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float32" if cpu else "bfloat16")
 
     backend = None
+    if args.export_only:
+        print(export_for_vllm(model_path, args.export_dir))
+        return 0
     if args.backend_url is None:
         vllm_dir = export_for_vllm(model_path, args.export_dir)
         log.info("vLLM folder: %s", vllm_dir)

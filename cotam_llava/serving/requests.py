@@ -54,6 +54,9 @@ DEFAULT_MAX_BITSTREAM_BYTES = 4 * 1024 * 1024
 #: Most bitstreams in one request.
 DEFAULT_MAX_IMAGES = 8
 
+#: content parts only the server itself may hand to the engine (vLLM runs with --enable-mm-embeds)
+_RESERVED_PARTS = ("image_embeds", "audio_embeds", "video_embeds")
+
 _DATA_URI = re.compile(r"^data:(?P<type>[A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+)(?P<params>(?:;[A-Za-z0-9.+\-]+=[^;,]*)*)"
                        r"(?P<b64>;base64)?,", re.ASCII)
 
@@ -148,7 +151,8 @@ def find_cotam_parts(
 
     Only the request's shape is checked here (a ``messages`` list of objects, each ``content`` a string or a list of
     objects); everything else is vLLM's to validate. A CoTAM data URI in a ``video_url`` part is refused (the
-    served hosts take images only).
+    served hosts take images only), and so is a client's own ``image_embeds`` part: the engine accepts embeddings
+    (``--enable-mm-embeds``) only because the server makes them.
 
     Raises:
         RequestError: a malformed body or part (400), too many bitstreams (413), one too large (413).
@@ -171,6 +175,9 @@ def find_cotam_parts(
             param = f"messages[{i}].content[{j}]"
             if not isinstance(part, dict):
                 raise RequestError("each content part must be an object", param=param)
+            if part.get("type") in _RESERVED_PARTS:
+                raise RequestError(f"{part.get('type')} parts are not accepted from clients (the server makes them "
+                                   "from .cotam bitstreams); send the bitstream as an image_url data URI", param=param)
             url = _cotam_url(part)
             if url is None:
                 continue

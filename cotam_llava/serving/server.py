@@ -10,7 +10,9 @@
       ─POST 127.0.0.1:<backend>/v1/chat/completions─▶ vLLM (the host's language model, continuous batching)
       ◀─ its answer (JSON, or the SSE stream as it comes) + "cotam": {bits, bpp, decode_ms...} / X-CoTAM-* headers
 
-Everything else (``/v1/models``, ``/v1/completions``, ordinary image parts, text-only chats) goes to vLLM as it is.
+Ordinary image parts and text-only chats go to vLLM as they are, and so do ``/v1/models``, ``/v1/completions``,
+``/version``, ``/tokenize``, ``/detokenize`` and ``/metrics``; no other engine endpoint is reachable, and a client's
+own ``image_embeds`` parts are refused (the engine takes embeddings only because this server makes them).
 A refused request gets a 4xx with an OpenAI-style error body (:func:`~.requests.error_body`); nothing a request
 carries can stop the server or the engine (the engine is another process; decoding runs in a worker thread whose
 failures are the request's). Every request is answered: when the tower queue is full, 503.
@@ -50,6 +52,9 @@ __all__ = ["ServerSettings", "make_app", "embeds_part"]
 
 log = logging.getLogger("cotam_llava.serving")
 
+#: vLLM endpoints passed through as they are
+_PROXIED = (("GET", "/v1/models"), ("GET", "/v1/models/{name:.*}"), ("POST", "/v1/completions"), ("GET", "/version"),
+            ("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/metrics"))
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host",
                 "upgrade", "proxy-connection", "te", "trailer"}
 
@@ -249,7 +254,10 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
 
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/health", health)
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    # the engine's other endpoints that take no media (an allowlist: vLLM's own multimodal endpoints, e.g.
+    # /v1/responses, would accept image_embeds straight from a client)
+    for method, path in _PROXIED:
+        app.router.add_route(method, path, proxy)
     return app
 
 
