@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.adapter_study import VARIANTS, run_adapter_fidelity
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
-    from cotam_llava.training.adapter_trainer import (ADAPTER_WEIGHTS, adapter_codec_path, guidance_for, load_encoder,
-                                                        read_adapter_config)
+    from cotam_llava.training.adapter_trainer import guidance_for, load_encoder
+    from cotam_llava.vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
     from cotam_llava.training.data import split_files
     from cotam_llava.vision.tower import CoTAMTowerConfig, CoTAMVisionTower
 

@@ -65,7 +65,7 @@ ADAPTER = SHIPPED.parent / "adapter-dinov2"
 def test_shipped_adapter_pairs_with_the_shipped_codec_and_loads(shipped):
     from safetensors.torch import load_file
 
-    from cotam_llava.training.adapter_trainer import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
+    from cotam_llava.vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
     from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
 
     info = read_adapter_config(ADAPTER)

@@ -11,11 +11,11 @@ from conftest import KODAK_DIR, make_tiny_vit
 import tiny_hosts
 from cotam_llava.codec.container import parse
 from cotam_llava.codec.pipeline import decode, encode
+from cotam_llava.encoders import encoder_spec
 from cotam_llava.errors import BitstreamFormatError, CodecMismatchError, ConfigError
 from cotam_llava.imageio import to_pil
 from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
 from cotam_llava.vision.edge import EdgeEncoder, center_square
-from cotam_llava.encoders import encoder_spec
 from cotam_llava.vision.embedding_delta import embed, run_with_embedding_delta
 from cotam_llava.vision.tower import (
     CoTAMTowerConfig,
@@ -294,3 +294,20 @@ def test_grid_and_canvas_follow_the_host_processor_not_the_encoder_config(codec)
     assert tower.input_side == 224 and tower.grid == (16, 16)
     assert cfg.canvas_size == 256 and not cfg.center_crop
     assert LatentAdapterConfig.from_dict(cfg.adapter).grid == (16, 16)
+
+
+def test_adapter_save_pretrained_round_trip_and_bad_weights(tmp_path):
+    from cotam_llava.errors import CheckpointError
+    from cotam_llava.vision.adapter import read_adapter_config
+
+    config = LatentAdapterConfig(latent_channels=8, hidden_size=32, grid=(2, 2), num_qualities=3, num_layers=2)
+    torch.manual_seed(0)
+    adapter = LatentFeatureAdapter(config)
+    torch.nn.init.normal_(adapter.proj_out.weight)  # a non-zero enhancement
+    adapter.save_pretrained(tmp_path, {"tower": {"adapter": config.to_dict()}, "step": 7})
+    loaded = LatentFeatureAdapter.from_pretrained(tmp_path)
+    x = torch.cat([torch.randn(1, 8, 2, 2), torch.full((1, 1, 2, 2), 1.5)], dim=1)
+    assert torch.equal(adapter(x), loaded(x)) and read_adapter_config(tmp_path)["step"] == 7
+    (tmp_path / "adapter.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        LatentFeatureAdapter.from_pretrained(tmp_path)

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 import tiny_hosts
 from cotam_llava.cli import main
 from cotam_llava.errors import CheckpointError, ConfigError
-from cotam_llava.training.adapter_trainer import ADAPTER_WEIGHTS, build_tower, load_encoder, train_adapter
+from cotam_llava.training.adapter_trainer import build_tower, load_encoder, train_adapter
+from cotam_llava.vision.adapter import ADAPTER_WEIGHTS
 from cotam_llava.training.arguments import AdapterTrainingArguments
 from cotam_llava.training.data import PhotoCrops
 from cotam_llava.training.losses import multi_level_loss

@@ -17,10 +17,12 @@ from typing import Any
 from .._config import check_bool, check_int, check_int_list, check_str, describe, read_json
 from ..errors import ConfigError
 
-__all__ = ["CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CONFIG_NAME", "WEIGHTS_NAME", "MAX_PARAMETERS"]
+__all__ = ["CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CONFIG_NAME", "WEIGHTS_NAME", "CODEC_SUBFOLDER", "MAX_PARAMETERS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Where a model, tower or adapter folder keeps the codec checkpoint it runs with.
+CODEC_SUBFOLDER = "codec"
 
 #: The paper's λ table (appendix A.3), L = D + λ·R with D the MSE of [0, 1] images and
 #: R in bits per pixel. Larger λ → lower rate. Quality index q ∈ [0, 9] uses

@@ -6,15 +6,14 @@ makes, and only when this module is imported — so ``AutoModelForImageTextToTex
 loads a saved CoTAM model.
 """
 
-from .configuration_cotam import CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
+from .auto import register_auto_classes
+from .configuration_cotam import CODEC_SUBFOLDER, CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
 from .modeling_cotam import (
-    CODEC_SUBFOLDER,
     CoTAMInternVLForConditionalGeneration,
     CoTAMLlavaForConditionalGeneration,
     CoTAMLlavaOnevisionForConditionalGeneration,
     cotam_class_for,
     default_tower_config,
-    register_auto_classes,
 )
 from .processing_cotam import CoTAMProcessor
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import InternVLConfig, LlavaConfig, LlavaOnevisionConfig
 
-__all__ = ["CoTAMLlavaConfig", "CoTAMLlavaOnevisionConfig", "CoTAMInternVLConfig"]
+from ..codec.configuration import CODEC_SUBFOLDER
+
+__all__ = ["CoTAMLlavaConfig", "CoTAMLlavaOnevisionConfig", "CoTAMInternVLConfig", "CODEC_SUBFOLDER"]
 
 
 @strict

@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoModelForImageTextToText,
     InternVLForConditionalGeneration,
     InternVLModel,
     LlavaForConditionalGeneration,
@@ -44,21 +43,17 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionModel,
 )
-from transformers.conversion_mapping import (
-    get_checkpoint_conversion_mapping,
-    get_model_conversion_mapping,
-    register_checkpoint_conversion_mapping,
-)
+from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import PrefixChange, WeightRenaming, WeightTransform
 
 from .._transformers import require_hub
 from ..codec.model import CoTAMELIC
 from ..encoders import family_for_model_type, num_prefix_tokens, pair
 from ..errors import CheckpointError, ConfigError
-from ..vision.adapter import LatentAdapterConfig, num_blocks_in
+from ..vision.adapter import LatentAdapterConfig, load_adapter_weights, num_blocks_in
 from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
 from ..vision.views import LATENT_STRIDE, view_side
-from .configuration_cotam import CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
+from .configuration_cotam import CODEC_SUBFOLDER, CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
 
 __all__ = [
     "CoTAMLlavaForConditionalGeneration",
@@ -67,16 +62,14 @@ __all__ = [
     "CoTAMLlavaModel",
     "CoTAMLlavaOnevisionModel",
     "CoTAMInternVLModel",
-    "CODEC_SUBFOLDER",
     "default_tower_config",
     "cotam_class_for",
 ]
 
-CODEC_SUBFOLDER = "codec"
 
 #: In-memory tower key ↔ checkpoint key (after the host's own conversions): the host's vision model is
 #: ``model.vision_tower.encoder`` here and ``model.vision_tower`` in the host's layout; the adapter keeps its name.
-_TOWER_RENAMING = (r"^model\.vision_tower\.(?!adapter\.)", "model.vision_tower.encoder.")
+TOWER_RENAMING = (r"^model\.vision_tower\.(?!adapter\.)", "model.vision_tower.encoder.")
 #: Key layouts written by earlier versions (the encoder one level down under ``encoder``, below the host
 #: checkpoint's ``vision_model`` prefix where it had one) → the host's layout; applied on load only.
 _LEGACY_KEY_MAPPING = {
@@ -144,6 +137,33 @@ class _CoTAMBaseMixin:
     def _cotam_set_output_dtype(self) -> None:
         self.vision_tower.output_dtype = self.get_input_embeddings().weight.dtype
 
+    def _cotam_image_features(
+        self,
+        host_method: Any,
+        pixel_values: torch.Tensor,
+        host_kwargs: dict[str, Any],
+        anyres: bool | list[bool],
+        pixel_only: dict[str, Any] | None = None,
+        view_sizes: bool = False,
+    ):
+        """The host's ``get_image_features`` on pixels, or on the views decoded from packed bitstreams.
+
+        Args:
+            host_method: the host class's bound ``get_image_features``.
+            pixel_values: pixels, or bitstreams packed by the processor (:func:`is_packed_bitstreams`).
+            host_kwargs: the host's keyword arguments, passed either way.
+            anyres: whether each decoded image is AnyRes-tiled into views (one flag for all, or one per image).
+            pixel_only: arguments passed only with pixels (the caller's ``image_sizes``).
+            view_sizes: with bitstreams, pass the decoded views' ``image_sizes`` (AnyRes hosts).
+        """
+        self._cotam_set_output_dtype()
+        if not is_packed_bitstreams(pixel_values):
+            return host_method(pixel_values=pixel_values, **host_kwargs, **(pixel_only or {}))
+        views = self._cotam_views(pixel_values, anyres=anyres)
+        extra = {"image_sizes": views.image_sizes.to(self.device)} if view_sizes else {}
+        with self.vision_tower.attached_latents(views.latents):
+            return host_method(pixel_values=views.pixel_values, **host_kwargs, **extra)
+
 
 class CoTAMLlavaModel(_CoTAMBaseMixin, LlavaModel):
     """``LlavaModel`` whose ``get_image_features`` also takes packed bitstreams."""
@@ -156,23 +176,10 @@ class CoTAMLlavaModel(_CoTAMBaseMixin, LlavaModel):
         image_sizes: torch.Tensor | None = None,
         **kwargs: Any,
     ):
-        self._cotam_set_output_dtype()
-        if is_packed_bitstreams(pixel_values):
-            views = self._cotam_views(pixel_values, anyres=False)
-            with self.vision_tower.attached_latents(views.latents):
-                return super().get_image_features(
-                    pixel_values=views.pixel_values,
-                    vision_feature_layer=vision_feature_layer,
-                    vision_feature_select_strategy=vision_feature_select_strategy,
-                    **kwargs,
-                )
-        return super().get_image_features(
-            pixel_values=pixel_values,
-            vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy,
-            image_sizes=image_sizes,
-            **kwargs,
-        )
+        host = dict(vision_feature_layer=vision_feature_layer,
+                    vision_feature_select_strategy=vision_feature_select_strategy, **kwargs)
+        return self._cotam_image_features(super().get_image_features, pixel_values, host, anyres=False,
+                                          pixel_only={"image_sizes": image_sizes})
 
 
 class CoTAMLlavaOnevisionModel(_CoTAMBaseMixin, LlavaOnevisionModel):
@@ -188,30 +195,13 @@ class CoTAMLlavaOnevisionModel(_CoTAMBaseMixin, LlavaOnevisionModel):
         batch_num_images: torch.LongTensor | None = None,
         **kwargs: Any,
     ):
-        self._cotam_set_output_dtype()
-        if is_packed_bitstreams(pixel_values):
-            n_images = pixel_values.shape[0]
-            anyres = [True] * n_images if batch_num_images is None else [int(n) == 1 for n in batch_num_images for _ in range(int(n))]
-            views = self._cotam_views(pixel_values, anyres=anyres)
-            with self.vision_tower.attached_latents(views.latents):
-                return super().get_image_features(
-                    pixel_values=views.pixel_values,
-                    image_sizes=views.image_sizes.to(self.device),
-                    vision_feature_layer=vision_feature_layer,
-                    vision_feature_select_strategy=vision_feature_select_strategy,
-                    vision_aspect_ratio=vision_aspect_ratio,
-                    batch_num_images=batch_num_images,
-                    **kwargs,
-                )
-        return super().get_image_features(
-            pixel_values=pixel_values,
-            image_sizes=image_sizes,
-            vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy,
-            vision_aspect_ratio=vision_aspect_ratio,
-            batch_num_images=batch_num_images,
-            **kwargs,
-        )
+        host = dict(vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
+                    vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images, **kwargs)
+        # one image per sample is AnyRes-tiled, several are not (LLaVA-OneVision's own rule)
+        anyres = ([True] * pixel_values.shape[0] if batch_num_images is None
+                  else [int(n) == 1 for n in batch_num_images for _ in range(int(n))])
+        return self._cotam_image_features(super().get_image_features, pixel_values, host, anyres=anyres,
+                                          pixel_only={"image_sizes": image_sizes}, view_sizes=True)
 
     def get_video_features(
         self,
@@ -254,22 +244,9 @@ class CoTAMInternVLModel(_CoTAMBaseMixin, InternVLModel):
         vision_feature_select_strategy: str | None = None,
         **kwargs: Any,
     ):
-        self._cotam_set_output_dtype()
-        if is_packed_bitstreams(pixel_values):
-            views = self._cotam_views(pixel_values, anyres=False)
-            with self.vision_tower.attached_latents(views.latents):
-                return super().get_image_features(
-                    pixel_values=views.pixel_values,
-                    vision_feature_layer=vision_feature_layer,
-                    vision_feature_select_strategy=vision_feature_select_strategy,
-                    **kwargs,
-                )
-        return super().get_image_features(
-            pixel_values=pixel_values,
-            vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy,
-            **kwargs,
-        )
+        host = dict(vision_feature_layer=vision_feature_layer,
+                    vision_feature_select_strategy=vision_feature_select_strategy, **kwargs)
+        return self._cotam_image_features(super().get_image_features, pixel_values, host, anyres=False)
 
 
 # --------------------------------------------------------------------------- generation models
@@ -418,7 +395,7 @@ class _CoTAMGenerationMixin:
             quantization.llm_int8_skip_modules = sorted(set(skip) | keep)
         model = cls._cotam_host_class.from_pretrained(host, **kwargs)
         tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
-        adapter_state = _load_adapter_weights(adapter) if adapter is not None else None
+        adapter_state = load_adapter_weights(adapter) if adapter is not None else None
         if adapter_state is not None:
             tower.adapter["num_layers"] = num_blocks_in(adapter_state)
         config_dict = model.config.to_dict()
@@ -486,15 +463,6 @@ def _load_codec(source: CoTAMELIC | str | os.PathLike, in_subfolder: bool, kwarg
     return CoTAMELIC.from_pretrained(path)
 
 
-def _load_adapter_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    path = Path(folder) / "adapter.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"no adapter.safetensors in {folder}")
-    return load_file(str(path))
-
-
 class CoTAMLlavaForConditionalGeneration(_CoTAMGenerationMixin, LlavaForConditionalGeneration):
     """LLaVA (CLIP + Llama) reading CoTAM bitstreams. See the module docstring."""
 
@@ -519,7 +487,7 @@ class CoTAMInternVLForConditionalGeneration(_CoTAMGenerationMixin, InternVLForCo
     _cotam_base_class = CoTAMInternVLModel
 
 
-_BY_HOST = {
+BY_HOST = {
     "llava": CoTAMLlavaForConditionalGeneration,
     "llava_onevision": CoTAMLlavaOnevisionForConditionalGeneration,
     "internvl": CoTAMInternVLForConditionalGeneration,
@@ -529,38 +497,6 @@ _BY_HOST = {
 def cotam_class_for(host_model_type: str) -> type:
     """The CoTAM class for a host ``model_type`` ("llava", "llava_onevision", "internvl")."""
     try:
-        return _BY_HOST[host_model_type]
+        return BY_HOST[host_model_type]
     except KeyError:
-        raise ConfigError(f"no CoTAM integration for {host_model_type!r}; supported: {', '.join(_BY_HOST)}") from None
-
-
-def register_auto_classes() -> None:
-    """Register the CoTAM configs, models and processor with transformers' Auto classes (idempotent)."""
-    from transformers import AutoConfig, AutoProcessor
-
-    from .processing_cotam import CoTAMProcessor
-
-    for host_type, model_cls in _BY_HOST.items():
-        cfg = model_cls.config_class
-        # the host's checkpoint key conversions (legacy hub layouts) apply to CoTAM folders (by model_type: a stock
-        # class reading one gets them) and, followed by the tower's renaming, to the CoTAM class (by class name,
-        # which transformers looks up first), so stock checkpoints load and CoTAM folders keep the host's layout;
-        # the host base model's own apply to the CoTAM base model, a (mixin, host base) subclass
-        conversions = get_checkpoint_conversion_mapping(host_type) or []
-        base = model_cls._cotam_base_class
-        for name, mapping in (
-            (cfg.model_type, conversions),
-            (model_cls.__name__, [*conversions, WeightRenaming(*_TOWER_RENAMING)]),
-            (base.__name__, get_checkpoint_conversion_mapping(base.__bases__[-1].__name__)),
-        ):
-            if mapping is not None and get_checkpoint_conversion_mapping(name) is None:
-                register_checkpoint_conversion_mapping(name, mapping)
-        try:
-            AutoConfig.register(cfg.model_type, cfg)
-        except ValueError:  # already registered
-            pass
-        for auto, target in ((AutoModelForImageTextToText, model_cls), (AutoProcessor, CoTAMProcessor)):
-            try:
-                auto.register(cfg, target)
-            except ValueError:  # already registered
-                pass
+        raise ConfigError(f"no CoTAM integration for {host_model_type!r}; supported: {', '.join(BY_HOST)}") from None

@@ -35,6 +35,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from ..codec.container import MAGIC, Container, ParseLimits, ResizeMode, parse
 from ..codec.model import CoTAMELIC
+from ..codec.configuration import CODEC_SUBFOLDER
 from ..errors import CheckpointError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size
 from ..vision.edge import EdgeEncoder
@@ -497,7 +498,6 @@ class CoTAMProcessor(ProcessorMixin):
         from transformers.utils import cached_file
 
         from .._transformers import quiet_transformers
-        from .modeling_cotam import CODEC_SUBFOLDER
 
         for key in _AUTO_KWARGS:
             kwargs.pop(key, None)

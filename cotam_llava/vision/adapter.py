@@ -21,7 +21,10 @@ fidelity (measured: held-out DINOv2 token cosine at q7 0.9945 → 0.986 after 30
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -29,9 +32,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._config import strict_from_dict
-from ..errors import ConfigError
+from ..codec.configuration import CODEC_SUBFOLDER
+from ..errors import CheckpointError, ConfigError
 
-__all__ = ["LatentAdapterConfig", "LatentFeatureAdapter", "num_blocks_in"]
+__all__ = ["LatentAdapterConfig", "LatentFeatureAdapter", "num_blocks_in", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG",
+           "load_adapter_weights", "read_adapter_config", "adapter_codec_path", "adapter_depth"]
+
+#: An adapter folder (``cotam train-adapter``'s export, a LLaVA tower folder): the weights, and — for exports —
+#: ``adapter_config.json`` with the tower config, the encoder, the codec it was trained with and the step.
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -225,4 +235,74 @@ class LatentFeatureAdapter(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, folder: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
+        """Write ``adapter.safetensors`` (fp32) into ``folder`` and, with ``info``, ``adapter_config.json``
+        (an export's description: ``{"tower": ..., "encoder": ..., "codec": ..., "codec_id": ..., "step": ...}``)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        if info is not None:
+            (folder / ADAPTER_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "LatentFeatureAdapter":
+        """The adapter of an exported folder (its shape from ``adapter_config.json``, every weight strict)."""
+        info = read_adapter_config(folder)
+        try:
+            config = LatentAdapterConfig.from_dict(dict(info["tower"]["adapter"]))
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{Path(folder) / ADAPTER_CONFIG} has no tower.adapter shape") from exc
+        adapter = cls(config)
+        try:
+            adapter.load_state_dict(load_adapter_weights(folder))
+        except RuntimeError as exc:
+            raise CheckpointError(f"{folder}: the weights do not match its {ADAPTER_CONFIG}: {exc}") from exc
+        return adapter
+
+
+def load_adapter_weights(folder: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of ``folder/adapter.safetensors`` (CheckpointError when missing or unreadable)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"no {ADAPTER_WEIGHTS} in {folder}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from exc
+
+
+def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """adapter_config.json of an exported adapter folder (CheckpointError when the folder is not one)."""
+    folder = Path(folder)
+    if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} is not an exported adapter (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    try:
+        info = json.loads((folder / ADAPTER_CONFIG).read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{folder / ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{folder / ADAPTER_CONFIG} is not a JSON object")
+    return info
+
+
+def adapter_codec_path(folder: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """The codec an exported adapter names: its own ``codec/`` (a fine-tuned codec) or the frozen one's path."""
+    return Path(folder) / CODEC_SUBFOLDER if info["codec"] == CODEC_SUBFOLDER else Path(info["codec"])
+
+
+def adapter_depth(folder: str | os.PathLike) -> int:
+    """Transformer blocks of an exported adapter, counted in its weights (CheckpointError when it is not one)."""
+    from safetensors import safe_open
+
+    read_adapter_config(folder)
+    with safe_open(str(Path(folder) / ADAPTER_WEIGHTS), "pt") as weights:
+        return num_blocks_in(weights.keys())
 

@@ -48,9 +48,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ...codec.configuration import CODEC_SUBFOLDER
 from ...codec.model import CoTAMELIC
 from ...errors import BitstreamFormatError, CheckpointError, ConfigError, CoTAMError, ImageInputError
 from ...imageio import to_pil
+from ...vision.adapter import ADAPTER_WEIGHTS, load_adapter_weights, num_blocks_in
 from ...vision.tower import CoTAMTowerConfig, CoTAMVisionTower, image_processor_from_dict
 
 __all__ = [
@@ -76,8 +78,6 @@ __all__ = [
 TOWER_FILE = "cotam_tower.json"
 TOWER_FORMAT = "cotam-llava-tower"
 TOWER_VERSION = 1
-ADAPTER_FILE = "adapter.safetensors"
-CODEC_SUBFOLDER = "codec"
 #: The encoders LLaVA 1.2.2's tower contract fits ('patch' drops the first token: a [CLS] token).
 ENCODER_CLASSES = ("CLIPVisionModel",)
 
@@ -211,8 +211,6 @@ def read_tower_folder(path: str | os.PathLike) -> TowerFolder:
 
 def save_tower_folder(tower: CoTAMVisionTower, folder: str | os.PathLike) -> Path:
     """Write a tower (CLIP encoder, adapter, codec, configs) as a CoTAM tower folder; returns the folder."""
-    from safetensors.torch import save_file
-
     name = type(tower.encoder).__name__
     if name not in ENCODER_CLASSES:
         raise ConfigError(f"the LLaVA tower supports {', '.join(ENCODER_CLASSES)} encoders, not {name}")
@@ -220,8 +218,7 @@ def save_tower_folder(tower: CoTAMVisionTower, folder: str | os.PathLike) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     tower.encoder.save_pretrained(out)
     tower.image_processor.save_pretrained(out)
-    state = {k: v.detach().float().cpu().contiguous() for k, v in tower.adapter.state_dict().items()}
-    save_file(state, str(out / ADAPTER_FILE), metadata={"format": "pt"})
+    tower.adapter.save_pretrained(out)
     tower.codec.save_pretrained(out / CODEC_SUBFOLDER)
     description = {"format": TOWER_FORMAT, "version": TOWER_VERSION, "encoder_class": name,
                    "cotam": tower.cotam_config.to_dict()}
@@ -243,7 +240,6 @@ def make_tower_folder(
     from types import SimpleNamespace
 
     from ...models.modeling_cotam import default_tower_config
-    from ...vision.adapter import num_blocks_in
 
     target = Path(folder)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -267,12 +263,7 @@ def make_tower_folder(
     config = default_tower_config(SimpleNamespace(vision_config=model.config), image_processor, codec_model, quality)
     state = None
     if adapter is not None:
-        from safetensors.torch import load_file
-
-        path = Path(adapter) / ADAPTER_FILE
-        if not path.is_file():
-            raise CheckpointError(f"no {ADAPTER_FILE} in {adapter}")
-        state = load_file(str(path))
+        state = load_adapter_weights(adapter)
         config.adapter["num_layers"] = num_blocks_in(state)
     tower = CoTAMVisionTower(model.float(), config, codec_model)
     if state is not None:
@@ -308,9 +299,6 @@ def load_tower(folder: str | os.PathLike, device_map: Any = None) -> CoTAMVision
     Raises:
         CheckpointError: a missing or malformed part.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     info = read_tower_folder(folder)
     encoder = _load_clip(info.path, device_map).float()
     codec_dir = info.path / CODEC_SUBFOLDER
@@ -318,14 +306,11 @@ def load_tower(folder: str | os.PathLike, device_map: Any = None) -> CoTAMVision
         raise CheckpointError(f"{info.path}: no codec checkpoint under {CODEC_SUBFOLDER}/")
     codec = CoTAMELIC.from_pretrained(codec_dir)
     tower = CoTAMVisionTower(encoder, info.cotam)
-    adapter_file = info.path / ADAPTER_FILE
-    if not adapter_file.is_file():
-        raise CheckpointError(f"{info.path}: no {ADAPTER_FILE}")
+    state = load_adapter_weights(info.path)
     try:
-        state = load_file(str(adapter_file))
         tower.adapter.load_state_dict(state)
-    except (RuntimeError, SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{adapter_file}: the adapter does not match {TOWER_FILE}: {exc}") from exc
+    except RuntimeError as exc:
+        raise CheckpointError(f"{info.path / ADAPTER_WEIGHTS}: the adapter does not match {TOWER_FILE}: {exc}") from exc
     tower.adapter.to(next(encoder.parameters()).device)
     tower.set_codec(codec)
     return tower.eval()
