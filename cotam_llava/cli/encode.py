@@ -52,7 +52,7 @@ def _encode_for_model(args: argparse.Namespace, out: Path, single_file: bool) ->
 def cmd_encode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..codec.container import Container, ParseLimits, serialize
+    from ..codec.container import ParseLimits
     from ..codec.video import is_video, read_frames
 
     single_file = len(args.inputs) == 1 or Path(args.output).suffix == ".cotam"
@@ -75,16 +75,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
     fixed_map = read_quality_map(args.quality_map)
     tiles = parse_tiles(args.tiles)
     if args.codec == "learned":
-        model = load_codec(args.checkpoint)
-        levels, codec_id, kind = model.config.num_qualities, model.codec_id, None
+        codec = load_codec(args.checkpoint)
+        levels = codec.config.num_qualities
     else:
         from ..codec.standard import StandardCodec
 
         if args.checkpoint:
             raise ConfigError(f"--checkpoint is the learned codec's; --codec {args.codec} needs none")
-        standard = StandardCodec(args.codec)
-        levels, codec_id, kind = standard.num_qualities, standard.codec_id, standard.container_kind
-        if (fixed_map is not None or args.guidance) and not standard.supports_map:
+        codec = StandardCodec(args.codec)
+        levels = codec.num_qualities
+        if (fixed_map is not None or args.guidance) and not codec.supports_map:
             raise ConfigError(f"--codec {args.codec} has no per-region quality in this build (SVT-AV1 through FFmpeg "
                               "ignores region-of-interest data), so --guidance / --quality-map cannot steer it; "
                               "use --codec hevc")
@@ -102,21 +102,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not single_file:
         make_folder(out)
 
+    from ..codec.pipeline import encode_item, pack
+
     def code(image, video: bool):
-        qmap = fixed_map
-        if guidance is not None:
-            from ..codec.guidance import guided_quality_map
-
-            qmap, _ = guided_quality_map(guidance, image, args.quality, tiles, levels)
-        if kind is not None:
-            return standard.compress_image(image, args.quality, qmap, canvas, is_video_frame=video)
-        from ..codec.pipeline import compress_image  # the learned codec's models: imported only when they code
-
-        item, _ = compress_image(model, image, args.quality, qmap, canvas, is_video_frame=video)
-        return item
-
-    def container(items):
-        return Container(codec_id=codec_id, items=items, **({"kind": kind} if kind is not None else {}))
+        return encode_item(codec, image, args.quality, quality_map=fixed_map, guidance=guidance, tiles=tiles,
+                           canvas=canvas, is_video_frame=video).item
 
     all_items = []
     for path in tqdm(args.inputs, desc="encode", unit="file", disable=len(args.inputs) < 2 or args.quiet):
@@ -130,9 +120,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if single_file:
             all_items += items
         else:
-            write_bytes(out / (Path(path).stem + ".cotam"), serialize(container(items)))
+            write_bytes(out / (Path(path).stem + ".cotam"), pack(codec, items))
     if single_file:
-        data = serialize(container(all_items))
+        data = pack(codec, all_items)
         write_bytes(out, data)
         if not args.quiet:
             pixels = sum(i.orig_size[0] * i.orig_size[1] for i in all_items)

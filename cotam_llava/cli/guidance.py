@@ -14,24 +14,23 @@ from ._common import add_common, check_output, load_codec, parse_canvas, parse_t
 def cmd_guidance(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..codec.container import Container, serialize
-    from ..codec.guidance import GuidanceConfig, guided_quality_map, load_guidance
+    from ..codec.guidance import GuidanceConfig, load_guidance
     from ..codec.guidance.visualize import bits_per_position, guidance_figure
-    from ..codec.pipeline import compress_image
+    from ..codec.pipeline import encode_item, pack
 
     check_output(args.output)
     tiles = parse_tiles(args.tiles)
     canvas = parse_canvas(args.canvas)
     model = load_codec(args.checkpoint)
     guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
-    qmap, importance = guided_quality_map(guidance, args.image, args.quality, tiles, model.config.num_qualities)
-    item, latent = compress_image(model, args.image, args.quality, qmap, canvas, estimate=True)
+    coded = encode_item(model, args.image, args.quality, guidance=guidance, tiles=tiles, canvas=canvas, estimate=True)
+    item, latent, importance, qmap = coded.item, coded.latent, coded.importance, coded.item.quality_map
     h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
     bpp = bits_per_position(latent.likelihoods, (h, w))
     if item.resize_mode.name == "PAD":  # drop the padding before drawing over the original
         ow, oh = item.orig_size
         bpp = bpp[: -(-oh // 16), : -(-ow // 16)]
-    data = serialize(Container(codec_id=model.codec_id, items=[item]))
+    data = pack(model, [item])
     pixels = item.orig_size[0] * item.orig_size[1]
     title = (f"{Path(args.image).name}: base quality {args.quality}, step {args.guidance_step}, "
              f"{len(data) * 8 / pixels:.4f} bpp in the file, map {qmap.cell_bits()} bits")

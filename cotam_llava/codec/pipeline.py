@@ -1,9 +1,14 @@
-"""Images in, ``.cotam`` bytes out, and back: the learned codec's edge and cloud halves.
+"""Images in, ``.cotam`` bytes out, and back: the one edge path, and the learned codec's cloud half.
 
-Edge::
+Edge (:func:`encode_item` for every base codec, learned or standard; :func:`pack` makes the container)::
 
-    image ─(pad to ×64, or resize to the canvas)─▶ x (1,3,Hc,Wc)
-          ─CoTAMELIC.compress(x, quality | map)─▶ rANS streams + symbol CRC ─▶ CodedItem ─▶ bytes
+    image ─guidance (optional): shallow-ViT attention → quality map (hierarchical over AnyRes tiles)─┐
+          ─(pad to ×64, or resize to the canvas)─▶ x (1,3,Hc,Wc)
+          ─CoTAMELIC.compress(x, quality | map)─▶ rANS streams + symbol CRC ─▶ CodedItem ─pack─▶ bytes
+          (a standard codec: one intra picture per item, QP offsets per region; codec/standard.py)
+
+Every tool that codes goes through :func:`encode_item`: ``cotam encode`` / ``cotam guidance``, the benchmark
+interface (:mod:`.registry`), the edge encoder of a CoTAM model (:mod:`cotam_llava.vision.edge`) and the studies.
 
 Cloud::
 
@@ -13,7 +18,8 @@ Cloud::
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +31,14 @@ from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, C
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
 from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, encodable_canvas, parse, serialize
 from .decoded import DecodedImage
-from .model import CoTAMELIC, CompressedLatent
 from .quality_map import QualityMap
 
+if TYPE_CHECKING:  # the learned codec's modules (compressai) load only where it codes
+    from .model import CoTAMELIC, CompressedLatent
+
 __all__ = [
-    "DecodedImage", "compress_image", "encode", "decode", "decode_container", "iter_decode", "iter_decode_container",
-    "canvas_for",
+    "DecodedImage", "EncodedItem", "encode_item", "pack", "container_of", "compress_image", "encode", "decode",
+    "decode_container", "iter_decode", "iter_decode_container", "canvas_for",
 ]
 
 
@@ -92,6 +100,80 @@ def compress_image(
     return item, latent
 
 
+@dataclass
+class EncodedItem:
+    """One picture through the edge path.
+
+    Attributes:
+        item: the coded item (what :func:`pack` puts into a container).
+        latent: the learned codec's output (with ``estimate=True`` its likelihoods); None for standard codecs.
+        importance: guidance's continuous pooled map, when guidance chose the quality map.
+    """
+
+    item: CodedItem
+    latent: CompressedLatent | None = None
+    importance: Tensor | None = None
+
+
+def _is_standard(codec: Any) -> bool:
+    from .standard import StandardCodec
+
+    return isinstance(codec, StandardCodec)
+
+
+def _num_qualities(codec: Any) -> int:
+    return codec.num_qualities if _is_standard(codec) else codec.config.num_qualities
+
+
+def encode_item(
+    codec: Any,
+    image: ImageLike,
+    quality: int,
+    *,
+    quality_map: QualityMap | None = None,
+    guidance: Any = None,
+    tiles: tuple[int, int] | None = None,
+    canvas: int | tuple[int, int] | None = None,
+    is_video_frame: bool = False,
+    estimate: bool = False,
+) -> EncodedItem:
+    """Code one picture with a learned codec (:class:`CoTAMELIC`, DCAE) or a standard one (hevc / av1).
+
+    Args:
+        codec: the base codec.
+        image: a path, PIL image, uint8 (H, W, 3) array or float (3, H, W) tensor.
+        quality: base level.
+        quality_map: fixed per-region levels (exclusive with ``guidance``).
+        guidance: a ``ShallowAttentionGuidance``: the quality map comes from its shallow attention on ``image``.
+        tiles: (rows, cols) of an AnyRes tile grid for hierarchical guidance.
+        canvas: None for native resolution (padded to ×64), an int or (width, height) to resize to.
+        is_video_frame: mark the item as a video frame.
+        estimate: also compute the learned codec's likelihoods (bits per position).
+    """
+    importance = None
+    if guidance is not None:
+        if quality_map is not None:
+            raise ConfigError("guidance and a fixed quality map are exclusive")
+        from .guidance import guided_quality_map
+
+        quality_map, importance = guided_quality_map(guidance, image, quality, tiles, _num_qualities(codec))
+    if _is_standard(codec):
+        return EncodedItem(codec.compress_image(image, quality, quality_map, canvas, is_video_frame), None, importance)
+    item, latent = compress_image(codec, image, quality, quality_map, canvas, is_video_frame, estimate)
+    return EncodedItem(item, latent, importance)
+
+
+def container_of(codec: Any, items: Iterable[CodedItem]) -> Container:
+    """The container of ``codec``'s items (its codec id, and its kind for standard codecs)."""
+    kind = {"kind": codec.container_kind} if _is_standard(codec) else {}
+    return Container(codec_id=codec.codec_id, items=list(items), **kind)
+
+
+def pack(codec: Any, items: Iterable[CodedItem]) -> bytes:
+    """The ``.cotam`` bytes of ``codec``'s items (see ``docs/bitstream.md``)."""
+    return serialize(container_of(codec, items))
+
+
 def encode(
     model: CoTAMELIC,
     images: ImageLike | Sequence[ImageLike],
@@ -111,12 +193,9 @@ def encode(
         raise ImageInputError("no images to encode")
     if quality_maps is not None and len(quality_maps) != len(images):
         raise ConfigError(f"{len(quality_maps)} quality maps for {len(images)} images")
-    items = []
-    for i, image in enumerate(images):
-        qmap = quality_maps[i] if quality_maps is not None else None
-        item, _ = compress_image(model, image, quality, qmap, canvas, is_video_frame=video)
-        items.append(item)
-    return serialize(Container(codec_id=model.codec_id, items=items))
+    items = [encode_item(model, image, quality, quality_map=quality_maps[i] if quality_maps is not None else None,
+                         canvas=canvas, is_video_frame=video).item for i, image in enumerate(images)]
+    return pack(model, items)
 
 
 def _check_item(model: CoTAMELIC, item: CodedItem, index: int) -> tuple[np.ndarray, int | Tensor]:

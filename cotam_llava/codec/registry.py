@@ -17,9 +17,9 @@ import numpy as np
 from ..errors import ConfigError
 from ..imageio import to_uint8_array
 from .classical import CLASSICAL_FORMATS, PillowCodec
-from .container import Container, serialize
+from .container import serialize
 from .model import CoTAMELIC
-from .pipeline import compress_image, decode
+from .pipeline import container_of, decode, encode_item, pack
 
 __all__ = ["ImageCodec", "LearnedCodec", "StandardImageCodec", "get_codec", "CODEC_NAMES", "STANDARD_CODEC_NAMES"]
 
@@ -60,20 +60,12 @@ class LearnedCodec:
     name: str = "cotam-elic"
     guidance: object | None = None
 
-    def _quality_map(self, image: np.ndarray, quality: int):
-        if self.guidance is None:
-            return None
-        from .guidance import guided_quality_map
-
-        return guided_quality_map(self.guidance, image, quality, num_qualities=self.model.config.num_qualities)[0]
-
     @property
     def default_qualities(self) -> tuple[int, ...]:
         return tuple(range(self.model.config.num_qualities))
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
-        item, _ = compress_image(self.model, image, quality, self._quality_map(image, quality), canvas=self.canvas)
-        return serialize(Container(codec_id=self.model.codec_id, items=[item]))
+        return pack(self.model, [encode_item(self.model, image, quality, guidance=self.guidance, canvas=self.canvas).item])
 
     def coding_stats(self, image: np.ndarray, quality: int) -> dict[str, float]:
         """Where the bits of ``encode(image, quality)`` go (one extra encode; not for timing).
@@ -83,9 +75,9 @@ class LearnedCodec:
             likelihoods of the coded symbols), ``header_bits`` (file and item headers,
             quality map and CRCs included) and ``map_bits``.
         """
-        item, latent = compress_image(self.model, image, quality, self._quality_map(image, quality), canvas=self.canvas,
-                                      estimate=True)
-        container = Container(codec_id=self.model.codec_id, items=[item])
+        coded = encode_item(self.model, image, quality, guidance=self.guidance, canvas=self.canvas, estimate=True)
+        item, latent = coded.item, coded.latent
+        container = container_of(self.model, [item])
         serialize(container)  # sets the header sizes
         estimated = float(sum((-lk.clamp_min(1e-9).log2()).sum() for lk in latent.likelihoods.values()))
         return {
@@ -127,12 +119,7 @@ class StandardImageCodec:
         return tuple(range(self.codec.num_qualities))
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
-        qmap = None
-        if self.guidance is not None:
-            from .guidance import guided_quality_map
-
-            qmap = guided_quality_map(self.guidance, image, quality, num_qualities=self.codec.num_qualities)[0]
-        return self.codec.encode(image, quality, None if qmap is None else [qmap], canvas=self.canvas)
+        return pack(self.codec, [encode_item(self.codec, image, quality, guidance=self.guidance, canvas=self.canvas).item])
 
     def decode(self, data: bytes) -> np.ndarray:
         from .standard import decode_arrays

@@ -15,9 +15,10 @@ from typing import Sequence
 
 from PIL import Image
 
-from ..codec.guidance import GuidanceConfig, guided_quality_map, load_guidance
+from ..codec.guidance import GuidanceConfig, load_guidance
 from ..codec.model import CoTAMELIC
-from ..codec.pipeline import encode
+from ..codec.pipeline import encode_item, pack
+from ..errors import ImageInputError
 from ..imageio import ImageLike, to_pil
 from .tower import CoTAMTowerConfig
 
@@ -82,11 +83,10 @@ class EdgeEncoder:
                 pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BICUBIC)
         return pil
 
-    def _quality_map(self, picture: Image.Image, quality: int, video: bool):
+    def _tiles(self, picture: Image.Image, video: bool) -> tuple[int, int] | None:
+        """The AnyRes tile grid hierarchical guidance uses for ``picture`` (None: one view)."""
         anyres = None if video else self._anyres_grid(*picture.size)
-        tiles = anyres[1] if anyres is not None and anyres[1] != (1, 1) else None
-        return guided_quality_map(self.guidance, picture, quality, tiles=tiles,
-                                  num_qualities=self.codec.config.num_qualities)[0]
+        return anyres[1] if anyres is not None and anyres[1] != (1, 1) else None
 
     def encode_images(self, images: Sequence[ImageLike], quality: int | None = None, video: bool = False) -> bytes:
         """Encode pictures (or the frames of one video, ``video=True``) into one container.
@@ -95,8 +95,12 @@ class EdgeEncoder:
         """
         q = self.config.quality if quality is None else quality
         pictures = [self.picture(image, video) for image in images]
-        maps = [self._quality_map(p, q, video) for p in pictures] if self.guidance is not None else None
-        return encode(self.codec, pictures, quality=q, quality_maps=maps, canvas=self.config.canvas_size, video=video)
+        if not pictures:
+            raise ImageInputError("no images to encode")
+        guidance = self.guidance
+        items = [encode_item(self.codec, p, q, guidance=guidance, tiles=self._tiles(p, video) if guidance else None,
+                             canvas=self.config.canvas_size, is_video_frame=video).item for p in pictures]
+        return pack(self.codec, items)
 
     def encode_image(self, image: ImageLike, quality: int | None = None) -> bytes:
         """One picture → one container."""
