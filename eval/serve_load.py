@@ -14,7 +14,9 @@ Reported (markdown table + JSON under --out): requests/s (all, good), p50 / p99 
 requests, the decode share (server decode_ms / client latency, mean over good requests) and the vision share
 (decode + tower + projector), and the failures: good requests not answered 200, hostile ones not answered 4xx,
 requests lost (no answer), whether the server was healthy and its PID alive at the end. Requests still in flight
-at T are waited for (not counted as lost) and included.
+at T are waited for (not counted as lost) and included. With --stream-probe (default) one more client streams
+text-only chats all along and the table gives the engine's inter-token gaps under the image load; the first row
+(0 clients) is that probe alone, the engine's gaps without image load.
 
     python eval/serve_load.py --build /tmp/serve-load-model --clients 1 4 8 --seconds 30 --bad-share 0.2
     python eval/serve_load.py --server http://127.0.0.1:8000 --model FOLDER --clients 4 --seconds 20
@@ -209,6 +211,34 @@ def client(url: str, model: str, good: list[bytes], bad: list[tuple[str, bytes, 
         rec.add(row)
 
 
+def stream_probe(url: str, model: str, deadline: float, out: dict) -> None:
+    """Text-only streaming chats, back to back until ``deadline``: the engine's inter-token gaps while images are
+    decoded next to it (with decoding inside the engine's step, every decode would stall every stream)."""
+    gaps, ttfts = [], []
+    while time.monotonic() < deadline:
+        body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16,
+                "temperature": 0.0, "stream": True, "ignore_eos": True}
+        req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        start = last = time.perf_counter()
+        first = True
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                for line in r:
+                    if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                        continue
+                    now = time.perf_counter()
+                    if first:
+                        ttfts.append(1e3 * (now - start))
+                        first = False
+                    else:
+                        gaps.append(1e3 * (now - last))
+                    last = now
+        except (OSError, ValueError):
+            out["errors"] = out.get("errors", 0) + 1
+    out.update(gaps=gaps, ttfts=ttfts)
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -217,12 +247,15 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run(url: str, model: str, good: list[bytes], bad: dict, clients: int, seconds: float, bad_share: float,
-        max_tokens: int, seed: int = 0) -> dict:
+        max_tokens: int, seed: int = 0, probe: bool = False) -> dict:
     rec = Recorder()
     deadline = time.monotonic() + seconds
     bad_list = [(k, v[0], v[1]) for k, v in bad.items()]
     threads = [threading.Thread(target=client, args=(url, model, good, bad_list, deadline, bad_share, max_tokens,
                                                      seed * 1000 + i, rec)) for i in range(clients)]
+    streams: dict = {}
+    if probe:
+        threads.append(threading.Thread(target=stream_probe, args=(url, model, deadline, streams)))
     start = time.monotonic()
     for t in threads:
         t.start()
@@ -247,6 +280,9 @@ def run(url: str, model: str, good: list[bytes], bad: dict, clients: int, second
         "hostile_wrong": sum(r["status"] != r["expect"] for r in bad_rows),
         "hostile_not_4xx": sum(not 400 <= r["status"] < 500 for r in bad_rows),
         "lost": sum(r["status"] == 0 for r in rows),
+        "stream_gap_p50_ms": pct(streams.get("gaps", []), 50), "stream_gap_p99_ms": pct(streams.get("gaps", []), 99),
+        "stream_gap_max_ms": max(streams["gaps"]) if streams.get("gaps") else None,
+        "stream_ttft_p50_ms": pct(streams.get("ttfts", []), 50), "stream_errors": streams.get("errors", 0),
         "examples": {k: next((r.get("message") for r in bad_rows if r["kind"] == k), None) for k in bad},
         "failures": [r for r in rows if r["status"] != r["expect"]][:5],
     }
@@ -258,14 +294,17 @@ def _fmt(v, spec=".0f"):
 
 def table(results: list[dict]) -> str:
     head = ("| clients | s | requests (good / hostile) | req/s | good req/s | good p50 / p99 ms | hostile p50 / p99 ms "
-            "| decode share | vision share | good ≠ 200 | hostile ≠ 4xx | lost |\n|" + "---|" * 12)
+            "| decode ms (mean) | decode share | vision share | text stream gap p50 / p99 / max ms "
+            "| good ≠ 200 | hostile ≠ 4xx | lost |\n|" + "---|" * 14)
     lines = [head]
     for r in results:
         lines.append(
             f"| {r['clients']} | {r['seconds']:.0f} | {r['requests']} ({r['good']} / {r['hostile']}) | {r['req_per_s']:.2f} "
             f"| {r['good_per_s']:.2f} | {_fmt(r['good_p50_ms'])} / {_fmt(r['good_p99_ms'])} "
-            f"| {_fmt(r['hostile_p50_ms'])} / {_fmt(r['hostile_p99_ms'])} | {_fmt(r['decode_share'], '.1%')} "
-            f"| {_fmt(r['vision_share'], '.1%')} | {r['good_failed']} | {r['hostile_not_4xx']} | {r['lost']} |")
+            f"| {_fmt(r['hostile_p50_ms'])} / {_fmt(r['hostile_p99_ms'])} | {_fmt(r['decode_ms_mean'])} "
+            f"| {_fmt(r['decode_share'], '.1%')} | {_fmt(r['vision_share'], '.1%')} "
+            f"| {_fmt(r.get('stream_gap_p50_ms'))} / {_fmt(r.get('stream_gap_p99_ms'))} / {_fmt(r.get('stream_gap_max_ms'))} "
+            f"| {r['good_failed']} | {r['hostile_not_4xx']} | {r['lost']} |")
     return "\n".join(lines)
 
 
@@ -287,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-bitstream-bytes", type=int, default=4 * 1024 * 1024,
                    help="the server's limit (for the over-the-limit request)")
     p.add_argument("--out", type=Path, default=None, help="write <out>.md and <out>.json")
+    p.add_argument("--stream-probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="one more client streaming text-only chats: inter-token gaps under the image load")
     p.add_argument("--vllm-args", default="--max-model-len 1024 --max-num-seqs 16 --limit-mm-per-prompt {\"image\":1}",
                    help="vLLM engine arguments for a server started here")
     args = p.parse_args(argv)
@@ -313,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     bpp = statistics.fmean(8 * len(g) / (pic.width * pic.height) for g, pic in zip(good, pics))
 
     proc = None
-    log = (args.out or Path("/tmp/serve_load")).with_suffix(".server.log")
+    import tempfile
+
+    log = Path(tempfile.gettempdir()) / f"{(args.out or Path('serve_load')).name}.server.log"  # not under eval/results
     if args.server is None:
         port = args.port or free_port()
         proc = start_server(model, port, log, args.vllm_args.split())
@@ -324,8 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         name = args.served_model_name or served_models(url)[0]
         run(url, name, good[:1], {}, 1, 1.0, 0.0, args.max_tokens)  # warm-up (JIT, caches): not reported
         results = []
+        if args.stream_probe:  # the engine's gaps without image load (the baseline for the column)
+            idle = run(url, name, good, bad, 0, min(args.seconds, 10.0), 0.0, args.max_tokens, probe=True)
+            results.append(idle)
+            print(table([idle]).splitlines()[-1], flush=True)
         for n in args.clients:
-            res = run(url, name, good, bad, n, args.seconds, args.bad_share, args.max_tokens, seed=n)
+            res = run(url, name, good, bad, n, args.seconds, args.bad_share, args.max_tokens, seed=n,
+                      probe=args.stream_probe)
             results.append(res)
             print(table([res]).splitlines()[-1], flush=True)
         status, health = _get(f"{url}/health", 10)
@@ -352,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.with_suffix(".md").write_text(text)
         args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     ok = report["healthy_at_end"] and all(r["good_failed"] == 0 and r["hostile_not_4xx"] == 0 and r["lost"] == 0
-                                          for r in results)
+                                          and not r["stream_errors"] for r in results)
     return 0 if ok else 1
 
 

@@ -345,13 +345,13 @@ def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
     import io
 
     embeds = torch.load(io.BytesIO(base64.b64decode(part["image_embeds"])), weights_only=True)
-    assert embeds.shape == (1, 16, 128)
+    assert embeds.shape == (16, 128)
     inputs = processor(text=tiny_hosts.chat_prompt(processor), bitstreams=[data])
     with torch.inference_mode():
         ref = model.model.get_image_features(
             pixel_values=inputs["pixel_values"], vision_feature_layer=model.config.vision_feature_layer,
             vision_feature_select_strategy=model.config.vision_feature_select_strategy).pooler_output[0]
-    assert torch.allclose(embeds[0], ref, atol=1e-5)
+    assert torch.allclose(embeds, ref, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the real server (vLLM on this CPU)

@@ -6,7 +6,7 @@
                                         "image_url": {"url": "data:application/x-cotam;base64,..."}}, ...]}─▶
       find_cotam_parts (shape, data URI, size limits) ─validate_bitstream (parse, CRCs, codec id, limits)─▶
       EmbedBatcher (worker thread: decode each, one batched tower + adapter + projector pass) ─▶ (n, hidden)
-      part ─replaced by─▶ {"type": "image_embeds", "image_embeds": base64(torch.save(1, n, hidden))}
+      part ─replaced by─▶ {"type": "image_embeds", "image_embeds": base64(torch.save((n, hidden)))}
       ─POST 127.0.0.1:<backend>/v1/chat/completions─▶ vLLM (the host's language model, continuous batching)
       ◀─ its answer (JSON, or the SSE stream as it comes) + "cotam": {bits, bpp, decode_ms...} / X-CoTAM-* headers
 
@@ -86,11 +86,12 @@ class ServerSettings:
 
 
 def embeds_part(embeds: Any) -> dict[str, Any]:
-    """vLLM's ``image_embeds`` content part for (n_tokens, hidden) embeddings (sent as (1, n_tokens, hidden))."""
+    """vLLM's ``image_embeds`` content part for one image's (n_tokens, hidden) embeddings (one part per image: vLLM
+    deprecates batched (n_images, n_tokens, hidden) parts in chat requests)."""
     import torch
 
     buf = io.BytesIO()
-    torch.save(embeds.reshape(1, *embeds.shape[-2:]).contiguous(), buf)
+    torch.save(embeds.reshape(embeds.shape[-2:]).contiguous(), buf)
     return {"type": "image_embeds", "image_embeds": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
