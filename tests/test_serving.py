@@ -285,6 +285,41 @@ def test_serving_package_import_is_light():
     assert out.stdout.strip() == "False"
 
 
+def _recoded_payload(data: bytes) -> bytes:
+    """The container with one payload byte changed and every CRC recomputed: it parses, its symbols do not check out."""
+    import dataclasses
+
+    from cotam_llava.codec.container import parse, serialize
+
+    c = parse(data)
+    item = c.items[0]
+    first = bytearray(item.streams[0])
+    first[len(first) // 2] ^= 0x5A
+    return serialize(dataclasses.replace(c, items=[dataclasses.replace(item, streams=[bytes(first), *item.streams[1:]])]))
+
+
+def test_batcher_isolates_a_failing_decode(cotam_folder):
+    from cotam_llava.errors import SymbolMismatchError
+    from cotam_llava.serving.vision import CoTAMEmbedder, EmbedBatcher, ServerBusyError
+
+    _, model, processor = cotam_folder
+    embedder = CoTAMEmbedder(model)
+    good = processor.encode_images([make_synthetic_image(96, 128)])[0]
+    limits = ParseLimits(max_items=1)
+    bad = validate_bitstream(_recoded_payload(good), limits, embedder.codec_id)  # passes every pre-decode check
+    batcher = EmbedBatcher(embedder, max_batch=4)
+    try:
+        futures = [batcher.submit(validate_bitstream(good, limits)), batcher.submit(bad),
+                   batcher.submit(validate_bitstream(good, limits))]
+        first, failed, last = (f.exception(120) or f.result() for f in futures)
+    finally:
+        batcher.close()
+    assert isinstance(failed, SymbolMismatchError) and status_for(failed) == 400
+    assert first.embeds.shape == last.embeds.shape == (16, 128) and first.embeds.equal(last.embeds)
+    with pytest.raises(ServerBusyError):
+        batcher.submit(validate_bitstream(good, limits))
+
+
 # --------------------------------------------------------------------------- the front against a stand-in engine
 def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
     """The whole front (aiohttp) with the real tiny tower, and a stand-in for vLLM that records what it gets."""

@@ -186,8 +186,12 @@ class EmbedBatcher:
         return fut
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after the batch it is on; images still waiting fail with :class:`ServerBusyError`."""
         self._stop.set()
-        self._queue.put((None, None, 0.0)) if not self._queue.full() else None
+        try:
+            self._queue.put_nowait((None, None, 0.0))  # wake the worker if it waits
+        except queue.Full:
+            pass  # it is busy and sees the flag after this batch
         self._worker.join(timeout)
 
     def _run(self) -> None:
