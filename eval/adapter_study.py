@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.training.adapter_trainer import guidance_for, load_encoder
     from cotam_llava.vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
     from cotam_llava.training.data import split_files
-    from cotam_llava.vision.tower import CoTAMTowerConfig, CoTAMVisionTower
+    from cotam_llava.vision.tower import CoTAMVisionTower
+    from cotam_llava.vision.tower_config import CoTAMTowerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -14,7 +14,8 @@ from cotam_llava.codec.pipeline import decode
 from cotam_llava.errors import CodecMismatchError, ConfigError, ImageInputError
 from cotam_llava.imageio import to_pil
 from cotam_llava.models import CoTAMProcessor
-from cotam_llava.vision.tower import CoTAMVisionTower, unpack_bitstreams
+from cotam_llava.codec.transport import unpack_bitstreams
+from cotam_llava.vision.tower import CoTAMVisionTower
 
 DATA = DATA_DIR
 KODAK = KODAK_DIR

@@ -141,7 +141,7 @@ def test_a_bf16_model_saves_and_reloads_as_bf16(tmp_path):
 def test_chat_template_with_tokenize_codes_through_real_bitstreams(name, tmp_path):
     """``apply_chat_template(tokenize=True, return_dict=True)`` gives exactly ``processor(text=..., images=...)``."""
     from cotam_llava.imageio import to_pil
-    from cotam_llava.vision.tower import is_packed_bitstreams, unpack_bitstreams
+    from cotam_llava.codec.transport import is_packed_bitstreams, unpack_bitstreams
 
     _, proc, _, _ = tiny_hosts.build_cotam(name, tmp_path)
     proc.tokenizer.padding_side = "left"

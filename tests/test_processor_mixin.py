@@ -21,7 +21,7 @@ import tiny_hosts
 from conftest import KODAK_DIR, REPO_ROOT, make_synthetic_image
 from cotam_llava.errors import ImageInputError
 from cotam_llava.models import CoTAMProcessor
-from cotam_llava.vision.tower import unpack_bitstreams
+from cotam_llava.codec.transport import unpack_bitstreams
 
 
 def _picture() -> Image.Image:

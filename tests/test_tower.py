@@ -17,12 +17,9 @@ from cotam_llava.imageio import to_pil
 from cotam_llava.vision.adapter import LatentAdapterConfig, LatentFeatureAdapter
 from cotam_llava.vision.edge import EdgeEncoder, center_square
 from cotam_llava.vision.embedding_delta import embed, run_with_embedding_delta
-from cotam_llava.vision.tower import (
-    CoTAMTowerConfig,
-    CoTAMVisionTower,
-    pack_bitstreams,
-    unpack_bitstreams,
-)
+from cotam_llava.codec.transport import pack_bitstreams, unpack_bitstreams
+from cotam_llava.vision.tower import CoTAMVisionTower
+from cotam_llava.vision.tower_config import CoTAMTowerConfig
 from cotam_llava.vision.views import Box, sample_latent, view_boxes
 
 KODAK = KODAK_DIR

@@ -233,7 +233,7 @@ def chat(
     from transformers import TextStreamer
 
     from ..codec.container import parse
-    from ..vision.tower import unpack_bitstreams
+    from ..codec.transport import unpack_bitstreams
 
     path = Path(input_path)
     if not path.is_file():

@@ -1,7 +1,7 @@
 """Configs of CoTAM-enabled LLaVA-family models: the host's own config plus a ``cotam`` entry.
 
 Each class subclasses its host's config (so every host field, sub-config and default is unchanged) and
-adds ``cotam``: a :class:`~cotam_llava.vision.tower.CoTAMTowerConfig` as a dict (adapter shape, the host
+adds ``cotam``: a :class:`~cotam_llava.vision.tower_config.CoTAMTowerConfig` as a dict (adapter shape, the host
 image processor, edge canvas, default quality, guidance). A folder saved by a CoTAM model is therefore
 self-describing: ``config.json`` (host + cotam), ``model.safetensors`` (host + adapter weights) and
 ``codec/`` (the codec checkpoint).

@@ -51,7 +51,9 @@ from ..codec.model import CoTAMELIC
 from ..encoders import family_for_model_type, num_prefix_tokens, pair
 from ..errors import CheckpointError, ConfigError
 from ..vision.adapter import LatentAdapterConfig, load_adapter_weights, num_blocks_in
-from ..vision.tower import CoTAMTowerConfig, CoTAMVisionTower, HostVisionInputs, is_packed_bitstreams
+from ..codec.transport import is_packed_bitstreams
+from ..vision.tower import CoTAMVisionTower, HostVisionInputs
+from ..vision.tower_config import CoTAMTowerConfig
 from ..vision.views import LATENT_STRIDE, view_side
 from .configuration_cotam import CODEC_SUBFOLDER, CoTAMInternVLConfig, CoTAMLlavaConfig, CoTAMLlavaOnevisionConfig
 

@@ -9,7 +9,7 @@
     → BatchFeature(input_ids, attention_mask, pixel_values = packed bytes, [image_sizes, batch_num_images],
                    [pixel_values_videos = packed bytes])
 
-The bitstreams travel as ``uint8`` tensors (:func:`~cotam_llava.vision.tower.pack_bitstreams`) in the slots where
+The bitstreams travel as ``uint8`` tensors (:func:`~cotam_llava.codec.transport.pack_bitstreams`) in the slots where
 the stock processor puts pixels, so ``model.generate(**inputs)`` works unchanged.
 
 ``CoTAMProcessor`` is a transformers ``ProcessorMixin`` (``AutoProcessor``, ``pipeline("image-text-to-text")``,
@@ -39,7 +39,8 @@ from ..codec.configuration import CODEC_SUBFOLDER
 from ..errors import CheckpointError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size
 from ..vision.edge import EdgeEncoder
-from ..vision.tower import CoTAMTowerConfig, pack_bitstreams
+from ..codec.transport import pack_bitstreams
+from ..vision.tower_config import CoTAMTowerConfig
 
 __all__ = ["CoTAMProcessor", "CodedMedia", "PROCESSOR_CONFIG_NAME"]
 

@@ -337,7 +337,7 @@ class MLLMTrainer:
                                      self.args.model_max_length, self.args.append_eos)
 
     def _collate(self, examples: list[Any], streams: list[bytes]) -> dict[str, Any]:
-        from ..vision.tower import pack_bitstreams
+        from ..codec.transport import pack_bitstreams
 
         length = max(len(e.input_ids) for e in examples)
         ids = torch.full((len(examples), length), self.pad_id, dtype=torch.long)

@@ -20,7 +20,7 @@ from ..codec.model import CoTAMELIC
 from ..codec.pipeline import encode_item, pack
 from ..errors import ImageInputError
 from ..imageio import ImageLike, to_pil
-from .tower import CoTAMTowerConfig
+from .tower_config import CoTAMTowerConfig
 
 __all__ = ["EdgeEncoder", "center_square"]
 

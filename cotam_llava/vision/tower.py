@@ -12,7 +12,7 @@ The tower wraps the host's own vision model (``encoder``) and adds a :class:`Lat
 Inputs to :meth:`CoTAMVisionTower.forward`:
 
 * bitstreams — ``bytes``, a list of them, parsed :class:`~cotam_llava.codec.container.Container` objects, or
-  the packed ``uint8`` tensor :func:`pack_bitstreams` makes (what :class:`~cotam_llava.models.CoTAMProcessor`
+  the packed ``uint8`` tensor :func:`~cotam_llava.codec.transport.pack_bitstreams` makes (what :class:`~cotam_llava.models.CoTAMProcessor`
   puts in ``pixel_values``) — one view per image (the host's plain preprocessing);
 * normalised pixel views while :meth:`attached_latents` is active — how a host model's own
   ``get_image_features`` calls the tower once the CoTAM model has decoded the bitstreams and cut the views;
@@ -29,7 +29,6 @@ to the host, and it is never part of the host's state dict.
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -40,131 +39,21 @@ from PIL import Image
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._config import strict_from_dict
 from ..codec.container import Container, ParseLimits, parse
 from ..codec.model import CoTAMELIC
 from ..codec.pipeline import DecodedImage, decode_container
+from ..codec.transport import is_packed_bitstreams, unpack_bitstreams
 from ..encoders import EncoderSpec, encoder_spec
-from ..errors import BitstreamFormatError, ConfigError, CoTAMError
+from ..errors import ConfigError, CoTAMError
 from ..imageio import to_pil
 from .adapter import LatentAdapterConfig, LatentFeatureAdapter
+from .tower_config import CoTAMTowerConfig, image_processor_from_dict
 from .embedding_delta import run_with_embedding_delta
 from .views import LATENT_STRIDE, full_box, sample_latent, view_boxes, view_side
 
-__all__ = [
-    "CoTAMTowerConfig",
-    "CoTAMVisionTower",
-    "HostVisionInputs",
-    "pack_bitstreams",
-    "unpack_bitstreams",
-    "is_packed_bitstreams",
-    "image_processor_from_dict",
-]
+__all__ = ["CoTAMVisionTower", "HostVisionInputs"]
 
 BitstreamInput = bytes | bytearray | Container | Sequence[bytes | bytearray | Container]
-
-
-@dataclass
-class CoTAMTowerConfig:
-    """Everything the edge and cloud sides need besides the weights (stored under ``cotam`` in config.json).
-
-    Args:
-        adapter: a :class:`LatentAdapterConfig` as a dict.
-        image_processor: the host image processor's ``to_dict()``; the cloud side runs x̂ through it.
-        canvas_size: edge-side codec canvas (square side, pixels). Default: 16 × the encoder's patch grid,
-            so ŷ maps 1:1 onto the patches (384 for CLIP-L/14@336). None: code at native resolution
-            (padded), which AnyRes hosts need for their tiles.
-        center_crop: the edge crops the picture to the centred square the host's processor would keep
-            before resizing to the canvas (CLIP-style processors), so no coded pixel is thrown away.
-        quality: quality level for pixels compressed on the fly (0 = lowest rate, 9 = highest).
-        decode_device: where entropy decoding and synthesis run. Bitstreams are only guaranteed to decode
-            on the kind of device that encoded them (see the symbol CRC in docs/bitstream.md).
-        guidance: the edge-side guidance config (a :class:`GuidanceConfig` dict) or None.
-        guidance_model: name or path of the guidance ViT the edge uses (see ``load_guidance``), or None.
-    """
-
-    adapter: dict[str, Any]
-    image_processor: dict[str, Any]
-    canvas_size: int | None = None
-    center_crop: bool = False
-    quality: int = 6
-    decode_device: str = "cpu"
-    guidance: dict[str, Any] | None = None
-    guidance_model: str | None = None
-
-    def __post_init__(self) -> None:
-        LatentAdapterConfig.from_dict(self.adapter)
-        if not isinstance(self.image_processor, dict) or "image_processor_type" not in self.image_processor:
-            raise ConfigError("image_processor must be an image processor's to_dict() (with image_processor_type)")
-        if self.canvas_size is not None and (self.canvas_size < 64 or self.canvas_size % 64):
-            raise ConfigError(f"canvas_size must be a positive multiple of 64, got {self.canvas_size}")
-        if not 0 <= int(self.quality) <= 9:
-            raise ConfigError(f"quality must be in [0, 9], got {self.quality}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CoTAMTowerConfig":
-        return strict_from_dict(cls, data, "CoTAM tower")
-
-
-def image_processor_from_dict(data: dict[str, Any]) -> Any:
-    """Rebuild a transformers image processor from its ``to_dict()`` (PIL backend when torchvision is absent)."""
-    import transformers
-
-    from .._transformers import quiet_transformers
-
-    name = data.get("image_processor_type")
-    kwargs = {k: v for k, v in data.items() if k not in ("image_processor_type", "processor_class")}
-    with quiet_transformers():  # without torchvision, transformers falls back to the PIL backend (and says so)
-        cls = getattr(transformers, str(name), None)
-        if cls is None:
-            raise ConfigError(f"unknown image processor type {name!r} in the CoTAM config")
-        return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------- bitstream transport
-_LEN_BYTES = 8
-
-
-def pack_bitstreams(streams: Sequence[bytes]) -> Tensor:
-    """Pack containers into one ``uint8`` tensor (N, 8 + max_len): a little-endian length, the bytes, zeros.
-
-    This is how bitstreams travel through ``BatchFeature``/``generate`` (which only move tensors) as the
-    host model's ``pixel_values``; float casts never touch integer tensors.
-    """
-    if not streams:
-        raise ConfigError("no bitstreams to pack")
-    width = _LEN_BYTES + max(len(s) for s in streams)
-    out = np.zeros((len(streams), width), dtype=np.uint8)
-    for i, s in enumerate(streams):
-        out[i, :_LEN_BYTES] = np.frombuffer(len(s).to_bytes(_LEN_BYTES, "little"), dtype=np.uint8)
-        out[i, _LEN_BYTES : _LEN_BYTES + len(s)] = np.frombuffer(bytes(s), dtype=np.uint8)
-    return torch.from_numpy(out)
-
-
-def is_packed_bitstreams(value: Any) -> bool:
-    """True for a tensor made by :func:`pack_bitstreams` (2-D uint8)."""
-    return isinstance(value, Tensor) and value.dtype == torch.uint8 and value.dim() == 2
-
-
-def unpack_bitstreams(packed: Tensor) -> list[bytes]:
-    """Inverse of :func:`pack_bitstreams`.
-
-    Raises:
-        BitstreamFormatError: a length field does not fit its row.
-    """
-    if not is_packed_bitstreams(packed):
-        raise BitstreamFormatError(f"packed bitstreams must be a 2-D uint8 tensor, got {tuple(packed.shape)} {packed.dtype}")
-    rows = packed.detach().cpu().numpy()
-    out = []
-    for i, row in enumerate(rows):
-        n = int.from_bytes(row[:_LEN_BYTES].tobytes(), "little")
-        if n > row.size - _LEN_BYTES:
-            raise BitstreamFormatError(f"packed bitstream {i} claims {n} bytes but its row holds {row.size - _LEN_BYTES}")
-        out.append(row[_LEN_BYTES : _LEN_BYTES + n].tobytes())
-    return out
 
 
 # --------------------------------------------------------------------------- the tower

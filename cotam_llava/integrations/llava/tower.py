@@ -53,7 +53,8 @@ from ...codec.model import CoTAMELIC
 from ...errors import BitstreamFormatError, CheckpointError, ConfigError, CoTAMError, ImageInputError
 from ...imageio import to_pil
 from ...vision.adapter import ADAPTER_WEIGHTS, load_adapter_weights, num_blocks_in
-from ...vision.tower import CoTAMTowerConfig, CoTAMVisionTower, image_processor_from_dict
+from ...vision.tower import CoTAMVisionTower
+from ...vision.tower_config import CoTAMTowerConfig, image_processor_from_dict
 
 __all__ = [
     "TOWER_FILE",
