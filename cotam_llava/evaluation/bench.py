@@ -9,7 +9,6 @@ bits vs the model's −log2-likelihood estimate) and the header's share of the b
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 import time
@@ -21,22 +20,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..imageio import psnr, to_uint8_array
-from .bdrate import BDResult, bd_rate
+from .bdrate import BDResult
+from .rd import CodedImage, bd_against, curves, write_csv
 
 __all__ = ["BenchRow", "BenchSummary", "run_bench", "summarize", "bd_table", "write_outputs", "format_tables"]
 
 
 @dataclass
-class BenchRow:
-    """One image coded by one codec at one quality."""
+class BenchRow(CodedImage):
+    """One image coded by one codec at one quality: PSNR, timings and where the bits went."""
 
-    codec: str
-    quality: int
-    image: str
-    width: int
-    height: int
-    bytes: int
-    bpp: float
     psnr: float
     encode_ms: float
     decode_ms: float
@@ -137,15 +130,7 @@ def summarize(rows: Sequence[BenchRow]) -> list[BenchSummary]:
 
 def bd_table(summary: Sequence[BenchSummary], anchor: str = "jpeg") -> dict[str, BDResult]:
     """BD-rate (PSNR, pchip) of every codec against ``anchor``; empty when the anchor is absent."""
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    for s in summary:
-        curves.setdefault(s.codec, ([], []))
-        curves[s.codec][0].append(s.bpp)
-        curves[s.codec][1].append(s.psnr)
-    if anchor not in curves:
-        return {}
-    ar, ad = curves[anchor]
-    return {name: bd_rate(ar, ad, r, d) for name, (r, d) in curves.items() if name != anchor}
+    return bd_against(curves(summary, "psnr"), anchor)
 
 
 def format_tables(summary: Sequence[BenchSummary], bd: dict[str, BDResult], anchor: str = "jpeg") -> str:
@@ -181,21 +166,12 @@ def write_outputs(
         "report": out_dir / "bench.md",
         "plot": out_dir / "rd_psnr.png",
     }
-    _write_csv(paths["rows"], [asdict(r) for r in rows])
-    _write_csv(paths["summary"], [{k: v for k, v in asdict(s).items() if k != "extra"} for s in summary])
-    _write_csv(paths["bdrate"], [{"codec": k, "anchor": anchor, "bd_rate_pct": v.value, "note": v.note} for k, v in bd.items()])
+    write_csv(paths["rows"], [asdict(r) for r in rows])
+    write_csv(paths["summary"], [{k: v for k, v in asdict(s).items() if k != "extra"} for s in summary])
+    write_csv(paths["bdrate"], [{"codec": k, "anchor": anchor, "bd_rate_pct": v.value, "note": v.note} for k, v in bd.items()])
     paths["report"].write_text((f"# {title}\n\n" if title else "") + format_tables(summary, bd, anchor) + "\n")
     _plot(summary, paths["plot"], title)
     return paths
-
-
-def _write_csv(path: Path, records: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        if not records:
-            return
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
 
 
 def _plot(summary: Sequence[BenchSummary], path: Path, title: str) -> None:

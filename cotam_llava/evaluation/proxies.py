@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..imageio import ImageLike, to_uint8_array
+from .rd import CodedImage
 from .text_overlay import DEFAULT_FONT_SIZES, TextLine, draw_text_overlay, image_seed
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -74,28 +75,20 @@ CodecPoints = Sequence[tuple[Any, Sequence[int]]]  # (codec following codec.regi
 
 
 @dataclass
-class FidelityRow:
+class FidelityRow(CodedImage):
     """Token fidelity of one image coded by one codec at one quality.
 
     Attributes:
-        bytes: real file size; bpp = bytes × 8 / (width × height).
         cosine: mean over the T = 257 tokens of cos(token_decoded, token_original), in [−1, 1].
         mse: mean over tokens and the D = 384 channels of (token_decoded − token_original)².
     """
 
-    codec: str
-    quality: int
-    image: str
-    width: int
-    height: int
-    bytes: int
-    bpp: float
     cosine: float
     mse: float
 
 
 @dataclass
-class OCRRow:
+class OCRRow(CodedImage):
     """One drawn line of one image, read after coding by one codec at one quality.
 
     Attributes:
@@ -107,13 +100,6 @@ class OCRRow:
         accuracy: :func:`char_accuracy`, in [0, 1].
     """
 
-    codec: str
-    quality: int
-    image: str
-    width: int
-    height: int
-    bytes: int
-    bpp: float
     font_size: int
     reference: str
     hypothesis: str

@@ -9,27 +9,21 @@ given must grow with quality (cosine, −10·log10 MSE, character accuracy), nev
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from .bdrate import BDResult, bd_rate
+from .bdrate import BDResult
 from .proxies import ORIGINAL, ProxyPoint
+from .rd import Curve, bd_against, curves, write_csv
 
-__all__ = ["bd_tables", "points_table", "bd_markdown", "write_csv", "plot_rd", "write_report"]
+__all__ = ["bd_tables", "points_table", "bd_markdown", "plot_rd", "write_report"]
 
 
-def _curves(points: Sequence[ProxyPoint], metric: str) -> dict[str, tuple[list[float], list[float]]]:
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    for p in points:
-        if p.metric == metric and p.codec != ORIGINAL:
-            rates, values = curves.setdefault(p.codec, ([], []))
-            rates.append(p.bpp)
-            values.append(p.value)
-    return curves
+def _curves(points: Sequence[ProxyPoint], metric: str) -> dict[str, Curve]:
+    return curves(points, "value", where=lambda p: p.metric == metric and p.codec != ORIGINAL)
 
 
 def bd_tables(
@@ -42,13 +36,8 @@ def bd_tables(
     """
     out: dict[str, dict[str, dict[str, BDResult]]] = {}
     for metric in metrics:
-        curves = _curves(points, metric)
-        out[metric] = {}
-        for anchor in anchors:
-            if anchor not in curves:
-                continue
-            ar, ad = curves[anchor]
-            out[metric][anchor] = {c: bd_rate(ar, ad, r, d) for c, (r, d) in curves.items() if c != anchor}
+        by_codec = _curves(points, metric)
+        out[metric] = {anchor: bd_against(by_codec, anchor) for anchor in anchors if anchor in by_codec}
     return out
 
 
@@ -113,17 +102,6 @@ def _short_note(note: str) -> str:
     for long, short in _SHORT_NOTES:
         note = note.replace(long, short)
     return note
-
-
-def write_csv(path: Path, records: Sequence[dict[str, Any]]) -> Path:
-    """A CSV with the keys of the first record as header (an empty file when there are none)."""
-    path = Path(path)
-    with path.open("w", newline="") as f:
-        if records:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-    return path
 
 
 def plot_rd(
