@@ -389,6 +389,44 @@ def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
     assert torch.allclose(embeds, ref, atol=1e-5)
 
 
+def test_front_retries_a_connection_the_engine_dropped():
+    """A pooled keep-alive connection the engine has just closed (uvicorn drops idle ones after 5 s) is retried once;
+    an engine that is down is a 503 with the reason."""
+    pytest.importorskip("aiohttp")
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from cotam_llava.serving.server import ServerSettings, make_app
+
+    calls = []
+
+    async def flaky(request):
+        calls.append(1)
+        if len(calls) == 1:
+            request.transport.close()
+        return web.json_response({"choices": [{"message": {"content": "ok"}}]})
+
+    async def run():
+        engine = web.Application()
+        engine.router.add_post("/v1/chat/completions", flaky)
+        async with TestServer(engine) as backend:
+            app = make_app(SimpleNamespace(codec_id=b"\0" * 8), ServerSettings(str(backend.make_url("")).rstrip("/")),
+                           batcher=SimpleNamespace())
+            async with TestClient(TestServer(app)) as client:
+                ok = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+                ok_status = ok.status
+        down = make_app(SimpleNamespace(codec_id=b"\0" * 8), ServerSettings("http://127.0.0.1:9"), batcher=SimpleNamespace())
+        async with TestClient(TestServer(down)) as client:
+            r = await client.post("/v1/chat/completions", json={"messages": []})
+            return ok_status, r.status, await r.json()
+
+    ok_status, down_status, down_body = asyncio.run(run())
+    assert ok_status == 200 and len(calls) == 2
+    assert down_status == 503 and "did not answer" in down_body["error"]["message"]
+
+
 # --------------------------------------------------------------------------- the real server (vLLM on this CPU)
 needs_vllm = pytest.mark.skipif(not SERVE_PYTHON.is_file(),
                                 reason=f"{SERVE_PYTHON} not found: build the vLLM serving environment with `make serve-env`")
@@ -514,7 +552,10 @@ def test_cotam_request_matches_transformers_greedy(live_server):
 
 @needs_vllm
 @pytest.mark.slow
-def test_edge_client_and_streaming(live_server):
+def test_edge_client_and_streaming(live_server, tmp_path, capsys):
+    from PIL import Image
+
+    from cotam_llava.serving.cli import main
     from cotam_llava.serving.client import chat_image, chat_request, load_edge
 
     folder = live_server["root"] / "cotam"
@@ -533,6 +574,17 @@ def test_edge_client_and_streaming(live_server):
     text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[:-1]
                    if json.loads(e[6:])["choices"])
     assert text.strip() == result.answer
+    # the command line (`cotam chat --server URL` once wired): an image file, then the .cotam file it makes
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    (tmp_path / "photo.cotam").write_bytes(data)
+    assert main(["chat", "--server", live_server["url"], "--model", str(folder), str(tmp_path / "photo.png"),
+                 QUESTION, "--max-new-tokens", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["token_ids"] == result.token_ids and out["bits"] == result.bits
+    assert main(["chat", "--server", live_server["url"], str(tmp_path / "photo.cotam"), QUESTION,
+                 "--max-new-tokens", "6"]) == 0
+    answer = capsys.readouterr()
+    assert answer.out.strip() == result.answer and f"[{result.bits} bits" in answer.err
 
 
 @needs_vllm

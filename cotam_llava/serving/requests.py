@@ -263,9 +263,11 @@ def status_for(exc: BaseException) -> int:
 def error_body(exc: BaseException, param: str | None = None) -> dict[str, Any]:
     """An OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``.
 
-    The message is the error's own (ours are written for users); an unexpected error is not echoed.
+    The message is the error's own for the package's errors and errors that carry an HTTP ``status`` (ours are
+    written for users); an unexpected error (a bug) is not echoed.
     """
     status = status_for(exc)
-    message = str(exc) if status < 500 else f"internal error while decoding ({type(exc).__name__}); see the server log"
-    return {"error": {"message": message, "type": type(exc).__name__ if status < 500 else "InternalServerError",
+    known = isinstance(exc, CoTAMError) or isinstance(getattr(exc, "status", None), int)
+    message = str(exc) if known else f"internal error while decoding ({type(exc).__name__}); see the server log"
+    return {"error": {"message": message, "type": type(exc).__name__ if known else "InternalServerError",
                       "param": param if param is not None else getattr(exc, "param", None), "code": status}}

@@ -126,7 +126,10 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
 
     async def on_startup(app: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
-        app["session"] = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
+        # idle keep-alive connections are dropped after 2 s, before the engine's HTTP server (uvicorn: 5 s) closes them
+        # under our feet (a request that waited for the tower would otherwise meet a ServerDisconnectedError)
+        app["session"] = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=2.0))
 
     async def on_cleanup(app: web.Application) -> None:
         await app["session"].close()
@@ -209,29 +212,46 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
         headers = {"Content-Type": "application/json"}
         if "Authorization" in request.headers:
             headers["Authorization"] = request.headers["Authorization"]
-        try:
-            async with session.post(f"{settings.backend_url}{path}", data=payload, headers=headers) as r:
-                if stream and r.status == 200:
-                    resp = web.StreamResponse(status=200, headers=_stream_headers(r, info))
-                    await resp.prepare(request)
+        for attempt in (1, 2):
+            try:
+                return await _post_once(request, session, path, payload, headers, info, stream)
+            except aiohttp.ServerDisconnectedError as exc:  # a pooled connection the engine had just closed
+                if attempt == 2:
+                    stats["backend_errors"] += 1
+                    log.warning("the engine closed the connection twice for %s: %s", path, exc)
+                    return _json_error(RequestError(f"the vLLM engine did not answer: {exc}", status=503))
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                stats["backend_errors"] += 1
+                log.warning("the engine did not answer %s: %s: %s", path, type(exc).__name__, exc)
+                return _json_error(RequestError(f"the vLLM engine did not answer: {type(exc).__name__} {exc}",
+                                                status=503))
+        raise AssertionError("unreachable")
+
+    async def _post_once(request: web.Request, session: Any, path: str, payload: bytes, headers: dict[str, str],
+                         info: dict[str, Any], stream: bool) -> web.StreamResponse:
+        async with session.post(f"{settings.backend_url}{path}", data=payload, headers=headers) as r:
+            if stream and r.status == 200:
+                resp = web.StreamResponse(status=200, headers=_stream_headers(r, info))
+                await resp.prepare(request)
+                try:  # once the stream has started, a failure can only end it (no retry, no status)
                     async for chunk in r.content.iter_any():
                         await resp.write(chunk)
-                    await resp.write_eof()
-                    return resp
-                data = await r.read()
-                if r.status != 200:
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     stats["backend_errors"] += 1
-                if info and r.status == 200:
-                    try:
-                        out = json.loads(data)
-                        out["cotam"] = info
-                        data = json.dumps(out).encode()
-                    except ValueError:
-                        pass
-                return web.Response(body=data, status=r.status, headers=_plain_headers(r, info))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            stats["backend_errors"] += 1
-            return _json_error(RequestError(f"the vLLM engine did not answer: {type(exc).__name__} {exc}", status=503))
+                    log.warning("the engine's stream for %s broke off: %s: %s", path, type(exc).__name__, exc)
+                await resp.write_eof()
+                return resp
+            data = await r.read()
+            if r.status != 200:
+                stats["backend_errors"] += 1
+            if info and r.status == 200:
+                try:
+                    out = json.loads(data)
+                    out["cotam"] = info
+                    data = json.dumps(out).encode()
+                except ValueError:
+                    pass
+            return web.Response(body=data, status=r.status, headers=_plain_headers(r, info))
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         session: aiohttp.ClientSession = request.app["session"]
