@@ -2,10 +2,13 @@
 
 Codes every image of ``--images`` with each checkpoint (real ``.cotam`` files, native resolution) and with
 JPEG and WebP (Pillow) in the same run, then prints the RD table and the BD-rates (PSNR, pchip) of every codec
-against ``--anchor`` (default: the second checkpoint) and against JPEG. Outputs (CSV, Markdown, RD plot) go to
-``--out``.
+against ``--anchor`` (default: the last checkpoint) and against JPEG. ``--held-out`` codes instead the training
+run's held-out photos (every 25th of ../shared/data/train, center-cropped to 512 as the trainer validates).
+A checkpoint that is not finalized (a resumable ``checkpoint-*/codec``) is finalized in memory first. Outputs
+(CSV, Markdown, RD plot) go to ``--out``.
 
     python eval/dcae_vs_elic.py runs/cpu20-dcae-small/final runs/cpu20-elic-small/final --out eval/results/dcae_cpu20
+    python eval/dcae_vs_elic.py A/codec B/codec --held-out --out eval/results/dcae_cpu20_heldout
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -27,11 +31,33 @@ from cotam_llava.evaluation.bench import bd_table, format_tables, run_bench, sum
 CLASSICAL_QUALITIES = {"jpeg": (10, 25, 50, 75, 90, 95), "webp": (2, 10, 25, 50, 75, 90, 95)}
 
 
+def _held_out_crops(train_data: str, every_nth: int, folder: Path) -> list[Path]:
+    """The trainer's validation crops (codec_trainer._center_crops, at most 512²) written as PNGs."""
+    from PIL import Image
+
+    from cotam_llava.training.codec_trainer import _center_crops
+    from cotam_llava.training.data import split_files
+
+    _, val = split_files([train_data], every_nth)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, crop in _center_crops(val, 512):
+        path = folder / (Path(name).stem + ".png")
+        Image.fromarray(crop).save(path)
+        paths.append(path)
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="learned codec checkpoint folders (any model_type)")
     parser.add_argument("--names", help="comma list of labels, one per checkpoint (default: model_type/preset + folder)")
     parser.add_argument("--images", default=str(REPO.parent / "shared" / "data" / "kodak"), help="folder of PNGs")
+    parser.add_argument("--held-out", action="store_true",
+                        help="code the training run's held-out photos (every --val-every-nth of --train-data, center "
+                             "crops of at most 512) instead of --images")
+    parser.add_argument("--train-data", default=str(REPO.parent / "shared" / "data" / "train"))
+    parser.add_argument("--val-every-nth", type=int, default=25)
     parser.add_argument("--max-images", type=int, default=0, help="use only the first N images (0: all)")
     parser.add_argument("--qualities", default="0,3,6,9", help="levels of the learned codecs")
     parser.add_argument("--anchor", help="codec label the BD-rates are against (default: the last checkpoint)")
@@ -39,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    images = sorted(Path(args.images).glob("*.png"))
+    if args.held_out:
+        crops_dir = tempfile.mkdtemp(prefix="cotam-heldout-")  # training photos stay out of the repo
+        images = _held_out_crops(args.train_data, args.val_every_nth, Path(crops_dir))
+    else:
+        images = sorted(Path(args.images).glob("*.png"))
     if args.max_images:
         images = images[: args.max_images]
     if not images:
@@ -49,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     codecs = []
     for i, folder in enumerate(args.checkpoints):
         model = load_codec(folder)
+        if not model.is_finalized:
+            model.finalize()
         label = names[i] if i < len(names) else f"{model.config.preset}:{Path(folder).parent.name or Path(folder).name}"
         codecs.append((LearnedCodec(model, name=label), qualities))
     anchor = args.anchor or codecs[-1][0].name
@@ -57,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(rows)
     bd = bd_table(summary, anchor=anchor)
     bd_jpeg = bd_table(summary, anchor="jpeg")
-    title = f"{len(images)} images of {Path(args.images).name}; BD-rate vs {anchor}"
+    source = 'held-out training photos' if args.held_out else Path(args.images).name
+    title = f"{len(images)} images of {source}; BD-rate vs {anchor}"
     paths = write_outputs(rows, summary, bd, Path(args.out), title=title, anchor=anchor)
     (Path(args.out) / "bdrate_vs_jpeg.json").write_text(json.dumps(
         {k: {"bd_rate_pct": v.value, "note": v.note} for k, v in bd_jpeg.items()}, indent=2) + "\n")

@@ -268,12 +268,11 @@ def test_unfinalized_codec_refuses_bitstreams(dcae_codec, synthetic_image):
 
 # ============================================================================ checkpoints, one loader
 def test_checkpoint_round_trip_gives_identical_bitstreams(dcae_codec, dcae_checkpoint, synthetic_image):
-    for loaded in (CoTAMDCAE.from_pretrained(dcae_checkpoint), load_codec(dcae_checkpoint),
-                   CoTAMELIC.from_pretrained(dcae_checkpoint)):
+    for loaded in (CoTAMDCAE.from_pretrained(dcae_checkpoint), CoTAMELIC.from_pretrained(dcae_checkpoint)):
         assert isinstance(loaded, CoTAMDCAE) and not loaded.training
         assert loaded.config == dcae_codec.config and loaded.codec_id == dcae_codec.codec_id  # id: every tensor
-    for kwargs in (dict(quality=5), dict(quality=3, quality_maps=[QualityMap(np.array([[1, 8], [4, 9]]))])):
-        assert pipeline.encode(loaded, synthetic_image, **kwargs) == pipeline.encode(dcae_codec, synthetic_image, **kwargs)
+    kwargs = dict(quality=3, quality_maps=[QualityMap(np.array([[1, 8], [4, 9]]))])
+    assert pipeline.encode(loaded, synthetic_image, **kwargs) == pipeline.encode(dcae_codec, synthetic_image, **kwargs)
     data = pipeline.encode(dcae_codec, synthetic_image, 7)
     assert torch.equal(pipeline.decode(loaded, data)[0].x_hat, pipeline.decode(dcae_codec, data)[0].x_hat)
 
@@ -356,7 +355,7 @@ def test_malformed_streams_give_our_errors(dcae_codec, synthetic_image):
 
     references = reference_streams(dcae_codec)[:2]  # two pictures (the video reference only adds time here)
     outcomes = {}
-    for name, data in craft_cases(references, 2 * len(CRAFTERS), seed=3):
+    for name, data in craft_cases(references, len(CRAFTERS), seed=3):
         outcome = decode_outcome(dcae_codec, data)
         assert not outcome.startswith("bug:"), f"{name}: {outcome}"
         outcomes.setdefault(name, set()).add(outcome)

@@ -35,6 +35,11 @@ MAX_HEAD_DIM = 256
 MAX_MLP_RATIO = 8
 
 
+#: Parameter counts of the architectures validated so far (canonical JSON → count): a config is validated when it
+#: is made and again when a model is built from it.
+_PARAMETER_COUNTS: dict[str, int] = {}
+
+
 @dataclass
 class CoTAMDCAEConfig:
     """Architecture and state of a :class:`~cotam_llava.codec.dcae.CoTAMDCAE` codec.
@@ -158,13 +163,18 @@ class CoTAMDCAEConfig:
         Building on ``meta`` allocates no tensor memory; the fields are bounded first, so the number of
         modules built is bounded too. Only call it on a config whose fields passed their own checks.
         """
-        import torch
+        key = json.dumps({k: v for k, v in self.to_dict().items() if k not in ("finalized", "preset")}, sort_keys=True)
+        if key not in _PARAMETER_COUNTS:
+            import torch
 
-        from .dcae import build_dcae_modules
+            from .dcae import build_dcae_modules
 
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # some initialisers still draw on the CPU
-            modules = build_dcae_modules(self)
-        return sum(p.numel() for p in modules.parameters())
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):  # some initialisers still draw on the CPU
+                modules = build_dcae_modules(self)
+            if len(_PARAMETER_COUNTS) > 64:
+                _PARAMETER_COUNTS.clear()
+            _PARAMETER_COUNTS[key] = sum(p.numel() for p in modules.parameters())
+        return _PARAMETER_COUNTS[key]
 
     # ------------------------------------------------------------------ λ per quality
     def lambda_for_quality(self, quality: int) -> float:
