@@ -308,6 +308,24 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render(report: dict) -> str:
+    """The markdown report of a run (from its JSON)."""
+    results = report["results"]
+    examples: dict = {}
+    for r in results:
+        for k, v in r["examples"].items():
+            examples[k] = examples.get(k) or v
+    model = Path(report["model"])
+    md = [f"`cotam serve` load test, {report['date']}, {report['cpus']} CPUs; model {model.parent.name}/{model.name} "
+          f"({report['photos']} photos, mean {report['bpp_mean']:.3f} bpp, {report['bytes_mean']:.0f} bytes; edge encode "
+          f"{report['edge_encode_s']:.2f} s each), {report['bad_share']:.0%} hostile requests, {report['max_tokens']} "
+          "tokens greedy. Row 0: the text-stream probe alone.", "", table(results), "",
+          f"Server healthy at the end: {report['healthy_at_end']}; alive: {report['server_alive_at_end']}; stopped "
+          f"with status {report['server_exit']}.",
+          "Hostile kinds and the server's answers: " + "; ".join(f"{k}: {v!r}" for k, v in examples.items())]
+    return "\n".join(md) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -330,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="one more client streaming text-only chats: inter-token gaps under the image load")
     p.add_argument("--vllm-args", default="--max-model-len 1024 --max-num-seqs 16 --limit-mm-per-prompt {\"image\":1}",
                    help="vLLM engine arguments for a server started here")
+    p.add_argument("--render", type=Path, default=None, help="only re-render <out>.md from this saved JSON")
     args = p.parse_args(argv)
+    if args.render is not None:
+        text = render(json.loads(args.render.read_text()))
+        print(text)
+        args.render.with_suffix(".md").write_text(text)
+        return 0
     if not 0 <= args.bad_share <= 1 or args.seconds <= 0 or min(args.clients) < 1:
         p.error("need 0 <= --bad-share <= 1, --seconds > 0, --clients >= 1")
     if args.model is None and args.build is None:
@@ -387,13 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens, "healthy_at_end": status == 200, "health": health,
         "server_alive_at_end": pid_alive, "server_exit": code, "results": results,
     }
-    md = [f"`cotam serve` load test, {report['date']}, {report['cpus']} CPUs; model {model.name} "
-          f"({len(good)} photos, mean {bpp:.3f} bpp, {report['bytes_mean']:.0f} bytes; edge encode {encode_s:.2f} s each), "
-          f"{args.bad_share:.0%} hostile requests, {args.max_tokens} tokens greedy.", "", table(results), "",
-          f"Server healthy at the end: {report['healthy_at_end']}; alive: {pid_alive}; stopped with status {code}.",
-          "Hostile kinds and the server's answers: " + "; ".join(f"{k}: {v!r}" for k, v in
-                                                                  (results[-1]["examples"] if results else {}).items())]
-    text = "\n".join(md) + "\n"
+    text = render(report)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
