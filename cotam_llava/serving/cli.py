@@ -1,4 +1,4 @@
-"""Argument handling for ``cotam serve`` and ``cotam chat --server URL`` (no logic beyond it).
+"""Argument handling for ``cotam serve`` and ``cotam chat --server URL`` (the work is in launch.py and client.py).
 
 The ``cotam`` CLI wires these in (``add_serve_parser(subparsers)`` → ``run_serve(args)``; ``add_server_argument``
 on the chat parser → ``chat_via_server(args)`` when ``args.server`` is set). Until then:
@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["add_serve_parser", "run_serve", "add_server_argument", "add_chat_parser", "chat_via_server", "main"]
@@ -67,82 +66,26 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Start vLLM (unless ``--backend-url``), load the CoTAM vision side, serve until SIGINT / SIGTERM.
+    """``cotam serve``: :func:`~cotam_llava.serving.launch.serve` with the parsed arguments (or ``--export-only``).
 
     Returns:
         0 after a clean stop; the vLLM child is stopped in every case.
     """
-    import logging
+    from .launch import export_only, serve
 
-    import torch
-
-    from ..codec.container import ParseLimits
-    from ..errors import ConfigError
-    from .backend import VLLMBackend, default_vllm_python, free_port, vllm_command, vllm_env
-    from .export import export_for_vllm
-    from .requests import DEFAULT_MAX_BITSTREAM_BYTES, DEFAULT_MAX_IMAGES
-    from .server import ServerSettings, make_app
-    from .vision import CoTAMEmbedder, EmbedBatcher
-
-    try:
-        from aiohttp import web
-    except ImportError:  # pragma: no cover - the serve extra
-        raise ConfigError("cotam serve needs aiohttp: pip install 'cotam-llava[serve]'") from None
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s cotam-serve %(levelname)s %(message)s")
-    log = logging.getLogger("cotam_llava.serving")
     extra = list(args.vllm_args or [])
     if extra and extra[0] == "--":
         extra = extra[1:]
-    model_path = Path(args.model).expanduser()
-    if not model_path.is_dir():
-        raise ConfigError(f"cotam serve needs a local model folder; {args.model} is not one (download it first)")
-    name = args.served_model_name or model_path.resolve().name
-    cpu = args.cpu if args.cpu is not None else not torch.cuda.is_available()
-    dtype = args.dtype or ("float32" if cpu else "bfloat16")
-
-    backend = None
     if args.export_only:
-        print(export_for_vllm(model_path, args.export_dir))
+        print(export_only(args.model, args.export_dir))
         return 0
-    if args.backend_url is None:
-        vllm_dir = export_for_vllm(model_path, args.export_dir)
-        log.info("vLLM folder: %s", vllm_dir)
-        port = args.backend_port or free_port()
-        python = args.vllm_python or default_vllm_python()
-        backend = VLLMBackend(vllm_command(python, str(vllm_dir), port, name, dtype, cpu, extra),
-                              vllm_env(cpu, args.cpu_kv_cache_gib), port,
-                              Path(args.vllm_log) if args.vllm_log else None)
-        log.info("starting vLLM: %s", " ".join(backend.command))
-        backend.start()
-    batcher = None
-    try:
-        embedder = CoTAMEmbedder.from_pretrained(str(model_path), args.cotam, device=args.device, dtype=dtype)
-        limits = ParseLimits(max_items=1, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
-        embedder.limits = limits
-        batcher = EmbedBatcher(embedder, args.max_batch, args.max_queue, args.tower_threads)
-        backend_url = args.backend_url.rstrip("/") if args.backend_url else backend.url
-        if backend is not None:
-            backend.wait_ready(args.startup_timeout)
-            log.info("vLLM ready at %s (pid %d)", backend.url, backend.pid)
-        settings = ServerSettings(backend_url=backend_url,
-                                  max_bitstream_bytes=args.max_bitstream_bytes or DEFAULT_MAX_BITSTREAM_BYTES,
-                                  max_images=args.max_images or DEFAULT_MAX_IMAGES, limits=limits,
-                                  backend_pid=backend.pid if backend is not None else None)
-        app = make_app(embedder, settings, batcher)
-        if args.pid_file:
-            async def write_pid(_app: Any) -> None:
-                Path(args.pid_file).write_text(f"{os.getpid()}\n")
-            app.on_startup.append(write_pid)
-        print(f"cotam serve: model {name!r} on http://{args.host}:{args.port}/v1 (vLLM at {backend_url})", flush=True)
-        web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True, access_log=None,
-                    shutdown_timeout=10.0)
-    finally:
-        if batcher is not None:
-            batcher.close()
-        if backend is not None:
-            code = backend.stop()
-            log.info("vLLM stopped (status %s)", code)
+    serve(args.model, cotam=args.cotam, host=args.host, port=args.port, served_model_name=args.served_model_name,
+          backend_url=args.backend_url, backend_port=args.backend_port, vllm_python=args.vllm_python,
+          export_dir=args.export_dir, device=args.device, dtype=args.dtype, cpu=args.cpu,
+          cpu_kv_cache_gib=args.cpu_kv_cache_gib, max_bitstream_bytes=args.max_bitstream_bytes,
+          max_images=args.max_images, max_pixels=args.max_pixels, max_batch=args.max_batch, max_queue=args.max_queue,
+          tower_threads=args.tower_threads, startup_timeout=args.startup_timeout, vllm_log=args.vllm_log,
+          pid_file=args.pid_file, vllm_args=extra)
     return 0
 
 

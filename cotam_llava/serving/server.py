@@ -176,9 +176,13 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
                 return _json_error(exc, part.param)
         info: dict[str, Any] = {}
         if parts:
+            futures = []
             try:
-                futures = [batcher.submit(c) for c in containers]
+                for c in containers:
+                    futures.append(batcher.submit(c))
             except ServerBusyError as exc:
+                for f in futures:  # the worker skips cancelled ones
+                    f.cancel()
                 stats["refused"] += 1
                 return _json_error(exc, status=503)
             queued = time.perf_counter()
