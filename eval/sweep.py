@@ -27,8 +27,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cotam_llava.errors import CoTAMError  # noqa: E402
+from cotam_llava.evaluation.variants import LEARNED, VARIANTS  # noqa: E402  (light: no torch)
 
-CODECS = ("cotam", "cotam-noguide", "cotam-noadapter", "base", "jpeg", "webp", "avif", "none")
+CODECS = (*LEARNED, "jpeg", "webp", "avif", "none")
 CLASSICAL = ("jpeg", "webp", "avif")
 
 
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = []
         for i, spec in enumerate(runs, 1):
             print(f"[{i}/{len(runs)}] {spec.name}: lmms-eval on {', '.join(args.tasks)}", flush=True)
-            guided = args.guidance and spec.codec in ("cotam", "cotam-noadapter")
+            guided = args.guidance and spec.codec in LEARNED and VARIANTS[spec.codec].guidance
             results = ts.run_lmms_eval(spec, args.model, args.tasks, args.out, cotam=args.cotam,
                                        include_path=args.include_path, limit=args.limit,
                                        model_args={**model_args, "guidance": args.guidance} if guided else model_args,

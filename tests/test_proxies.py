@@ -197,8 +197,8 @@ def test_tool_writes_csv_json_png(tmp_path, small_photos, fidelity, reader, tiny
     ckpt = tmp_path / "tiny"
     tiny_codec.save_pretrained(ckpt)
     out = tmp_path / "out"
-    argv = ["--proxy", "both", "--codecs", "jpeg,webp,base,cotam", "--images", str(images), "--limit", "2",
-            "--qualities", "jpeg=5,50", "--qualities", "webp=5,50", "--qualities", "base=0,9", "--qualities", "cotam=0,9",
+    argv = ["--proxy", "both", "--codecs", "jpeg,webp,base,cotam-noadapter", "--images", str(images), "--limit", "2",
+            "--qualities", "jpeg=5,50", "--qualities", "webp=5,50", "--qualities", "base=0,9", "--qualities", "cotam-noadapter=0,9",
             "--font-sizes", "10,16", "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]
     assert _load_tool().main(argv) == 0
 
@@ -208,19 +208,19 @@ def test_tool_writes_csv_json_png(tmp_path, small_photos, fidelity, reader, tiny
         with (out / f"{kind}_points.csv").open() as f:
             points = list(csv.DictReader(f))
         assert {"codec", "quality", "bpp", "metric", "value"} <= set(points[0])
-        assert {p["codec"] for p in points} >= {"jpeg", "webp", "base", "cotam"}
+        assert {p["codec"] for p in points} >= {"jpeg", "webp", "base", "cotam-noadapter"}
         assert all(int(p["images"]) == 2 for p in points)
         codec_points = [p for p in points if p["codec"] != ORIGINAL]
         assert len(codec_points) == 4 * 2 * per_point
         with (out / f"{kind}_bdrate.csv").open() as f:
             bd = list(csv.DictReader(f))
-        assert {(r["anchor"], r["codec"]) for r in bd} >= {("base", "cotam"), ("jpeg", "webp"), ("base", "jpeg")}
+        assert {(r["anchor"], r["codec"]) for r in bd} >= {("base", "cotam-noadapter"), ("jpeg", "webp"), ("base", "jpeg")}
         meta = json.loads((out / f"{kind}.json").read_text())
         assert meta["images"] == ["kodim01.png", "kodim23.png"] and meta["codec"]["checkpoint"].endswith("tiny")
         assert meta["seconds"] > 0 and meta["points"] and meta["bdrate"]
         assert (out / f"{kind}_rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         report = (out / f"{kind}.md").read_text()
-        assert "BD-rate" in report and "| cotam |" in report and "adapter" in report
+        assert "BD-rate" in report and "| cotam-noadapter |" in report and "adapter" in report
     with (out / "fidelity_images.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 2 * 4 * 2
     with (out / "ocr_images.csv").open() as f:

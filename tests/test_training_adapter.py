@@ -149,7 +149,7 @@ def test_adapter_study_tool_writes_its_report(setup, tmp_path):
     assert tool.main(["--adapter", str(final), "--images", str(setup["photos"]), "--limit", "2", "--qualities", "2,8",
                       "--classical", "jpeg", "--classical-qualities", "10,90", "--out", str(out), "--no-progress"]) == 0
     points = json.loads((out / "adapter_fidelity.json").read_text())["points"]
-    assert {p["codec"] for p in points} == {"base", "base+guidance", "base+adapter", "cotam", "jpeg"}
+    assert {p["codec"] for p in points} == {"base", "cotam-noadapter", "cotam-noguide", "cotam", "jpeg"}
     jpeg = {p["quality"]: p for p in points if p["codec"] == "jpeg" and p["metric"] == "cosine"}
     assert jpeg[90]["bpp"] > jpeg[10]["bpp"] and jpeg[90]["value"] > jpeg[10]["value"]  # rate and fidelity rise together
     assert "| jpeg | cotam |" in (out / "adapter_fidelity.md").read_text()  # BD-rate against the classical anchor too

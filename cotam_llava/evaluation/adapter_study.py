@@ -32,17 +32,13 @@ from ..codec.pipeline import canvas_for
 from ..imageio import ImageLike, to_pil
 from ..vision.edge import EdgeEncoder, center_square
 from ..vision.tower import CoTAMVisionTower
+from .variants import VARIANTS
 from .proxies import FidelityRow, token_fidelity
 
-__all__ = ["VARIANTS", "run_adapter_fidelity"]
+__all__ = ["STUDY_VARIANTS", "run_adapter_fidelity"]
 
-#: variant → (guidance at the edge, adapter in the tower).
-VARIANTS: dict[str, tuple[bool, bool]] = {
-    "base": (False, False),
-    "base+guidance": (True, False),
-    "base+adapter": (False, True),
-    "cotam": (True, True),
-}
+#: The variants the study compares (names and meaning: :mod:`cotam_llava.evaluation.variants`).
+STUDY_VARIANTS = ("base", "cotam-noadapter", "cotam-noguide", "cotam")
 
 
 def run_adapter_fidelity(
@@ -50,7 +46,7 @@ def run_adapter_fidelity(
     images: Sequence[ImageLike],
     qualities: Sequence[int],
     guidance: Any = None,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[str] = STUDY_VARIANTS,
     names: Sequence[str] | None = None,
     progress: bool = False,
     classical: Mapping[str, Sequence[int]] | None = None,
@@ -63,7 +59,7 @@ def run_adapter_fidelity(
         images: photos (paths, PIL, arrays).
         qualities: base quality levels to code at.
         guidance: a ``ShallowAttentionGuidance`` for the guided variants (required if one is asked for).
-        variants: names from :data:`VARIANTS`.
+        variants: names from :data:`~cotam_llava.evaluation.variants.VARIANTS`.
         names: image names for the rows (default: file names or indices).
         classical: classical codec name (``jpeg``, ``webp``, ``avif``, ``jxl``) → its qualities (0–100), coded on
             the picture resized to the codec canvas.
@@ -78,7 +74,7 @@ def run_adapter_fidelity(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if guidance is None and any(VARIANTS[v][0] for v in variants):
+    if guidance is None and any(VARIANTS[v].guidance for v in variants):
         raise ValueError("guided variants need a guidance model")
     references = {name: classical_codec(name) for name in (classical or {})}
     qualities_of = dict(classical or {})
@@ -118,9 +114,9 @@ def run_adapter_fidelity(
                 picture = center_square(to_pil(image))  # square canvas: no aspect distortion for any host
                 reference = stock_tokens(picture)
                 for q in qualities:
-                    streams = {g: edges[g].encode_image(picture, q) for g in {VARIANTS[v][0] for v in variants}}
+                    streams = {g: edges[g].encode_image(picture, q) for g in {VARIANTS[v].guidance for v in variants}}
                     for variant in variants:
-                        guided, adapted = VARIANTS[variant]
+                        guided, adapted = VARIANTS[variant].guidance, VARIANTS[variant].adapter
                         tower.adapter_enabled = adapted
                         add(variant, q, name, picture, streams[guided], reference, tower(streams[guided]).last_hidden_state)
                 (cw, ch), _ = canvas_for(picture.size, tower.cotam_config.canvas_size)

@@ -57,14 +57,14 @@ from PIL import Image
 
 from ..errors import ConfigError
 from .lmms_tasks import DOC_KEY, SampleRate, clear_rates, record_rate
+from .variants import LEARNED, VARIANTS
 
 __all__ = ["CoTAMLlavaLMM", "EvalSettings", "MODEL_ARGS", "CODECS", "BITS_LOG_ENV"]
 
 #: The model_args ``--model cotam_llava`` accepts (anything else is an error).
 MODEL_ARGS = ("pretrained", "cotam", "codec", "quality", "guidance", "device", "dtype", "batch_size", "max_frames")
 #: What the pictures go through (see the module docstring).
-CODECS = ("cotam", "cotam-noguide", "cotam-noadapter", "base", "jpeg", "webp", "avif", "none")
-LEARNED = ("cotam", "cotam-noguide", "cotam-noadapter", "base")
+CODECS = (*LEARNED, "jpeg", "webp", "avif", "none")
 CLASSICAL = ("jpeg", "webp", "avif")
 #: Pillow's own default quality of each classical format, used when ``quality`` is not given.
 CLASSICAL_DEFAULT_QUALITY = {"jpeg": 75, "webp": 80, "avif": 75}
@@ -227,7 +227,7 @@ class CoTAMLlavaLMM(lmms):
         self.batch_size_per_gpu = s.batch_size
         self._device = model.device
 
-        guided = s.codec in ("cotam", "cotam-noadapter")
+        guided = s.codec in LEARNED and VARIANTS[s.codec].guidance
         if s.guidance is not None:
             if not guided:
                 raise ConfigError(f"model_args guidance={s.guidance} applies to codec=cotam or cotam-noadapter only")
@@ -240,7 +240,7 @@ class CoTAMLlavaLMM(lmms):
                 "to code at a uniform quality"
             )
         self.edge = EdgeEncoder(model.codec, config, use_guidance=guided)
-        tower.adapter_enabled = s.codec in ("cotam", "cotam-noguide")
+        tower.adapter_enabled = s.codec in LEARNED and VARIANTS[s.codec].adapter
         tower.compress_pixels = s.codec in LEARNED  # classical / none: decoded pixels reach the stock encoder
         self.classical = None
         if s.codec in CLASSICAL:

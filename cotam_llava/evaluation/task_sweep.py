@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 RATE_METRICS = ("bpp", "bits_per_frame")
-LEARNED = ("cotam", "cotam-noguide", "cotam-noadapter", "base")
 CLASSICAL = ("jpeg", "webp", "avif")
 AVERAGE = "average"
 

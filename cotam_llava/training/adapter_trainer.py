@@ -94,7 +94,7 @@ def _validate(tower: CoTAMVisionTower, guidance: ShallowAttentionGuidance | None
     """Real-bitstream token fidelity without and with the adapter (guided when training is), per image and quality."""
     from ..evaluation.adapter_study import run_adapter_fidelity
 
-    base, adapted = ("base+guidance", "cotam") if guidance is not None else ("base", "base+adapter")
+    base, adapted = ("cotam-noadapter", "cotam") if guidance is not None else ("base", "cotam-noguide")
     rows = run_adapter_fidelity(tower, files, qualities, guidance, variants=(base, adapted))
     by_key = {(r.codec, r.image, r.quality): r for r in rows}
     return [
