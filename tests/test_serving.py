@@ -222,6 +222,24 @@ def test_export_for_vllm_writes_the_stock_llava_layout(cotam_folder, tmp_path):
     assert export_for_vllm(src, out) == out and (out / "model.safetensors").stat().st_mtime_ns == mtime  # reused
 
 
+def test_load_edge_encodes_like_the_models_processor(tmp_path):
+    """The edge client's encoder: from a CoTAM folder, and from a stock host folder + codec folder — the same bytes
+    as the CoTAM processor (the model's own edge settings)."""
+    from cotam_llava.serving.client import encode_image, load_edge
+
+    model, processor, _, stock_processor = tiny_hosts.build_cotam("llava", tmp_path)
+    model.save_pretrained(tmp_path / "cotam")
+    processor.save_pretrained(tmp_path / "cotam")
+    stock_processor.save_pretrained(tmp_path / "host")
+    model.codec.save_pretrained(tmp_path / "codec")
+    image = make_synthetic_image(96, 128)
+    expected = processor.encode_images([image])[0]
+    assert encode_image(load_edge(tmp_path / "cotam"), image) == expected
+    assert encode_image(load_edge(tmp_path / "host", tmp_path / "codec"), image) == expected
+    with pytest.raises(Exception, match="not a CoTAM model folder"):
+        load_edge(tmp_path / "host")
+
+
 def test_serve_export_only(cotam_folder, tmp_path, capsys):
     from cotam_llava.serving.cli import main
 
