@@ -5,7 +5,9 @@ training; rate does, so the bpp column of an untrained model means nothing), the
 quality: encode = the whole edge path (canvas, g_a, entropy model, rANS, container), decode = the whole cloud
 path (parse, bounded rANS decode, symbol check, g_s). The codecs take turns within every repetition, so a
 machine whose load changes during the run slows them alike; the table gives medians and the ratios
-DCAE / ELIC of the same size class. Absolute times are only comparable within one run (the paper's are GPU ones).
+DCAE / ELIC of the same size class, of the median and minimum wall times and of the median CPU time of this
+process (all its threads: on a shared machine the CPU time is the steadier measure of the work done). Absolute
+times are only comparable within one run (the paper's are GPU ones).
 
     python eval/bench_dcae_speed.py                      # dcae, elic, dcae-small, elic-small on kodim23
     python eval/bench_dcae_speed.py --runs 5 --threads 2 --json eval/results/dcae_speed.json
@@ -49,15 +51,17 @@ def _image(path: str | None, width: int, height: int) -> tuple[np.ndarray, str]:
     return np.repeat(np.repeat(small, 8, 0), 8, 1), "synthetic"
 
 
-def time_once(model, image: np.ndarray, quality: int) -> tuple[float, float, int]:
-    """(encode ms, decode ms, bytes) of one image through the real edge and cloud paths."""
-    t0 = time.perf_counter()
+def time_once(model, image: np.ndarray, quality: int) -> dict[str, float]:
+    """Wall and CPU ms (this process, all threads) of encoding and decoding one image through the real edge and
+    cloud paths, and the bytes of the file."""
+    w0, c0 = time.perf_counter(), time.process_time()
     item, _ = compress_image(model, image, quality)
     data = serialize(Container(codec_id=model.codec_id, items=[item]))
-    t1 = time.perf_counter()
+    w1, c1 = time.perf_counter(), time.process_time()
     decode(model, data)
-    t2 = time.perf_counter()
-    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, len(data)
+    w2, c2 = time.perf_counter(), time.process_time()
+    return {"encode": (w1 - w0) * 1e3, "decode": (w2 - w1) * 1e3, "encode_cpu": (c1 - c0) * 1e3,
+            "decode_cpu": (c2 - c1) * 1e3, "bytes": len(data)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,43 +86,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = codec_from_preset(name, seed=0).eval().to(args.device)
         model.finalize()
         models[name] = model
-    times: dict[str, dict[str, list[float]]] = {n: {"encode": [], "decode": [], "bytes": []} for n in names}
+    keys = ("encode", "decode", "encode_cpu", "decode_cpu", "bytes")
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in names}
     with torch.inference_mode():
         for name in names:  # warm-up: caches, numba, allocator
             time_once(models[name], image, args.quality)
         for _ in range(args.runs):
             for name in names:
-                enc, dec, size = time_once(models[name], image, args.quality)
-                times[name]["encode"].append(enc)
-                times[name]["decode"].append(dec)
-                times[name]["bytes"].append(size)
+                for key, value in time_once(models[name], image, args.quality).items():
+                    times[name][key].append(value)
     rows = {}
     for name in names:
+        t = times[name]
         rows[name] = {
             "preset": name,
             "kind": models[name].config.model_type,
             "params_m": models[name].num_parameters() / 1e6,
-            "encode_ms": statistics.median(times[name]["encode"]),
-            "decode_ms": statistics.median(times[name]["decode"]),
-            "encode_ms_all": times[name]["encode"],
-            "decode_ms_all": times[name]["decode"],
+            **{f"{k}_ms": statistics.median(t[k]) for k in keys[:4]},
+            **{f"{k}_ms_min": min(t[k]) for k in keys[:2]},
+            **{f"{k}_ms_all": t[k] for k in keys[:4]},
         }
     ratios = [
-        {"pair": f"{a} / {b}", "encode": rows[a]["encode_ms"] / rows[b]["encode_ms"],
-         "decode": rows[a]["decode_ms"] / rows[b]["decode_ms"]}
+        {"pair": f"{a} / {b}", **{k: rows[a][f"{k}_ms"] / rows[b][f"{k}_ms"] for k in keys[:4]},
+         **{f"{k}_min": rows[a][f"{k}_ms_min"] / rows[b][f"{k}_ms_min"] for k in keys[:2]}}
         for a, b in PAIRS if a in rows and b in rows
     ]
     print(f"{image_name} at {width}×{height}, quality {args.quality}, {args.runs} runs (median) after a warm-up, "
           f"device {args.device}, {torch.get_num_threads()} torch threads; untrained fixed-seed weights\n")
-    print("| codec | params (M) | encode ms | decode ms |")
-    print("|---|---:|---:|---:|")
+    print("| codec | params (M) | encode ms (median / min) | decode ms (median / min) | encode CPU ms | decode CPU ms |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows.values():
-        print(f"| {row['preset']} | {row['params_m']:.2f} | {row['encode_ms']:.0f} | {row['decode_ms']:.0f} |")
+        print(f"| {row['preset']} | {row['params_m']:.2f} | {row['encode_ms']:.0f} / {row['encode_ms_min']:.0f} "
+              f"| {row['decode_ms']:.0f} / {row['decode_ms_min']:.0f} | {row['encode_cpu_ms']:.0f} | {row['decode_cpu_ms']:.0f} |")
     if ratios:
-        print("\n| ratio | encode | decode |")
-        print("|---|---:|---:|")
+        print("\n| ratio | encode (median / min wall) | decode (median / min wall) | encode CPU | decode CPU |")
+        print("|---|---:|---:|---:|---:|")
         for r in ratios:
-            print(f"| {r['pair']} | {r['encode']:.2f}× | {r['decode']:.2f}× |")
+            print(f"| {r['pair']} | {r['encode']:.2f}× / {r['encode_min']:.2f}× | {r['decode']:.2f}× / "
+                  f"{r['decode_min']:.2f}× | {r['encode_cpu']:.2f}× | {r['decode_cpu']:.2f}× |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({

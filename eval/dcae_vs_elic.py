@@ -31,6 +31,24 @@ from cotam_llava.evaluation.bench import bd_table, format_tables, run_bench, sum
 CLASSICAL_QUALITIES = {"jpeg": (10, 25, 50, 75, 90, 95), "webp": (2, 10, 25, 50, 75, 90, 95)}
 
 
+class _Timed:
+    """A codec without ``coding_stats``: the benchmark then skips its extra, untimed analysis pass."""
+
+    def __init__(self, codec) -> None:
+        self._codec = codec
+        self.name = codec.name
+
+    @property
+    def default_qualities(self):
+        return self._codec.default_qualities
+
+    def encode(self, image, quality):
+        return self._codec.encode(image, quality)
+
+    def decode(self, data):
+        return self._codec.decode(data)
+
+
 def _held_out_crops(train_data: str, every_nth: int, folder: Path) -> list[Path]:
     """The trainer's validation crops (codec_trainer._center_crops, at most 512²) written as PNGs."""
     from PIL import Image
@@ -63,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--anchor", help="codec label the BD-rates are against (default: the last checkpoint)")
     parser.add_argument("--out", default=str(REPO / "eval" / "results" / "dcae_vs_elic"), help="output folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--coding-stats", action="store_true",
+                        help="also measure the entropy-coding overhead of the learned codecs (one more encode each)")
     args = parser.parse_args(argv)
 
     if args.held_out:
@@ -82,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not model.is_finalized:
             model.finalize()
         label = names[i] if i < len(names) else f"{model.config.preset}:{Path(folder).parent.name or Path(folder).name}"
-        codecs.append((LearnedCodec(model, name=label), qualities))
+        codec = LearnedCodec(model, name=label)
+        codecs.append((codec if args.coding_stats else _Timed(codec), qualities))
     anchor = args.anchor or codecs[-1][0].name
     codecs += [(PillowCodec(name), q) for name, q in CLASSICAL_QUALITIES.items()]
     rows = run_bench(images, codecs, progress=not args.no_progress)
