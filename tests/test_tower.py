@@ -278,6 +278,21 @@ def test_switches_for_ablations_and_baselines(codec):
     assert torch.equal(stock, tower.encoder(pixel_values=pv).last_hidden_state)
 
 
+def test_a_variant_lasts_for_its_with_block_only_even_on_errors(codec):
+    tower = _tower(codec)
+    torch.nn.init.normal_(tower.adapter.proj_out.weight, std=0.1)
+    data = encode(codec, KODAK / "kodim23.png", quality=5, canvas=64)
+    with torch.no_grad():
+        enhanced = tower(data).last_hidden_state
+        with tower.variant(adapter=False, compress_pixels=False):
+            plain = tower(data).last_hidden_state
+        with pytest.raises(BitstreamFormatError), tower.variant(adapter=False):
+            tower(b"not a bitstream")
+        again = tower(data).last_hidden_state
+    assert not torch.allclose(enhanced, plain) and torch.equal(enhanced, again)
+    assert tower.adapter_enabled and tower.compress_pixels
+
+
 def test_grid_and_canvas_follow_the_host_processor_not_the_encoder_config(codec):
     import transformers
 

@@ -105,26 +105,23 @@ def run_adapter_fidelity(
         pv = processor(images=[picture], return_tensors="pt")["pixel_values"].to(tower.device)
         return tower.encoder(pixel_values=pv).last_hidden_state
 
-    enabled = tower.adapter_enabled
     work = list(enumerate(images))
-    try:
-        with torch.no_grad():
-            for i, image in tqdm(work, desc="adapter fidelity", unit="image", disable=not progress):
-                name = names[i] if names is not None else (Path(image).name if isinstance(image, (str, Path)) else str(i))
-                picture = center_square(to_pil(image))  # square canvas: no aspect distortion for any host
-                reference = stock_tokens(picture)
-                for q in qualities:
-                    streams = {g: edges[g].encode_image(picture, q) for g in {VARIANTS[v].guidance for v in variants}}
-                    for variant in variants:
-                        guided, adapted = VARIANTS[variant].guidance, VARIANTS[variant].adapter
-                        tower.adapter_enabled = adapted
-                        add(variant, q, name, picture, streams[guided], reference, tower(streams[guided]).last_hidden_state)
-                (cw, ch), _ = canvas_for(picture.size, tower.cotam_config.canvas_size)
-                canvas = np.asarray(picture.convert("RGB").resize((cw, ch), Image.BICUBIC))  # as the pipeline resizes
-                for codec_name, codec in references.items():
-                    for q in qualities_of[codec_name]:
-                        data = codec.encode(canvas, q)
-                        add(codec_name, q, name, picture, data, reference, stock_tokens(Image.fromarray(codec.decode(data))))
-    finally:
-        tower.adapter_enabled = enabled
+    with torch.no_grad():
+        for i, image in tqdm(work, desc="adapter fidelity", unit="image", disable=not progress):
+            name = names[i] if names is not None else (Path(image).name if isinstance(image, (str, Path)) else str(i))
+            picture = center_square(to_pil(image))  # square canvas: no aspect distortion for any host
+            reference = stock_tokens(picture)
+            for q in qualities:
+                streams = {g: edges[g].encode_image(picture, q) for g in {VARIANTS[v].guidance for v in variants}}
+                for variant in variants:
+                    guided = VARIANTS[variant].guidance
+                    with tower.variant(adapter=VARIANTS[variant].adapter):
+                        tokens = tower(streams[guided]).last_hidden_state
+                    add(variant, q, name, picture, streams[guided], reference, tokens)
+            (cw, ch), _ = canvas_for(picture.size, tower.cotam_config.canvas_size)
+            canvas = np.asarray(picture.convert("RGB").resize((cw, ch), Image.BICUBIC))  # as the pipeline resizes
+            for codec_name, codec in references.items():
+                for q in qualities_of[codec_name]:
+                    data = codec.encode(canvas, q)
+                    add(codec_name, q, name, picture, data, reference, stock_tokens(Image.fromarray(codec.decode(data))))
     return rows

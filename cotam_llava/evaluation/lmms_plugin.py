@@ -240,6 +240,7 @@ class CoTAMLlavaLMM(lmms):
                 "to code at a uniform quality"
             )
         self.edge = EdgeEncoder(model.codec, config, use_guidance=guided)
+        # this wrapper owns the model for the whole evaluation: the variant is set once, not per call
         tower.adapter_enabled = s.codec in LEARNED and VARIANTS[s.codec].adapter
         tower.compress_pixels = s.codec in LEARNED  # classical / none: decoded pixels reach the stock encoder
         self.classical = None

@@ -278,10 +278,8 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         base_emb: list[torch.Tensor] = []
         base_final = None
         if args.relative_loss:
-            with torch.no_grad():
-                core.adapter_enabled = False
+            with torch.no_grad(), core.variant(adapter=False):
                 base_final = core.encode_images(x, qmap, capture_embeddings=base_emb).last_hidden_state
-                core.adapter_enabled = True
         loss = multi_level_loss(emb[0], out.last_hidden_state, target_emb[0], target.last_hidden_state,
                                 args.lambda_low, lambda_high, base_emb[0] if base_emb else None, base_final)
         total, bpp = loss.loss, None

@@ -20,7 +20,8 @@ Inputs to :meth:`CoTAMVisionTower.forward`:
   bitstream would carry) at ``quality``; for simulation and training. With ``compress_pixels = False`` they
   go to the stock encoder unchanged (classical-codec baselines, the uncompressed reference).
 
-``adapter_enabled = False`` drops the enhancement (x̂ alone: the base codec ablation).
+``adapter_enabled = False`` drops the enhancement (x̂ alone: the base codec ablation); :meth:`CoTAMVisionTower.variant`
+sets either flag for a ``with`` block and restores it.
 
 The codec is deliberately not a registered submodule: its weights and finalized CDF tables live in their
 own checkpoint (``codec/``), it stays fp32 on ``decode_device`` whatever ``.to()`` or quantization does
@@ -152,6 +153,25 @@ class CoTAMVisionTower(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.adapter.parameters()).device
+
+    @contextmanager
+    def variant(self, adapter: bool | None = None, compress_pixels: bool | None = None) -> Iterator["CoTAMVisionTower"]:
+        """Run a variant of the tower for the duration of a ``with`` block, restored afterwards (also on errors).
+
+        Args:
+            adapter: False drops the enhancement (x̂ alone: the base-codec ablation); None keeps the setting.
+            compress_pixels: False sends pixel views without attached latents to the stock encoder unchanged
+                (classical codecs, the uncompressed reference); None keeps the setting.
+        """
+        saved = (self.adapter_enabled, self.compress_pixels)
+        if adapter is not None:
+            self.adapter_enabled = bool(adapter)
+        if compress_pixels is not None:
+            self.compress_pixels = bool(compress_pixels)
+        try:
+            yield self
+        finally:
+            self.adapter_enabled, self.compress_pixels = saved
 
     @contextmanager
     def attached_latents(self, latents: Tensor) -> Iterator[None]:
