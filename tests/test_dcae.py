@@ -143,6 +143,16 @@ def test_window_attention_any_size(shifted, size):
     assert torch.isfinite(attn.relative_position_bias.grad).all()
 
 
+def test_window_attention_trains_after_inference_mode():
+    """Its cached index and masks are ordinary tensors even when first built under torch.inference_mode()."""
+    attn = WindowAttention(8, 4, 4, True)
+    x = torch.randn(1, 6, 6, 8)
+    with torch.inference_mode():
+        attn(x)
+    attn(x).sum().backward()
+    assert attn.relative_position_bias.grad is not None
+
+
 @torch.no_grad()
 def test_window_attention_masks_its_padding():
     """A map padded to whole windows: each window's output is that of its valid tokens alone."""

@@ -123,18 +123,25 @@ class WindowAttention(nn.Module):
         p, device = self.window_size, self.relative_position_bias.device
         key = ("index", device)
         if key not in self._cache:
-            rows, cols = torch.meshgrid(torch.arange(p, device=device), torch.arange(p, device=device), indexing="ij")
-            rows, cols = rows.reshape(-1), cols.reshape(-1)
-            self._cache[key] = torch.stack([rows[:, None] - rows[None, :] + p - 1, cols[:, None] - cols[None, :] + p - 1])
+            with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode (training)
+                self._cache[key] = self._relative_index(p, device)
         index = self._cache[key]
         return self.relative_position_bias[:, index[0], index[1]]
+
+    @staticmethod
+    def _relative_index(p: int, device: torch.device) -> Tensor:
+        """(2, p², p²): row and column offsets of every (query, key) pair in a window, shifted to [0, 2p − 2]."""
+        rows, cols = torch.meshgrid(torch.arange(p, device=device), torch.arange(p, device=device), indexing="ij")
+        rows, cols = rows.reshape(-1), cols.reshape(-1)
+        return torch.stack([rows[:, None] - rows[None, :] + p - 1, cols[:, None] - cols[None, :] + p - 1])
 
     def _mask(self, H: int, W: int, shift: int, device: torch.device) -> Tensor | None:
         key = (H, W, shift, device)
         if key not in self._cache:
             if len(self._cache) > 16:  # a few image sizes at a time
                 self._cache = {k: v for k, v in self._cache.items() if k[0] == "index"}
-            self._cache[key] = _attention_mask(H, W, self.window_size, shift, device)
+            with torch.inference_mode(False):
+                self._cache[key] = _attention_mask(H, W, self.window_size, shift, device)
         return self._cache[key]
 
     def forward(self, x: Tensor) -> Tensor:
