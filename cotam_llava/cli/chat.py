@@ -11,7 +11,8 @@ from ..errors import ImageInputError
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..models.chat import chat, load_cotam
+    from ..models.chat import chat
+    from ..models.loading import load_cotam
 
     source = Path(args.input)
     if not source.is_file():  # checked before loading a (possibly large) model

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_common, check_output, default_checkpoint
+from ..shipped import default_codec
+from ._common import add_common, check_output
 
 
 def cmd_patch_llava(args: argparse.Namespace) -> int:
@@ -32,7 +33,7 @@ def cmd_patch_llava(args: argparse.Namespace) -> int:
 def cmd_llava_tower(args: argparse.Namespace) -> int:
     from ..integrations.llava.tower import make_tower_folder
 
-    codec = args.checkpoint or default_checkpoint()
+    codec = args.checkpoint or default_codec()
     if codec is None:
         raise ConfigError("no codec: give --checkpoint DIR (or set $COTAM_CHECKPOINT)")
     out = make_tower_folder(args.encoder, codec, check_output(args.output, folder=True), adapter=args.adapter,

@@ -189,7 +189,7 @@ class CoTAMLlavaLMM(lmms):
     def __init__(self, **model_args: Any) -> None:
         super().__init__()
         self.settings = EvalSettings.from_model_args(model_args)
-        from ..models.chat import load_cotam
+        from ..models.loading import load_cotam
 
         s = self.settings
         model, processor = load_cotam(s.pretrained, s.cotam, device=s.device, dtype=s.dtype)

@@ -1,11 +1,7 @@
 """One question about one image, video or ``.cotam`` file to a CoTAM-enabled MLLM (``cotam chat``).
 
-::
-
-    --model FOLDER (CoTAM: config.json with ``cotam``, cotam_processor.json, codec/)
-        ─AutoModelForImageTextToText / AutoProcessor─▶ model, CoTAMProcessor
-    --model HOST (stock LLaVA / LLaVA-OneVision / InternVL) + --cotam CODEC
-        ─cotam_class_for(model_type).from_host_pretrained─▶ model; CoTAMProcessor(stock processor, tower, codec)
+The model and processor come from :func:`cotam_llava.models.loading.load_cotam` (a CoTAM folder, or a stock
+host plus a codec)::
 
     image ─processor edge side (codec at the tower's canvas, quality q)─▶ .cotam bytes ─┐
     video ─uniform frame sampling, each frame coded (LLaVA-OneVision)──▶ .cotam bytes ─┤
@@ -27,12 +23,9 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, CoTAMError, ImageInputError
+from ..errors import ConfigError, ImageInputError
 
-__all__ = ["ChatResult", "load_cotam", "chat", "default_codec_folder", "input_kind"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
+__all__ = ["ChatResult", "chat", "input_kind"]
 
 @dataclass
 class ChatResult:
@@ -59,120 +52,6 @@ class ChatResult:
     items: int = 1
 
 
-# --------------------------------------------------------------------------- loading
-def default_codec_folder() -> Path | None:
-    """``$COTAM_CHECKPOINT``, else the shipped ``elic-small`` (repository or package data), else None."""
-    from ..shipped import default_codec
-
-    return default_codec()
-
-
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id (``org/name``): absolute, relative with ./.., ~, or more than one '/'."""
-    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None:
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
-
-
-def _resolve_device(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from None
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
-    return device
-
-
-def load_cotam(
-    model: str | os.PathLike,
-    cotam: str | os.PathLike | None = None,
-    device: str | None = None,
-    dtype: str | torch.dtype | None = None,
-) -> tuple[Any, Any]:
-    """Load a CoTAM-enabled model and its :class:`~cotam_llava.models.CoTAMProcessor`.
-
-    Args:
-        model: a CoTAM model folder (saved by ``model.save_pretrained`` + ``processor.save_pretrained``) or hub
-            id, or a stock LLaVA / LLaVA-OneVision / InternVL checkpoint (folder or hub id).
-        cotam: codec checkpoint folder. With a stock host it is required unless a default exists
-            (:func:`default_codec_folder`); with a CoTAM folder it replaces the folder's own ``codec/``.
-        device: "cpu", "cuda", "cuda:1"...; default: cuda when available, else cpu. The codec always
-            decodes on the tower's ``decode_device`` (cpu by default).
-        dtype: "float32", "bfloat16" or "float16" for the host (the CoTAM tower stays fp32); default
-            bfloat16 on cuda, float32 on cpu.
-
-    Returns:
-        (model in eval mode on ``device``, processor whose edge side uses the model's codec).
-
-    Raises:
-        CheckpointError: the model or codec folder is missing or cannot be loaded.
-        ConfigError: an unsupported host, device or dtype.
-    """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    from .._transformers import quiet_transformers, require_hub
-    from . import CoTAMProcessor, cotam_class_for  # importing the package registers the Auto classes
-
-    name = os.fspath(model)
-    device = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, device)
-    if Path(name).expanduser().exists():
-        name = str(Path(name).expanduser())
-        if not (Path(name) / "config.json").is_file():
-            raise CheckpointError(f"{name} is not a model folder (no config.json)")
-    elif _looks_local(name):
-        raise CheckpointError(f"model folder not found: {name}")
-    codec_path = None
-    if cotam is not None:
-        codec_path = Path(os.fspath(cotam)).expanduser()
-        if not (codec_path / "config.json").is_file():
-            raise CheckpointError(f"no codec checkpoint at {codec_path} (a codec folder has config.json + model.safetensors)")
-
-    require_hub(name)
-    try:
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(name)
-            if getattr(config, "cotam", None):
-                extra = {"codec": str(codec_path)} if codec_path is not None else {}
-                net = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, **extra)
-                processor = AutoProcessor.from_pretrained(name, codec=net.codec)
-            else:
-                cls = cotam_class_for(config.model_type)
-                if codec_path is None:
-                    codec_path = default_codec_folder()
-                    if codec_path is None:
-                        raise ConfigError(
-                            f"{name} is a stock {config.model_type!r} checkpoint and the shipped codec is missing from this installation: "
-                            "pass --cotam CODEC_FOLDER (`cotam init-codec --preset tiny DIR` makes an untrained one)"
-                        )
-                    if not (codec_path / "config.json").is_file():
-                        raise CheckpointError(f"no codec checkpoint at {codec_path}")
-                net = cls.from_host_pretrained(name, str(codec_path), dtype=torch_dtype)
-                processor = CoTAMProcessor(AutoProcessor.from_pretrained(name), net.vision_tower.cotam_config, net.codec)
-            net.vision_tower.image_processor  # build the cloud-side image processor now, while transformers is quiet
-    except CoTAMError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load model {name}: {first}") from exc
-    if not isinstance(processor, CoTAMProcessor):
-        raise CheckpointError(f"{name}: expected a CoTAMProcessor, got {type(processor).__name__}")
-    return net.to(device).eval(), processor
-
-
-# --------------------------------------------------------------------------- chatting
 def input_kind(path: str | os.PathLike) -> str:
     """"cotam", "video" or "image", from the file name (videos by their extension)."""
     from ..codec.video import is_video

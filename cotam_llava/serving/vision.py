@@ -62,7 +62,7 @@ class CoTAMEmbedder:
     """A CoTAM LLaVA model's vision side: decode, tower + adapter, projector.
 
     Args:
-        model: a CoTAM model (e.g. from :func:`~cotam_llava.models.chat.load_cotam`); its language model may
+        model: a CoTAM model (e.g. from :func:`~cotam_llava.models.loading.load_cotam`); its language model may
             already be dropped (:meth:`drop_language_model`).
     """
 
@@ -86,7 +86,7 @@ class CoTAMEmbedder:
         The whole model is loaded once (transformers has no vision-only load), then the language model and
         ``lm_head`` are released; a 7B host costs its full size in host memory for the duration of the load.
         """
-        from ..models.chat import load_cotam
+        from ..models.loading import load_cotam
 
         net, _ = load_cotam(model, cotam, device=device, dtype=dtype)
         out = cls(net)

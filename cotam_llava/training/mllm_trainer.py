@@ -106,7 +106,7 @@ def prepare_base(args: MLLMTrainingArguments, run: Path) -> Path:
             raise ConfigError("--cotam is for a stock --model; a CoTAM folder brings its own codec/")
         shutil.copytree(source, tmp)
     else:
-        from ..models.chat import load_cotam
+        from ..models.loading import load_cotam
 
         dtype = args.dtype if args.dtype != "auto" else "bfloat16" if torch.cuda.is_available() else "float32"
         model, processor = load_cotam(args.model, args.cotam, device="cpu", dtype=dtype)
