@@ -147,3 +147,16 @@ def test_module_entry_point_and_help():
     res = subprocess.run([sys.executable, "-m", "cotam_llava", "info", "/definitely/missing.cotam"],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr and "file not found" in res.stderr
+
+
+def test_serve_and_chat_server_are_cotam_commands(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0 and "--backend-url" in capsys.readouterr().out
+    stream = tmp_path / "x.cotam"
+    stream.write_bytes(b"COTAM")
+    assert main(["chat", "--server", "http://127.0.0.1:9", str(stream), "what is this?"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cotam: error:")
+    assert main(["chat", str(stream), "what is this?"]) == 1  # no --server: the model runs here and is required
+    assert "--model is required" in capsys.readouterr().err

@@ -11,7 +11,8 @@ module                 commands
 :mod:`.checkpoints`    ``paths``, ``init-codec``
 :mod:`.bench`          ``bench``, ``demo`` (the main job)
 :mod:`.guidance`       ``guidance``
-:mod:`.chat`           ``chat``
+:mod:`.chat`           ``chat`` (``--server URL``: through a ``cotam serve`` server)
+:mod:`.serve`          ``serve`` (an OpenAI-compatible server on vLLM; parser and handler in serving/cli.py)
 :mod:`.llava`          ``patch-llava``, ``llava-tower``, ``convert-llava``
 :mod:`.train`          ``train-codec``, ``train-adapter``, ``train-mllm``, ``tiny-instruct``
 :mod:`.analyze`        ``analyze …`` (the paper's §2 analyses)
@@ -30,13 +31,13 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import CoTAMError
-from . import analyze, bench, chat, checkpoints, decode, encode, guidance, llava, train
+from . import analyze, bench, chat, checkpoints, decode, encode, guidance, llava, serve, train
 from ._common import Parser, UsageError
 
 __all__ = ["main", "build_parser", "UsageError"]
 
 #: Registration order is the order of ``cotam --help``.
-_COMMAND_MODULES = (encode, decode, checkpoints, bench, guidance, chat, llava, train, analyze)
+_COMMAND_MODULES = (encode, decode, checkpoints, bench, guidance, chat, serve, llava, train, analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:

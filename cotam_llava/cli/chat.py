@@ -7,16 +7,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageInputError
+from ..errors import ConfigError, ImageInputError
+from ..serving.cli import add_server_argument
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..models.chat import chat
-    from ..models.loading import load_cotam
-
     source = Path(args.input)
     if not source.is_file():  # checked before loading a (possibly large) model
         raise ImageInputError(f"input not found: {source}" if not source.exists() else f"input is not a file: {source}")
+    if args.server:
+        from ..serving.cli import chat_via_server
+
+        return chat_via_server(args)
+    if not args.model:
+        raise ConfigError("--model is required (without --server the model runs here)")
+    from ..models.chat import chat
+    from ..models.loading import load_cotam
+
     model, processor = load_cotam(args.model, args.cotam, device=args.device, dtype=args.dtype)
     result = chat(model, processor, args.input, args.question, quality=args.quality, frames=args.frames,
                   max_new_tokens=args.max_new_tokens, stream=not args.no_stream)
@@ -36,10 +43,12 @@ def register(sub: Any) -> None:
                                    "an image file (png, jpg, ...: coded here by the edge encoder at --quality), a video "
                                    "file (mp4, ...: --frames frames sampled and coded; LLaVA-OneVision hosts only), or a "
                                    ".cotam file (an image or the frames of a video, sent as is). The bits the model read "
-                                   "(and bpp, for an image) are reported on stderr.")
-    p.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID",
+                                   "(and bpp, for an image) are reported on stderr. With --server URL the question and "
+                                   "the bitstream go to a `cotam serve` server instead (images and .cotam files).")
+    p.add_argument("--model", metavar="PATH_OR_HUB_ID",
                    help="a CoTAM model folder (config.json with a cotam entry, cotam_processor.json, codec/), or a "
-                        "stock LLaVA / LLaVA-OneVision / InternVL checkpoint used with --cotam")
+                        "stock LLaVA / LLaVA-OneVision / InternVL checkpoint used with --cotam (required unless "
+                        "--server is given with a .cotam input)")
     p.add_argument("--cotam", metavar="CODEC_DIR", help="codec checkpoint folder for a stock --model (default: "
                    "$COTAM_CHECKPOINT or the shipped checkpoints/elic-small); with a CoTAM folder, replaces its codec/")
     p.add_argument("input", metavar="INPUT", help="image file, video file, or .cotam bitstream")
@@ -52,4 +61,5 @@ def register(sub: Any) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="host weights dtype (default: bfloat16 on cuda, float32 on cpu); the CoTAM tower stays fp32")
     p.add_argument("--no-stream", action="store_true", help="print the answer once generation ends instead of streaming it")
+    add_server_argument(p)
     p.set_defaults(func=cmd_chat)
