@@ -316,6 +316,23 @@ def _recoded_payload(data: bytes) -> bytes:
     return serialize(dataclasses.replace(c, items=[dataclasses.replace(item, streams=[bytes(first), *item.streams[1:]])]))
 
 
+def test_embedder_loads_a_folder_without_its_language_model(cotam_folder):
+    import torch
+
+    from cotam_llava.codec.container import parse
+    from cotam_llava.serving.vision import CoTAMEmbedder
+
+    folder, model, processor = cotam_folder
+    embedder = CoTAMEmbedder.from_pretrained(str(folder), device="cpu", dtype="float32")
+    assert embedder.codec_id == model.codec.codec_id
+    with pytest.raises(RuntimeError, match="released"):
+        embedder.model.model.language_model()
+    data = processor.encode_images([make_synthetic_image(96, 128)])[0]
+    [ours] = embedder.embed([parse(data)])
+    [ref] = CoTAMEmbedder(model).embed([parse(data)])
+    assert ours.embeds.shape == (16, 128) and torch.allclose(ours.embeds, ref.embeds, atol=1e-6)
+
+
 def test_batcher_isolates_a_failing_decode(cotam_folder):
     from cotam_llava.errors import SymbolMismatchError
     from cotam_llava.serving.vision import CoTAMEmbedder, EmbedBatcher, ServerBusyError
