@@ -7,9 +7,8 @@
   :mod:`~cotam_llava.evaluation.bdrate`).
 * :func:`write_csv` — records as a CSV (header from the first record).
 
-The codec bench, the proxies (and through them the adapter and guidance studies) build their tables from
-these; the lmms-eval task sweep (:mod:`~cotam_llava.evaluation.task_sweep`) keeps per-task curves with both
-BD-rate and BD-score, computed with the same :mod:`~cotam_llava.evaluation.bdrate`.
+The codec bench, the proxies (and through them the adapter study) and the lmms-eval task sweep (per task, rate
+= bpp or bits per frame, value = the task's score; BD-rate and BD-score) build their curves with :func:`curves`.
 """
 
 from __future__ import annotations

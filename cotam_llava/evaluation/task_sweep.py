@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import ConfigError, CoTAMError
 from .bdrate import bd_quality, bd_rate
+from .rd import curves
 
 __all__ = [
     "SweepPoint",
@@ -248,8 +249,8 @@ def read_csv(path: str | os.PathLike) -> list[SweepPoint]:
 
 
 # --------------------------------------------------------------------------- curves and BD-rate
-def _curves(points: Sequence[SweepPoint]) -> dict[str, dict[str, list[SweepPoint]]]:
-    """task → codec → points sorted by rate (``none`` kept separately by callers)."""
+def _points_by_task(points: Sequence[SweepPoint]) -> dict[str, dict[str, list[SweepPoint]]]:
+    """task → codec → points sorted by rate, for the plots (``none`` kept separately by callers)."""
     out: dict[str, dict[str, list[SweepPoint]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         out[p.task][p.codec].append(p)
@@ -304,17 +305,18 @@ def bd_table(points: Sequence[SweepPoint], reference: str = "base") -> list[BDRo
     and the mean of the per-task BD-rates (task ``mean``; NaN unless every task's BD-rate is defined)."""
     rows: list[BDRow] = []
     all_points = list(points) + average_curve(points)
-    curves = _curves(all_points)
+    by_task = {task: curves(all_points, "score", rate="rate", where=lambda p, t=task: p.task == t)
+               for task in sorted({p.task for p in all_points})}
     codecs = sorted({p.codec for p in points} - {reference, "none"})
-    tasks = sorted(t for t in curves if t != AVERAGE)
+    tasks = sorted(t for t in by_task if t != AVERAGE)
     for codec in codecs:
         per_task = []
-        for task in tasks + ([AVERAGE] if AVERAGE in curves else []):
-            ref, test = curves[task].get(reference, []), curves[task].get(codec, [])
+        for task in tasks + ([AVERAGE] if AVERAGE in by_task else []):
+            ref, test = by_task[task].get(reference), by_task[task].get(codec)
             if not ref or not test:
                 rows.append(BDRow(codec, task, math.nan, math.nan, f"no {reference if not ref else codec} points"))
                 continue
-            args = ([p.rate for p in ref], [p.score for p in ref], [p.rate for p in test], [p.score for p in test])
+            args = (*ref, *test)
             r, s = bd_rate(*args), bd_quality(*args)
             rows.append(BDRow(codec, task, r.value, s.value, "; ".join(n for n in dict.fromkeys([r.note, s.note]) if n)))
             if task != AVERAGE:
@@ -363,12 +365,12 @@ def plot_rd(points: Sequence[SweepPoint], out_dir: str | os.PathLike, reference:
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    curves = _curves(list(points) + average_curve(points))
+    by_task = _points_by_task(list(points) + average_curve(points))
     paths = []
-    for task in sorted(curves, key=lambda t: (t == AVERAGE, t)):
+    for task in sorted(by_task, key=lambda t: (t == AVERAGE, t)):
         fig, ax = plt.subplots(figsize=(4.8, 3.6), dpi=120)
         unit = "bits_per_frame"
-        for codec, pts in sorted(curves[task].items(), key=lambda kv: (kv[0] != reference, kv[0])):
+        for codec, pts in sorted(by_task[task].items(), key=lambda kv: (kv[0] != reference, kv[0])):
             unit = pts[0].rate_unit
             if codec == "none":
                 ax.axhline(pts[0].score, color="grey", linestyle="--", linewidth=1, label="none (uncompressed)")
@@ -376,7 +378,7 @@ def plot_rd(points: Sequence[SweepPoint], out_dir: str | os.PathLike, reference:
             ax.plot([p.rate for p in pts], [p.score for p in pts], marker="o", markersize=3,
                     linewidth=2 if codec.startswith("cotam") else 1.2, label=codec)
         ax.set_xlabel("bits per frame" if unit == "bits_per_frame" else "bpp")
-        any_pt = next(iter(curves[task].values()))[0]
+        any_pt = next(iter(by_task[task].values()))[0]
         ax.set_ylabel(any_pt.metric)
         ax.set_title("average over tasks" if task == AVERAGE else task)
         ax.grid(alpha=0.3)
