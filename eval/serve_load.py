@@ -4,7 +4,7 @@
 
     (--model FOLDER, or --build DIR: a random LLaVA at CLIP-L's 336-px geometry — CLIP hidden 256 × 4 layers,
      Llama hidden 256 × 2 layers — with the shipped elic-small codec, so decoding costs what it costs at 384²)
-      ─start `python -m cotam_llava.serving serve` (vLLM child on loopback), or use --server URL─▶
+      ─start `python -m cotam_llava serve` (vLLM child on loopback), or use --server URL─▶
     K photos (Kodak centre squares, else synthetic) ─edge encode once (load_edge: the model's settings)─▶ .cotam
     N client threads × T seconds: each request is good (a photo's bitstream) or, with probability --bad-share,
     hostile (truncated, bit-flipped, garbage, another codec's, an oversized size claim, over the byte limit)
@@ -104,7 +104,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
 
 
 def start_server(model: Path, port: int, log: Path, vllm_args: list[str], timeout: float = 900.0) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "cotam_llava.serving", "serve", "--model", str(model), "--port", str(port),
+    cmd = [sys.executable, "-m", "cotam_llava", "serve", "--model", str(model), "--port", str(port),
            "--served-model-name", "load", "--pid-file", str(log.with_suffix(".pid")), "--", *vllm_args]
     out = open(log, "wb")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,

@@ -241,12 +241,12 @@ def test_load_edge_encodes_like_the_models_processor(tmp_path):
 
 
 def test_serve_export_only(cotam_folder, tmp_path, capsys):
-    from cotam_llava.serving.cli import main
+    from cotam_llava.cli import main
 
     assert main(["serve", "--model", str(cotam_folder[0]), "--export-only", "--export-dir", str(tmp_path / "x")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "x")
     assert json.loads((tmp_path / "x" / "config.json").read_text())["model_type"] == "llava"
-    assert main(["serve", "--model", str(tmp_path / "missing"), "--export-only"]) == 2
+    assert main(["serve", "--model", str(tmp_path / "missing"), "--export-only"]) == 1
     assert "needs a local model folder" in capsys.readouterr().err
 
 
@@ -279,10 +279,11 @@ def test_vllm_command_and_cpu_recipe():
     assert "VLLM_TARGET_DEVICE" not in vllm_env(False, base={})
 
 
-def test_cli_parsers_standalone(capsys):
+def test_cli_parsers(capsys):
     import argparse
 
-    from cotam_llava.serving.cli import add_serve_parser, add_server_argument, main
+    from cotam_llava.cli import main
+    from cotam_llava.serving.cli import add_serve_parser, add_server_argument
 
     with pytest.raises(SystemExit) as info:
         main(["serve", "--help"])
@@ -504,7 +505,7 @@ def _sharpen(model) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
-    """`python -m cotam_llava.serving serve` on a tiny CoTAM LLaVA: (url, front process, folder, model, processor)."""
+    """`python -m cotam_llava serve` on a tiny CoTAM LLaVA: (url, front process, folder, model, processor)."""
     root = tmp_path_factory.mktemp("live")
     model, processor, _, _ = tiny_hosts.build_cotam("llava", root, width=128)
     _sharpen(model)
@@ -515,7 +516,7 @@ def live_server(tmp_path_factory):
     port = free_port()
     log = open(root / "serve.log", "wb")
     env = dict(os.environ, COTAM_SERVE_CACHE=str(root / "cache"), PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "cotam_llava.serving", "serve", "--model", str(root / "cotam"), "--port", str(port),
+    cmd = [sys.executable, "-m", "cotam_llava", "serve", "--model", str(root / "cotam"), "--port", str(port),
            "--served-model-name", "tiny", "--vllm-python", str(SERVE_PYTHON), "--cpu", "--dtype", "float32",
            "--max-bitstream-bytes", "65536", "--pid-file", str(root / "serve.pid"),
            "--", "--max-model-len", "256", "--max-num-seqs", "8", "--limit-mm-per-prompt", '{"image": 2}']
@@ -590,7 +591,7 @@ def test_cotam_request_matches_transformers_greedy(live_server):
 def test_edge_client_and_streaming(live_server, tmp_path, capsys):
     from PIL import Image
 
-    from cotam_llava.serving.cli import main
+    from cotam_llava.cli import main
     from cotam_llava.serving.client import chat_image, chat_request, load_edge
 
     folder = live_server["root"] / "cotam"
@@ -609,7 +610,7 @@ def test_edge_client_and_streaming(live_server, tmp_path, capsys):
     text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[:-1]
                    if json.loads(e[6:])["choices"])
     assert text.strip() == result.answer
-    # the command line (`cotam chat --server URL` once wired): an image file, then the .cotam file it makes
+    # the command line (`cotam chat --server URL`): an image file, then the .cotam file it makes
     Image.fromarray(image).save(tmp_path / "photo.png")
     (tmp_path / "photo.cotam").write_bytes(data)
     assert main(["chat", "--server", live_server["url"], "--model", str(folder), str(tmp_path / "photo.png"),

@@ -1,8 +1,8 @@
 """Argument handling for ``cotam serve`` and ``cotam chat --server URL`` (the work is in launch.py and client.py).
 
-The ``cotam`` CLI wires these in (``add_serve_parser(subparsers)`` → ``run_serve(args)``; ``add_server_argument``
-on the chat parser → ``chat_via_server(args)`` when ``args.server`` is set). Until then:
-``python -m cotam_llava.serving serve --help`` / ``python -m cotam_llava.serving chat --help``.
+The ``cotam`` CLI (:mod:`cotam_llava.cli.serve`, :mod:`cotam_llava.cli.chat`) registers ``add_serve_parser`` →
+``run_serve`` and adds ``add_server_argument`` to ``cotam chat``, which calls ``chat_via_server`` when
+``--server`` is given.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["add_serve_parser", "run_serve", "add_server_argument", "add_chat_parser", "chat_via_server", "main"]
+__all__ = ["add_serve_parser", "run_serve", "add_server_argument", "chat_via_server"]
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -98,23 +98,7 @@ def add_server_argument(parser: argparse.ArgumentParser) -> None:
                              "model's own settings (--model: its folder, for the codec and processor)")
     parser.add_argument("--served-model-name", default=None, help="model name the server serves (default: its first)")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token, if the server wants one")
-
-
-def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """A standalone ``chat`` parser for ``python -m cotam_llava.serving chat`` (the edge client only)."""
-    p = subparsers.add_parser("chat", help="ask a `cotam serve` server about an image (encoded here) or a .cotam file",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("input", help="an image file or a .cotam file")
-    p.add_argument("question")
-    p.add_argument("--model", default=None,
-                   help="CoTAM model folder whose codec and edge settings encode the image (not needed for .cotam)")
-    p.add_argument("--cotam", default=None, help="codec folder (with a stock host folder as --model)")
-    p.add_argument("--quality", type=int, default=None, help="edge quality level (default: the model's)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    add_server_argument(p)
-    p.set_defaults(func=chat_via_server)
-    return p
+    parser.add_argument("--json", action="store_true", help="with --server: print the whole result as JSON")
 
 
 def chat_via_server(args: argparse.Namespace) -> int:
@@ -145,21 +129,3 @@ def chat_via_server(args: argparse.Namespace) -> int:
         print(f"[{result.bits} bits, {bpp}, quality {result.quality}, decode {result.decode_ms:.1f} ms on the server]",
               file=sys.stderr)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cotam_llava.serving {serve,chat}``."""
-    from ..errors import CoTAMError
-
-    parser = argparse.ArgumentParser(prog="python -m cotam_llava.serving",
-                                     description="CoTAM serving on vLLM (the `cotam serve` / `cotam chat --server` "
-                                                 "commands, until the cotam CLI wires them in)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_serve_parser(sub)
-    add_chat_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CoTAMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
