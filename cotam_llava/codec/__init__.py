@@ -1,4 +1,4 @@
-"""The codec: variable-rate spatially adaptive ELIC, bitstream container, classical baselines.
+"""The codec: variable-rate spatially adaptive ELIC and DCAE, bitstream container, classical baselines.
 
 Quick start::
 
@@ -19,6 +19,9 @@ _LAZY = {
     **dict.fromkeys(("CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS"), ".configuration"),
     **dict.fromkeys(("Container", "CodedItem", "ParseLimits", "ResizeMode", "parse", "serialize"), ".container"),
     **dict.fromkeys(("CoTAMELIC", "CodecOutput", "CompressedLatent", "DecompressedLatent"), ".model"),
+    "CoTAMDCAE": ".dcae",
+    **dict.fromkeys(("CoTAMDCAEConfig", "DCAE_PRESETS"), ".dcae_configuration"),
+    **dict.fromkeys(("load_codec", "codec_from_preset"), ".loading"),
     **dict.fromkeys(("compress_image", "encode", "decode", "iter_decode"), ".pipeline"),
     "DecodedImage": ".decoded",
     "QualityMap": ".quality_map",
