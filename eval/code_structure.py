@@ -4,7 +4,8 @@ Used for issue 17's before/after table. Reads the source with :mod:`ast` (nothin
 module-level import graph of ``cotam_llava`` (imports inside functions count too: they are dependencies all the
 same) and prints:
 
-* **cycles**: strongly connected components of more than one module (Tarjan), each listed once;
+* **cycles**: strongly connected components of more than one module (Tarjan), each listed once (imports under
+  ``if TYPE_CHECKING:`` are annotations, not dependencies, and are not counted);
 * **upward imports**: a module importing from a package above its own that is not the package root's public
   surface — e.g. ``codec/guidance/x.py`` importing ``cotam_llava.vision`` (a sibling of ``codec``) is sideways,
   but ``codec/*`` importing ``cotam_llava.cli`` is upward. The rooms' order is the layering in
@@ -71,11 +72,20 @@ def resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def imports_of(path: Path, modules: set[str]) -> set[str]:
     module = module_name(path)
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for n in ast.walk(block)}
     found: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:  # ``if TYPE_CHECKING:`` imports are for annotations, not a dependency
+            continue
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]

@@ -17,7 +17,7 @@ from typing import Any
 from .._config import check_bool, check_int, check_int_list, check_str, describe, read_json
 from ..errors import ConfigError
 
-__all__ = ["CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CONFIG_NAME", "WEIGHTS_NAME", "CODEC_SUBFOLDER", "MAX_PARAMETERS"]
+__all__ = ["CodecConfigMixin", "CoTAMCodecConfig", "PRESETS", "PAPER_LAMBDAS", "CONFIG_NAME", "WEIGHTS_NAME", "CODEC_SUBFOLDER", "MAX_PARAMETERS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -42,8 +42,77 @@ MAX_RES_BLOCKS = 8
 MAX_PARAMETERS = 200_000_000
 
 
+class CodecConfigMixin:
+    """What every learned codec's config shares: λ per quality, the quality check, canonical JSON, save / load
+    (size-capped, validated), presets. A subclass is a dataclass with ``lambdas`` and ``num_qualities`` and
+    says which presets it builds (:meth:`preset_table`)."""
+
+    lambdas: list[float]
+    num_qualities: int
+
+    @classmethod
+    def preset_table(cls) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ λ per quality
+    def lambda_for_quality(self, quality: int) -> float:
+        """λ of quality index ``quality`` (0 = lowest rate, ``num_qualities-1`` = best)."""
+        self.check_quality(quality)
+        return self.lambdas[self.num_qualities - 1 - quality]
+
+    def check_quality(self, quality: int) -> int:
+        """Return ``quality`` as an int, or raise :class:`ConfigError` when out of range."""
+        try:  # int(nan), int(inf) and int("x") raise; a bool is not a level
+            valid = not isinstance(quality, bool) and int(quality) == quality and 0 <= quality < self.num_qualities
+        except (TypeError, ValueError, OverflowError):
+            valid = False
+        if not valid:
+            raise ConfigError(f"quality must be an integer in [0, {self.num_qualities - 1}], got {describe(quality)}")
+        return int(quality)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        """Canonical JSON (sorted keys): also what the codec id hashes."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CodecConfigMixin":
+        from .._config import strict_from_dict
+
+        return strict_from_dict(cls, data, "codec")
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json_string())
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CodecConfigMixin":
+        """Read ``config.json`` from ``directory`` (at most 1 MiB, checked before reading) and validate it."""
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"no {CONFIG_NAME} in {directory}")
+        data = read_json(path, "codec config")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "CodecConfigMixin":
+        """Build one of the class's presets (:meth:`preset_table`), optionally overriding keys."""
+        presets = cls.preset_table()
+        if name not in presets:
+            raise ConfigError(f"unknown preset {name!r} for {cls.__name__}; choose from {', '.join(presets)}")
+        return cls.from_dict({**presets[name], "preset": name, **overrides})
+
+
 @dataclass
-class CoTAMCodecConfig:
+class CoTAMCodecConfig(CodecConfigMixin):
     """Architecture and state of a :class:`~cotam_llava.codec.model.CoTAMELIC` codec.
 
     Args:
@@ -147,61 +216,9 @@ class CoTAMCodecConfig:
             total += width_in * mid[0] + mid[0] * mid[1] + mid[1] * width_out
         return int(total)
 
-    # ------------------------------------------------------------------ λ per quality
-    def lambda_for_quality(self, quality: int) -> float:
-        """λ of quality index ``quality`` (0 = lowest rate, ``num_qualities-1`` = best)."""
-        self.check_quality(quality)
-        return self.lambdas[self.num_qualities - 1 - quality]
-
-    def check_quality(self, quality: int) -> int:
-        """Return ``quality`` as an int, or raise :class:`ConfigError` when out of range."""
-        try:  # int(nan), int(inf) and int("x") raise; a bool is not a level
-            valid = not isinstance(quality, bool) and int(quality) == quality and 0 <= quality < self.num_qualities
-        except (TypeError, ValueError, OverflowError):
-            valid = False
-        if not valid:
-            raise ConfigError(f"quality must be an integer in [0, {self.num_qualities - 1}], got {describe(quality)}")
-        return int(quality)
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json_string(self) -> str:
-        """Canonical JSON (sorted keys): also what the codec id hashes."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CoTAMCodecConfig":
-        from .._config import strict_from_dict
-
-        return strict_from_dict(cls, data, "codec")
-
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json_string())
-        return path
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "CoTAMCodecConfig":
-        """Read ``config.json`` from ``directory`` (at most 1 MiB, checked before reading) and validate it."""
-        path = Path(directory) / CONFIG_NAME
-        if not path.is_file():
-            raise ConfigError(f"no {CONFIG_NAME} in {directory}")
-        data = read_json(path, "codec config")
-        try:
-            return cls.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "CoTAMCodecConfig":
-        """Build one of :data:`PRESETS` (``elic``, ``elic-small``, ``tiny``), optionally overriding keys."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        data = {**PRESETS[name], "preset": name, **overrides}
-        return cls.from_dict(data)
+    def preset_table(cls) -> dict[str, dict[str, Any]]:
+        return PRESETS
 
 
 #: ``elic`` is the paper's ELIC (He et al. 2022, as in CompressAI's ``Elic2022Official``);

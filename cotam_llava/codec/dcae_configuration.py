@@ -8,16 +8,14 @@ naming the field, and the size of the model a config builds bounded before anyth
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .._config import check_bool, check_int, check_int_list, check_str, describe, read_json
+from .._config import check_bool, check_int, check_int_list, check_str, describe
 from ..errors import ConfigError
-from .configuration import CONFIG_NAME, MAX_CHANNELS, MAX_PARAMETERS, PAPER_LAMBDAS
+from .configuration import MAX_CHANNELS, MAX_PARAMETERS, PAPER_LAMBDAS, CodecConfigMixin
 
 __all__ = ["CoTAMDCAEConfig", "DCAE_PRESETS", "DCAE_MODEL_TYPE"]
 
@@ -41,7 +39,7 @@ _PARAMETER_COUNTS: dict[str, int] = {}
 
 
 @dataclass
-class CoTAMDCAEConfig:
+class CoTAMDCAEConfig(CodecConfigMixin):
     """Architecture and state of a :class:`~cotam_llava.codec.dcae.CoTAMDCAE` codec.
 
     Names follow Lu et al., "Learned Image Compression with Dictionary-based Entropy Model" (CVPR 2025),
@@ -167,7 +165,7 @@ class CoTAMDCAEConfig:
         if key not in _PARAMETER_COUNTS:
             import torch
 
-            from .dcae import build_dcae_modules
+            from .dcae_layers import build_dcae_modules
 
             with torch.random.fork_rng(devices=[]), torch.device("meta"):  # some initialisers still draw on the CPU
                 modules = build_dcae_modules(self)
@@ -176,60 +174,9 @@ class CoTAMDCAEConfig:
             _PARAMETER_COUNTS[key] = sum(p.numel() for p in modules.parameters())
         return _PARAMETER_COUNTS[key]
 
-    # ------------------------------------------------------------------ λ per quality
-    def lambda_for_quality(self, quality: int) -> float:
-        """λ of quality index ``quality`` (0 = lowest rate, ``num_qualities-1`` = best)."""
-        self.check_quality(quality)
-        return self.lambdas[self.num_qualities - 1 - quality]
-
-    def check_quality(self, quality: int) -> int:
-        """Return ``quality`` as an int, or raise :class:`ConfigError` when out of range."""
-        try:
-            valid = not isinstance(quality, bool) and int(quality) == quality and 0 <= quality < self.num_qualities
-        except (TypeError, ValueError, OverflowError):
-            valid = False
-        if not valid:
-            raise ConfigError(f"quality must be an integer in [0, {self.num_qualities - 1}], got {describe(quality)}")
-        return int(quality)
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json_string(self) -> str:
-        """Canonical JSON (sorted keys): also what the codec id hashes."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CoTAMDCAEConfig":
-        from .._config import strict_from_dict
-
-        return strict_from_dict(cls, data, "codec")
-
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json_string())
-        return path
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "CoTAMDCAEConfig":
-        """Read ``config.json`` from ``directory`` (at most 1 MiB, checked before reading) and validate it."""
-        path = Path(directory) / CONFIG_NAME
-        if not path.is_file():
-            raise ConfigError(f"no {CONFIG_NAME} in {directory}")
-        data = read_json(path, "codec config")
-        try:
-            return cls.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "CoTAMDCAEConfig":
-        """Build one of :data:`DCAE_PRESETS` (``dcae``, ``dcae-small``, ``dcae-tiny``), optionally overriding keys."""
-        if name not in DCAE_PRESETS:
-            raise ConfigError(f"unknown DCAE preset {name!r}; choose from {', '.join(DCAE_PRESETS)}")
-        return cls.from_dict({**DCAE_PRESETS[name], "preset": name, **overrides})
+    def preset_table(cls) -> dict[str, dict[str, Any]]:
+        return DCAE_PRESETS
 
 
 #: ``dcae`` is the authors' ``DCAE()`` (Lu et al. 2025: head_dim [8, 16, 32, 32, 16, 8], N=192, M=320, five slices,

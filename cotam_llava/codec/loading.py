@@ -66,9 +66,7 @@ def preset_class(name: str) -> type:
 
 def load_codec(directory: str | Path, map_location: Any = "cpu"):
     """Load any learned codec checkpoint (config.json + model.safetensors), validated as untrusted input."""
-    from .model import CoTAMELIC
-
-    return CoTAMELIC.from_pretrained(directory, map_location=map_location)
+    return codec_class(model_type_of(directory)).from_pretrained(directory, map_location=map_location)
 
 
 def codec_from_preset(name: str, seed: int | None = None, **overrides: Any):
