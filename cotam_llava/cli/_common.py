@@ -21,7 +21,9 @@ UNTRAINED_BANNER = (
 
 
 def load_codec(checkpoint: str | None):
-    from ..codec.model import CoTAMELIC
+    """The codec of ``--checkpoint`` (a learned checkpoint, a standard codec's folder, or ``hevc`` / ``av1``), or
+    the shipped default."""
+    from ..codec.loading import load_codec as load_any
 
     path = Path(checkpoint) if checkpoint else default_codec()
     if path is None:
@@ -29,7 +31,7 @@ def load_codec(checkpoint: str | None):
             "no codec checkpoint given and the shipped one is missing from this installation: pass --checkpoint DIR "
             "(`cotam init-codec --preset tiny DIR` makes an untrained one for trying things out)"
         )
-    return CoTAMELIC.from_pretrained(path)
+    return load_any(path)
 
 
 def parse_canvas(text: str | None) -> int | tuple[int, int] | None:

@@ -1,11 +1,12 @@
-"""One loader for every learned base codec: a checkpoint's ``config.json`` names its ``model_type``.
+"""One loader for every base codec: a checkpoint's ``config.json`` names its ``model_type``.
 
 ::
 
-    config.json {"model_type": "cotam-elic" | "cotam-dcae", ...} ─model_type_of─▶ codec_class ─▶ .from_pretrained
+    config.json {"model_type": "cotam-elic" | "cotam-dcae" | "cotam-standard", ...} ─model_type_of─▶ codec_class
+        ─▶ .from_pretrained                      (load_codec also takes the names "hevc" / "av1": no folder needed)
 
-``CoTAMELIC.from_pretrained`` and ``CoTAMELIC.from_preset`` dispatch through here, so every caller that loads a
-codec (the pipeline, the tower, the trainers, the benchmarks, the CLI) takes any learned base unchanged.
+``CoTAMELIC.from_pretrained`` and ``CoTAMELIC.from_preset`` dispatch through here for the learned bases;
+:func:`load_codec` is the loader that takes every kind (the tower, the models, the trainers, the CLI use it).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from .._config import describe, read_json
 from ..errors import ConfigError
 from .configuration import CONFIG_NAME, MODEL_TYPE, PRESETS
 from .dcae_configuration import DCAE_MODEL_TYPE, DCAE_PRESETS
+from .standard import STANDARD_CODECS, STANDARD_MODEL_TYPE
 
-__all__ = ["MODEL_TYPES", "ALL_PRESETS", "codec_class", "model_type_of", "preset_class", "load_codec", "codec_from_preset"]
+__all__ = ["MODEL_TYPES", "ALL_PRESETS", "codec_class", "model_type_of", "preset_class", "load_codec", "codec_from_preset",
+           "is_standard_codec"]
 
 #: model_type → (module, class) of the codec it builds.
 MODEL_TYPES: dict[str, tuple[str, str]] = {
     MODEL_TYPE: (".model", "CoTAMELIC"),
     DCAE_MODEL_TYPE: (".dcae", "CoTAMDCAE"),
+    STANDARD_MODEL_TYPE: (".standard", "StandardCodec"),
 }
 
 #: Every preset name, with the model_type it builds.
@@ -32,7 +36,8 @@ ALL_PRESETS: dict[str, str] = {**dict.fromkeys(PRESETS, MODEL_TYPE), **dict.from
 
 
 def codec_class(model_type: str) -> type:
-    """The codec class of ``model_type`` (a :class:`~cotam_llava.codec.model.CoTAMELIC` or a subclass)."""
+    """The codec class of ``model_type`` (:class:`~cotam_llava.codec.model.CoTAMELIC`, a subclass, or
+    :class:`~cotam_llava.codec.standard.StandardCodec`)."""
     if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise ConfigError(f"unknown codec model_type {describe(model_type)}; known: {', '.join(MODEL_TYPES)}")
     module, name = MODEL_TYPES[model_type]
@@ -65,8 +70,18 @@ def preset_class(name: str) -> type:
 
 
 def load_codec(directory: str | Path, map_location: Any = "cpu"):
-    """Load any learned codec checkpoint (config.json + model.safetensors), validated as untrusted input."""
+    """Load any base codec: a learned checkpoint (config.json + model.safetensors, validated as untrusted input),
+    a standard codec's folder, or the name ``hevc`` / ``av1`` (when no folder of that name exists)."""
+    if str(directory) in STANDARD_CODECS and not Path(directory).exists():
+        return codec_class(STANDARD_MODEL_TYPE)(str(directory))
     return codec_class(model_type_of(directory)).from_pretrained(directory, map_location=map_location)
+
+
+def is_standard_codec(codec: Any) -> bool:
+    """Whether ``codec`` is a standard base (hevc / av1: pictures, no latent) rather than a learned one."""
+    from .standard import StandardCodec
+
+    return isinstance(codec, StandardCodec)
 
 
 def codec_from_preset(name: str, seed: int | None = None, **overrides: Any):

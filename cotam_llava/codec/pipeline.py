@@ -31,6 +31,7 @@ from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, C
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
 from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, encodable_canvas, parse, serialize
 from .decoded import DecodedImage
+from .loading import is_standard_codec
 from .quality_map import QualityMap
 
 if TYPE_CHECKING:  # the learned codec's modules (compressai) load only where it codes
@@ -115,14 +116,8 @@ class EncodedItem:
     importance: Tensor | None = None
 
 
-def _is_standard(codec: Any) -> bool:
-    from .standard import StandardCodec
-
-    return isinstance(codec, StandardCodec)
-
-
 def _num_qualities(codec: Any) -> int:
-    return codec.num_qualities if _is_standard(codec) else codec.config.num_qualities
+    return codec.num_qualities if is_standard_codec(codec) else codec.config.num_qualities
 
 
 def encode_item(
@@ -157,7 +152,7 @@ def encode_item(
         from .guidance import guided_quality_map
 
         quality_map, importance = guided_quality_map(guidance, image, quality, tiles, _num_qualities(codec))
-    if _is_standard(codec):
+    if is_standard_codec(codec):
         return EncodedItem(codec.compress_image(image, quality, quality_map, canvas, is_video_frame), None, importance)
     item, latent = compress_image(codec, image, quality, quality_map, canvas, is_video_frame, estimate)
     return EncodedItem(item, latent, importance)
@@ -165,7 +160,7 @@ def encode_item(
 
 def container_of(codec: Any, items: Iterable[CodedItem]) -> Container:
     """The container of ``codec``'s items (its codec id, and its kind for standard codecs)."""
-    kind = {"kind": codec.container_kind} if _is_standard(codec) else {}
+    kind = {"kind": codec.container_kind} if is_standard_codec(codec) else {}
     return Container(codec_id=codec.codec_id, items=list(items), **kind)
 
 
@@ -224,7 +219,8 @@ def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[De
     """Decode the items of a parsed container one at a time (only the current one is held).
 
     Every item is checked against ``model`` (stream count, levels, stream sizes) before any item is
-    decoded, and each item's symbol checksum is compared before its synthesis runs.
+    decoded, and each item's symbol checksum is compared before its synthesis runs. A standard ``model``
+    (hevc / av1) decodes through :func:`cotam_llava.codec.standard.iter_decode_container` (``y_hat`` None).
 
     Raises:
         CodecMismatchError: the container was made by another codec (or another kind of codec).
@@ -232,6 +228,11 @@ def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[De
         EntropyDecodingError: a rANS stream cannot have been written with this codec's tables.
         SymbolMismatchError: the decoded symbols differ from the encoder's (cross-device drift).
     """
+    if is_standard_codec(model):
+        from .standard import iter_decode_container as standard_items
+
+        yield from standard_items(container, model.kind)
+        return
     if container.kind != CodecKind.LEARNED:
         raise CodecMismatchError(
             f"bitstream holds {container.kind.name.lower()} pictures, not the learned codec's latents: decode it "

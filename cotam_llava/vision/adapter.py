@@ -16,6 +16,13 @@ embedding per level (linearly interpolated for fractional levels, e.g. where vie
 added to the patch tokens. ŷ after the inverse gain does not show which level coded it, and a quality-blind
 adapter trained over 10 levels applied the corrections that low levels need to high ones, where they lowered
 fidelity (measured: held-out DINOv2 token cosine at q7 0.9945 → 0.986 after 300 steps, while q1 gained).
+
+Bases without a latent (``input = "pixels"``, the standard codecs hevc / av1 of issue 20): a small strided stem
+reads the decoded canvas x̂ instead and makes ``latent_channels`` features on the same 16-pixel grid ŷ has, so
+everything after it — the views' geometry, the quality plane, the blocks, the zero output — is unchanged::
+
+    x̂ (B, 3, Hc, Wc) ─stem: "conv" (4 stride-2 3×3 convolutions, GELU between) | "patch" (one 16×16 patchify)─▶
+      (B, latent_channels, Hc/16, Wc/16) ─▶ as ŷ above
 """
 
 from __future__ import annotations
@@ -34,14 +41,21 @@ from torch import Tensor, nn
 from .._config import strict_from_dict
 from ..codec.configuration import CODEC_SUBFOLDER
 from ..errors import CheckpointError, ConfigError
+from .views import LATENT_STRIDE
 
 __all__ = ["LatentAdapterConfig", "LatentFeatureAdapter", "num_blocks_in", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG",
+           "ADAPTER_INPUTS", "PIXEL_STEMS", "PIXEL_STEM_CHANNELS",
            "load_adapter_weights", "read_adapter_config", "adapter_codec_path", "adapter_depth"]
 
 #: An adapter folder (``cotam train-adapter``'s export, a LLaVA tower folder): the weights, and — for exports —
 #: ``adapter_config.json`` with the tower config, the encoder, the codec it was trained with and the step.
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+#: What an adapter reads, and the stems a pixel adapter can have (see the module docstring).
+ADAPTER_INPUTS = ("latent", "pixels")
+PIXEL_STEMS = ("conv", "patch")
+#: The channels a pixel stem makes when a tower is built over a standard base (ŷ's width in elic-small).
+PIXEL_STEM_CHANNELS = 192
 
 
 @dataclass
@@ -61,6 +75,9 @@ class LatentAdapterConfig:
             holding each position's quality level in [0, num_qualities − 1]. 0: the paper's adapter (ŷ only).
         num_layers: transformer blocks (paper: 1). Checkpoints from before this option (one block, saved as
             ``block.*``) load unchanged.
+        input: ``"latent"`` (the learned codec's ŷ, the paper's adapter) or ``"pixels"`` (the decoded picture
+            through a stem: bases without a latent).
+        stem: the pixel stem, ``"conv"`` or ``"patch"`` (ignored for ``input = "latent"``).
     """
 
     latent_channels: int
@@ -72,6 +89,8 @@ class LatentAdapterConfig:
     layer_norm_eps: float = 1e-5
     num_qualities: int = 0
     num_layers: int = 1
+    input: str = "latent"
+    stem: str = "conv"
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
@@ -91,6 +110,17 @@ class LatentAdapterConfig:
             raise ConfigError(f"num_qualities must be in [0, 64], got {self.num_qualities}")
         if not 1 <= self.num_layers <= 24:
             raise ConfigError(f"num_layers must be in [1, 24], got {self.num_layers}")
+        if self.input not in ADAPTER_INPUTS:
+            raise ConfigError(f"adapter input must be one of {', '.join(ADAPTER_INPUTS)}, got {self.input!r}")
+        if self.stem not in PIXEL_STEMS:
+            raise ConfigError(f"adapter stem must be one of {', '.join(PIXEL_STEMS)}, got {self.stem!r}")
+        if self.input == "pixels" and self.latent_channels > 1024:
+            raise ConfigError(f"a pixel stem makes at most 1024 channels, got latent_channels {self.latent_channels}")
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether the adapter reads the decoded picture (a stem) rather than the codec's ŷ."""
+        return self.input == "pixels"
 
     @property
     def input_channels(self) -> int:
@@ -137,6 +167,26 @@ class _Block(nn.Module):
             nn.init.zeros_(layer.bias)
 
 
+class _PixelStem(nn.Module):
+    """Decoded picture (B, 3, H, W) in [0, 1] → features (B, C, ceil(H/16), ceil(W/16)) on ŷ's grid."""
+
+    def __init__(self, channels: int, kind: str) -> None:
+        super().__init__()
+        if kind == "patch":
+            self.layers = nn.Sequential(nn.Conv2d(3, channels, 16, stride=16))
+        else:
+            widths = [3, 48, 96, 192, channels]
+            layers: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip(widths, widths[1:])):
+                layers += [nn.Conv2d(a, b, 3, stride=2, padding=1)] + ([nn.GELU()] if i < 3 else [])
+            self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % LATENT_STRIDE, 0, (-h) % LATENT_STRIDE), mode="replicate")
+        return self.layers((x - 0.5) / 0.25)
+
+
 def _rename_single_block(state_dict: dict[str, Tensor], prefix: str, *_args: Any) -> None:
     """Adapters saved before ``num_layers`` existed name their one block ``block.*``; it is ``blocks.0.*`` now."""
     old = prefix + "block."
@@ -164,6 +214,7 @@ class LatentFeatureAdapter(nn.Module):
         self.config = config
         d = config.hidden_size
         gh, gw = config.grid
+        self.stem = _PixelStem(config.latent_channels, config.stem) if config.reads_pixels else None
         self.proj_in = nn.Linear(config.latent_channels, d)
         self.prefix = nn.Parameter(torch.zeros(1, config.num_prefix_tokens, d))
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_prefix_tokens + gh * gw, d))
@@ -180,6 +231,8 @@ class LatentFeatureAdapter(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):  # the pixel stem: PyTorch's default (Kaiming-uniform) scale
+                module.reset_parameters()
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -206,6 +259,13 @@ class LatentFeatureAdapter(nn.Module):
         hi = (lo + 1).clamp(max=self.config.num_qualities - 1)
         w = (q - lo).unsqueeze(-1).to(self.quality_embedding.dtype)
         return (1 - w) * self.quality_embedding[lo] + w * self.quality_embedding[hi]
+
+    def features(self, x_hat: Tensor) -> Tensor:
+        """What the adapter reads from a decoded picture: its stem's features (B, C, ceil(H/16), ceil(W/16)) for a
+        pixel adapter (``x_hat`` (B, 3, H, W) in [0, 1], differentiable)."""
+        if self.stem is None:
+            raise ConfigError("this adapter reads the codec's latent ŷ, not pixels")
+        return self.stem(x_hat.to(self.proj_in.weight.dtype))
 
     def forward(self, y_hat: Tensor) -> Tensor:
         """Compute the enhancement Δ.

@@ -8,6 +8,9 @@
         encoder(pixel views) with Δ added to its embedding output ─▶ the stock encoder's output
                                                                      (hidden_states for vision_feature_layer)
 
+Over a standard base (hevc / av1, no latent) the adapter reads x̂ through its pixel stem instead of ŷ
+(``adapter.input = "pixels"``); the views, the quality plane and the rest of the flow are the same.
+
 The tower wraps the host's own vision model (``encoder``) and adds a :class:`LatentFeatureAdapter`.
 Inputs to :meth:`CoTAMVisionTower.forward`:
 
@@ -41,8 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..codec.container import Container, ParseLimits, parse
+from ..codec.loading import is_standard_codec
 from ..codec.model import CoTAMELIC
 from ..codec.pipeline import DecodedImage, decode_container
+from ..codec.quality_map import QualityMap
+from ..codec.standard import StandardCodec
 from ..codec.transport import is_packed_bitstreams, unpack_bitstreams
 from ..encoders import EncoderSpec, encoder_spec
 from ..errors import ConfigError, CoTAMError
@@ -130,17 +136,24 @@ class CoTAMVisionTower(nn.Module):
         return g, g
 
     @property
-    def codec(self) -> CoTAMELIC:
+    def codec(self) -> CoTAMELIC | StandardCodec:
         codec = self.__dict__["_codec"]
         if codec is None:
             raise ConfigError("this CoTAM tower has no codec: load one with set_codec() or from a CoTAM checkpoint")
         return codec
 
-    def set_codec(self, codec: CoTAMELIC) -> None:
-        """Attach the codec (kept fp32 on ``decode_device``, outside the state dict)."""
+    def set_codec(self, codec: CoTAMELIC | StandardCodec) -> None:
+        """Attach the codec (a learned one is kept fp32 on ``decode_device``, outside the state dict)."""
+        adapter = self.adapter.config
+        if is_standard_codec(codec):
+            if not adapter.reads_pixels:
+                raise ConfigError(f"a {codec.kind} base has no latent, and this tower's adapter reads ŷ: build the tower "
+                                  "over the standard codec (its adapter then reads the decoded picture)")
+            self.__dict__["_codec"] = codec
+            return
         m = codec.config.M
-        if m != self.adapter.config.latent_channels:
-            raise ConfigError(f"codec has M={m} latent channels, the adapter expects {self.adapter.config.latent_channels}")
+        if not adapter.reads_pixels and m != adapter.latent_channels:
+            raise ConfigError(f"codec has M={m} latent channels, the adapter expects {adapter.latent_channels}")
         codec.eval()
         self.__dict__["_codec"] = codec.to(device=self.cotam_config.decode_device, dtype=torch.float32)
 
@@ -212,7 +225,7 @@ class CoTAMVisionTower(nn.Module):
             if pv.shape[0] != len(boxes):
                 raise CoTAMError(f"the host image processor made {pv.shape[0]} views, CoTAM expected {len(boxes)}")
             pixels.append(pv)
-            latents.append(sample_latent(self._adapter_input(dec.y_hat.float(), dec.quality), boxes, grid))
+            latents.append(sample_latent(self._adapter_input(self._latent_of(dec), dec.quality), boxes, grid))
             sizes.append((h, w))
             counts.append(len(boxes))
         return HostVisionInputs(
@@ -234,9 +247,15 @@ class CoTAMVisionTower(nn.Module):
             frame = to_pil(x).resize((side, side), Image.BICUBIC)  # 8-bit PIL bicubic, as the host processors resample
             pv = torch.from_numpy(np.asarray(frame, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             pixels.append((pv - mean) / std)
-            latents.append(sample_latent(self._adapter_input(dec.y_hat.float(), dec.quality), [full_box(w, h)], self.grid))
+            latents.append(sample_latent(self._adapter_input(self._latent_of(dec), dec.quality), [full_box(w, h)], self.grid))
             sizes.append((h, w))
         return HostVisionInputs(torch.cat(pixels), torch.cat(latents), torch.tensor(sizes), [1] * len(decoded), list(decoded))
+
+    def _latent_of(self, dec: DecodedImage) -> Tensor:
+        """What the adapter reads of a decoded item on its whole canvas: ŷ, or the pixel stem's features of x̂."""
+        if self.adapter.config.reads_pixels:
+            return self.adapter.features(dec.x_hat.to(self.device))
+        return dec.y_hat.float()
 
     # ------------------------------------------------------------------ on-the-fly compression
     def simulate(
@@ -252,10 +271,15 @@ class CoTAMVisionTower(nn.Module):
                 (``{"y": (B, M, H'/16, W'/16), "z": (B, C_z, H'/64, W'/64)}``, H', W' = H, W padded to multiples of 64).
 
         Returns:
-            x̂ (B, 3, H, W) in [0, 1] and ŷ (B, M, ceil(H/16), ceil(W/16)), on the tower's device.
+            x̂ (B, 3, H, W) in [0, 1] and ŷ (B, M, ceil(H/16), ceil(W/16)), on the tower's device; for a standard
+            codec (real coding of each picture, not differentiable) ŷ is None.
         """
         codec = self.codec
         q = self.cotam_config.quality if quality is None else quality
+        if is_standard_codec(codec):
+            if capture_likelihoods is not None:
+                raise ConfigError(f"the {codec.kind} base has no likelihoods to capture (it cannot be fine-tuned)")
+            return self._code_standard(images, q), None
         h, w = images.shape[-2:]
         ph, pw = (-h) % 64, (-w) % 64
         x = F.pad(images.float(), (0, pw, 0, ph), mode="replicate").to(next(codec.parameters()).device)
@@ -269,6 +293,24 @@ class CoTAMVisionTower(nn.Module):
             capture_likelihoods.append(out.likelihoods)
         hl, wl = -(-h // LATENT_STRIDE), -(-w // LATENT_STRIDE)
         return out.x_hat[..., :h, :w].clamp(0, 1).to(self.device), out.y_hat[..., :hl, :wl].to(self.device)
+
+    def _code_standard(self, images: Tensor, quality: int | Tensor) -> Tensor:
+        """Each picture through the standard codec for real (8-bit canvas, intra picture, its decode): x̂ (B, 3, H, W)."""
+        codec = self.codec
+        h, w = images.shape[-2:]
+        q = quality if isinstance(quality, Tensor) else torch.tensor(quality)
+        out = []
+        for i, image in enumerate(images.detach().float().clamp(0, 1).cpu()):
+            picture = (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            qi = q if q.dim() == 0 else q[i]
+            if qi.dim() == 0:
+                _, rgb = codec.roundtrip(picture, int(qi))
+            else:  # a per-position map on the 16-pixel grid: block QP offsets around its most common level
+                grid = qi.reshape(qi.shape[-2:]).cpu().numpy().astype(np.int64)
+                base = int(np.bincount(grid.reshape(-1)).argmax())
+                _, rgb = codec.roundtrip(picture, base, QualityMap(grid))
+            out.append(torch.from_numpy(np.ascontiguousarray(rgb[:h, :w])).permute(2, 0, 1).float().div_(255.0))
+        return torch.stack(out).to(self.device)
 
     def _adapter_input(self, y_hat: Tensor, quality: int | Tensor | np.ndarray) -> Tensor:
         """What the adapter reads: ŷ (B, M, h, w), plus the quality plane (B, 1, h, w) when it is
@@ -365,6 +407,7 @@ class CoTAMVisionTower(nn.Module):
         capture_embeddings: list[Tensor] | None = None,
         compress: bool = True,
         capture_likelihoods: list[dict[str, Tensor]] | None = None,
+        coded: tuple[Tensor, Tensor | None] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Encoder output for pictures compressed on the fly (or left as they are with ``compress=False``).
@@ -375,14 +418,17 @@ class CoTAMVisionTower(nn.Module):
             capture_embeddings: list to which the (enhanced) embedding output is appended.
             compress: False runs the stock encoder on ``images`` (the reference for fidelity losses).
             capture_likelihoods: list to which the codec's likelihoods are appended (see :meth:`simulate`).
+            coded: (x̂, ŷ) that :meth:`simulate` already made of ``images`` at ``quality`` (a frozen codec's output,
+                shared by several passes); None codes them here.
 
         Returns:
             What the stock encoder returns for the views.
         """
         if not compress:
             return self._encode(self.preprocess(images.to(self.device)), None, capture_embeddings, **kwargs)
-        x_hat, y_hat = self.simulate(images, quality, capture_likelihoods)
+        x_hat, y_hat = coded if coded is not None else self.simulate(images, quality, capture_likelihoods)
         h, w = images.shape[-2:]
-        y_in = self._adapter_input(y_hat, self.cotam_config.quality if quality is None else quality)
+        features = self.adapter.features(x_hat) if self.adapter.config.reads_pixels else y_hat
+        y_in = self._adapter_input(features, self.cotam_config.quality if quality is None else quality)
         latents = torch.cat([sample_latent(y[None], [full_box(w, h)], self.grid) for y in y_in])
         return self._encode(self.preprocess(x_hat), latents, capture_embeddings, **kwargs)

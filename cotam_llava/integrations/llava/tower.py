@@ -49,6 +49,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ...codec.configuration import CODEC_SUBFOLDER
+from ...codec.loading import is_standard_codec, load_codec
 from ...codec.model import CoTAMELIC
 from ...errors import BitstreamFormatError, CheckpointError, ConfigError, CoTAMError, ImageInputError
 from ...imageio import to_pil
@@ -260,7 +261,7 @@ def make_tower_folder(
         from transformers import AutoImageProcessor
 
         image_processor = AutoImageProcessor.from_pretrained(str(encoder))
-    codec_model = codec if isinstance(codec, CoTAMELIC) else CoTAMELIC.from_pretrained(codec)
+    codec_model = codec if isinstance(codec, CoTAMELIC) or is_standard_codec(codec) else load_codec(codec)
     config = default_tower_config(SimpleNamespace(vision_config=model.config), image_processor, codec_model, quality)
     state = None
     if adapter is not None:
@@ -305,7 +306,7 @@ def load_tower(folder: str | os.PathLike, device_map: Any = None) -> CoTAMVision
     codec_dir = info.path / CODEC_SUBFOLDER
     if not (codec_dir / "config.json").is_file():
         raise CheckpointError(f"{info.path}: no codec checkpoint under {CODEC_SUBFOLDER}/")
-    codec = CoTAMELIC.from_pretrained(codec_dir)
+    codec = load_codec(codec_dir)
     tower = CoTAMVisionTower(encoder, info.cotam)
     state = load_adapter_weights(info.path)
     try:
