@@ -58,7 +58,7 @@ def _standard(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adapter_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--adapter", required=True, help="exported adapter folder (adapter.safetensors + adapter_config.json)")
-    p.add_argument("--codec", help="codec checkpoint (default: the one named in adapter_config.json)")
+    p.add_argument("--codec", help="codec checkpoint, or hevc / av1 (default: the one named in adapter_config.json)")
     p.add_argument("--images", default=str(KODAK), help="folder of photos (default ../shared/data/kodak)")
     p.add_argument("--limit", type=int, default=0, help="use the first N photos (0: all)")
     p.add_argument("--held-out", type=int, default=0, metavar="N",
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from cotam_llava.codec.model import CoTAMELIC
+    from cotam_llava.codec.loading import load_codec
     from cotam_llava.errors import CheckpointError, CoTAMError
     from cotam_llava.evaluation.adapter_study import STUDY_VARIANTS, run_adapter_fidelity
     from cotam_llava.evaluation.variants import VARIANTS
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = Path(args.adapter)
         info = read_adapter_config(folder)
         codec_path = args.codec or adapter_codec_path(folder, info)
-        codec = CoTAMELIC.from_pretrained(codec_path)
+        codec = load_codec(codec_path)  # a learned checkpoint, or hevc / av1 for an adapter over a standard base
         if codec.codec_id.hex() != info["codec_id"]:
             raise CheckpointError(f"the adapter was trained with codec {info['codec_id']}, "
                                   f"{codec_path} is {codec.codec_id.hex()}")

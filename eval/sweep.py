@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval/sweep.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, help="CoTAM model folder, or a stock host (with --cotam)")
-    p.add_argument("--cotam", help="codec checkpoint folder (with a stock host, or to replace the model's codec)")
+    p.add_argument("--cotam", help="codec checkpoint folder, or hevc / av1 (with a stock host, or to replace the model's codec)")
     p.add_argument("--codecs", type=_names, default=["base", "cotam"],
                    help=f"comma-separated, from {', '.join(CODECS)} (cotam and cotam-noadapter need a model that names a "
                         "guidance ViT, or --guidance)")

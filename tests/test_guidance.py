@@ -186,3 +186,16 @@ def test_guidance_cli_draws_a_figure(saved_encoders, tmp_path):
     from PIL import Image
 
     assert Image.open(out).size[0] > 800
+
+
+def test_guidance_cli_draws_the_hevc_base_with_its_block_qps(saved_encoders, tmp_path):
+    img = DATA / "kodak" / "kodim23.png"
+    if not img.is_file():
+        pytest.skip(f"{img} not found")
+    out = tmp_path / "map.png"
+    args = ["guidance", str(img), "-o", str(out), "--guidance", str(saved_encoders["dinov2"]), "--codec", "hevc", "-q"]
+    assert main(args) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 800
+    assert main(args + ["--checkpoint", str(tmp_path)]) == 1  # the learned codec's option: a one-line error

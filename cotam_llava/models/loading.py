@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigError, CoTAMError
+from ..codec.standard import STANDARD_CODECS
 from ..shipped import default_codec
 
 __all__ = ["load_cotam"]
@@ -65,7 +66,8 @@ def load_cotam(
     Args:
         model: a CoTAM model folder (saved by ``model.save_pretrained`` + ``processor.save_pretrained``) or hub
             id, or a stock LLaVA / LLaVA-OneVision / InternVL checkpoint (folder or hub id).
-        cotam: codec checkpoint folder. With a stock host it is required unless a default exists
+        cotam: codec checkpoint folder, or ``hevc`` / ``av1`` (a standard base; its adapter reads pixels). With a
+            stock host it is required unless a default exists
             (:func:`cotam_llava.shipped.default_codec`); with a CoTAM folder it replaces the folder's own ``codec/``.
         device: "cpu", "cuda", "cuda:1"...; default: cuda when available, else cpu. The codec always
             decodes on the tower's ``decode_device`` (cpu by default).
@@ -93,11 +95,15 @@ def load_cotam(
             raise CheckpointError(f"{name} is not a model folder (no config.json)")
     elif _looks_local(name):
         raise CheckpointError(f"model folder not found: {name}")
-    codec_path = None
+    codec_path: Path | str | None = None
     if cotam is not None:
-        codec_path = Path(os.fspath(cotam)).expanduser()
-        if not (codec_path / "config.json").is_file():
-            raise CheckpointError(f"no codec checkpoint at {codec_path} (a codec folder has config.json + model.safetensors)")
+        if os.fspath(cotam) in STANDARD_CODECS and not Path(os.fspath(cotam)).exists():
+            codec_path = os.fspath(cotam)  # a standard base by name: no folder
+        else:
+            codec_path = Path(os.fspath(cotam)).expanduser()
+            if not (codec_path / "config.json").is_file():
+                raise CheckpointError(f"no codec checkpoint at {codec_path} (a codec folder has config.json + "
+                                      "model.safetensors), and not hevc / av1")
 
     require_hub(name)
     try:

@@ -40,6 +40,7 @@ def guidance_figure(
     bpp_map: np.ndarray,
     out_path: str | Path,
     title: str = "",
+    rate_title: str | None = None,
 ) -> Path:
     """Write the three-panel PNG.
 
@@ -47,7 +48,9 @@ def guidance_figure(
         image: the original image.
         importance: continuous map (gh, gw).
         quality_grid: quality level per cell (gh', gw').
-        bpp_map: bits per pixel per latent position (h, w), e.g. from :func:`bits_per_position`.
+        bpp_map: bits per pixel per latent position (h, w), e.g. from :func:`bits_per_position` — or, with
+            ``rate_title``, another per-block rate measure (a standard codec's QP per block).
+        rate_title: the third panel's title (default: the bits per region and their mean).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -65,7 +68,7 @@ def guidance_figure(
     panels = [
         ("shallow attention (continuous)", up(importance.cpu().numpy(), "bilinear"), "inferno", None),
         ("quality level per region", up(quality_grid, "nearest"), "RdYlGn", None),
-        (f"codec bits per region (bpp; mean {bpp_map.mean():.3f})", up(bpp_map, "nearest"), "viridis", None),
+        (rate_title or f"codec bits per region (bpp; mean {bpp_map.mean():.3f})", up(bpp_map, "nearest"), "viridis", None),
     ]
     for i, (name, overlay, cmap, _) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
