@@ -114,6 +114,10 @@ def test_the_relative_loss_weighs_each_sample_by_its_own_base_error():
     better_large = base[0], torch.stack([base[1][0], target[1][1] + (base[1][1] - target[1][1]) / 2 ** 0.5])
     assert multi_level_loss(*better_small, *target, 0.1, 1.0, *base).loss.item() == pytest.approx(
         multi_level_loss(*better_large, *target, 0.1, 1.0, *base).loss.item())
+    # a power below 1 weighs the small-error sample less: the same halving of it counts for less
+    small, large = (multi_level_loss(*b, *target, 0.1, 1.0, *base, relative_power=0.5).loss.item()
+                    for b in (better_small, better_large))
+    assert large < small
 
 
 def test_arguments_are_validated(setup, tmp_path):
@@ -125,6 +129,8 @@ def test_arguments_are_validated(setup, tmp_path):
         _args(setup, tmp_path, finetune_codec=True)
     with pytest.raises(ConfigError, match="val_every"):
         _args(setup, tmp_path, val_every=-1)
+    with pytest.raises(ConfigError, match="relative_power"):
+        _args(setup, tmp_path, relative_power=0.0)
     assert main(["train-adapter", "--output_dir", str(tmp_path), "--codec", str(setup["codec"]),
                  "--encoder", str(tmp_path / "nowhere")]) == 1
 

@@ -290,7 +290,8 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
             with torch.no_grad(), core.variant(adapter=False):
                 base_final = core.encode_images(x, qmap, capture_embeddings=base_emb, coded=coded).last_hidden_state
         loss = multi_level_loss(emb[0], out.last_hidden_state, target_emb[0], target.last_hidden_state,
-                                args.lambda_low, lambda_high, base_emb[0] if base_emb else None, base_final)
+                                args.lambda_low, lambda_high, base_emb[0] if base_emb else None, base_final,
+                                args.relative_power)
         total, bpp = loss.loss, None
         if args.finetune_codec:
             rate, bpp = lambda_weighted_rate(likelihoods[0], lambdas.to(qmap.device)[qmap], x.shape[0] * x.shape[-2] * x.shape[-1])

@@ -149,6 +149,11 @@ class AdapterTrainingArguments:
                           "(small errors) weigh as much as low ones (an extra no-grad pass per step); "
                           "--no_relative_loss gives the paper's absolute loss, which --finetune_codec needs"},
     )
+    relative_power: float = field(
+        default=1.0,
+        metadata={"help": "with --relative_loss: divide by the base MSE to this power (1: the share of the error; "
+                          "lower weighs near-lossless levels less — for a base whose levels' errors span a wide range)"},
+    )
     codec_learning_rate: float = field(default=1e-5, metadata={"help": "Adam learning rate of the codec when fine-tuning it"})
     aux_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the entropy bottleneck's quantiles when fine-tuning the codec"})
     rate_weight: float = field(default=1.0, metadata={"help": "multiplier of the λ_q·R term when fine-tuning the codec"})
@@ -183,6 +188,8 @@ class AdapterTrainingArguments:
         from ..codec.standard import STANDARD_CODECS
         from ..vision.adapter import PIXEL_STEMS
 
+        if not 0.0 < self.relative_power <= 1.0:
+            raise ConfigError(f"relative_power must be in (0, 1], got {self.relative_power}")
         if self.adapter_stem not in PIXEL_STEMS:
             raise ConfigError(f"adapter_stem must be one of {', '.join(PIXEL_STEMS)}, got {self.adapter_stem!r}")
         if self.finetune_codec and self.codec in STANDARD_CODECS:

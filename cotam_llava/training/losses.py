@@ -72,6 +72,7 @@ def multi_level_loss(
     lambda_high: float,
     base_embeddings: Tensor | None = None,
     base_final: Tensor | None = None,
+    relative_power: float = 1.0,
 ) -> MultiLevelLossOutput:
     """CoTAM's adapter loss (§3.3): λ_low·MSE(patch-embedding tokens) + λ_high·MSE(final-layer tokens).
 
@@ -86,6 +87,9 @@ def multi_level_loss(
         target_embeddings, target_final: the same for the original image (no grad).
         lambda_low, lambda_high: the weights (paper: 0.1 and 1; λ_high = 0 during warm-up).
         base_embeddings, base_final: the same for x̂ without the adapter (no grad), or None.
+        relative_power: with the base tokens, each MSE is divided by its base MSE to this power (1: the share of the
+            error; 0: the paper's absolute MSE; in between, a base codec whose levels' errors span a wide range —
+            hevc's ≈ 100× against elic-small's ≈ 10× — weighs its near-lossless levels less than 1 would).
 
     Returns:
         ``loss`` and the batch's absolute MSEs ``low``, ``high`` (detached, also in relative mode).
@@ -96,8 +100,8 @@ def multi_level_loss(
     low_i, high_i = per_sample_mse(embeddings, target_embeddings), per_sample_mse(final, target_final)
     low, high = low_i.mean(), high_i.mean()
     if base_embeddings is not None and base_final is not None:
-        low_i = low_i / per_sample_mse(base_embeddings, target_embeddings).clamp_min(1e-12)
-        high_i = high_i / per_sample_mse(base_final, target_final).clamp_min(1e-12)
+        low_i = low_i / per_sample_mse(base_embeddings, target_embeddings).clamp_min(1e-12).pow(relative_power)
+        high_i = high_i / per_sample_mse(base_final, target_final).clamp_min(1e-12).pow(relative_power)
     loss = (lambda_low * low_i + lambda_high * high_i).mean()
     return MultiLevelLossOutput(loss=loss, low=low.detach(), high=high.detach())
 
