@@ -78,8 +78,11 @@ def test_a_few_steps_lower_the_loss(tmp_path, photo_dir):
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, photo_dir):
     straight = train_codec(_args(tmp_path / "a", photo_dir), progress=False)
     # "Killed" after the first step: max_minutes≈0 stops right after a checkpoint at step 1.
-    train_codec(_args(tmp_path / "b", photo_dir, max_minutes=1e-9), progress=False)
+    stopped = train_codec(_args(tmp_path / "b", photo_dir, max_minutes=1e-9), progress=False)
     assert json.loads((tmp_path / "b" / "checkpoint-0000001" / "trainer_state.json").read_text())["step"] == 1
+    # the time limit exports the step it stopped at, even with val_every=0 (it used to return a latest/ never written)
+    assert stopped == tmp_path / "b" / "latest" and json.loads((stopped / "validation.json").read_text())["step"] == 1
+    assert CoTAMELIC.from_pretrained(stopped).config.finalized
     resumed = train_codec(_args(tmp_path / "b", photo_dir), progress=False)
     steps = [int(line.split(",")[0]) for line in (tmp_path / "b" / "train_log.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4]  # the log continues where the checkpoint was, without repeats

@@ -42,15 +42,16 @@ def after_step(
     """What follows optimisation step ``step`` (``args`` has max_steps, save_every, val_every, max_minutes).
 
     Returns:
-        None to go on; the exported ``latest/`` folder when the wall-time limit stopped the run (after a
-        checkpoint, so the same command resumes it). At ``max_steps`` nothing is done: :func:`finish` follows.
+        None to go on; the exported ``latest/`` folder of this step when the wall-time limit stopped the run (after
+        a checkpoint, so the same command resumes it; validated and exported then whatever ``val_every`` says, so
+        the export holds the last step's weights). At ``max_steps`` nothing is done: :func:`finish` follows.
     """
     if step == args.max_steps:
         return None
     out_of_time = args.max_minutes > 0 and (time.time() - started) / 60 > args.max_minutes
     if step % args.save_every == 0 or out_of_time:
         save_checkpoint(step)
-    if args.val_every and step % args.val_every == 0:
+    if (args.val_every and step % args.val_every == 0) or out_of_time:
         validate_and_export(step, "latest")
     if out_of_time:
         tqdm.write(f"stopping after {args.max_minutes} minutes at step {step}; resume with the same command")
