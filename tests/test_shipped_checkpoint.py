@@ -76,3 +76,21 @@ def test_shipped_adapter_pairs_with_the_shipped_codec_and_loads(shipped):
     assert adapter.config.latent_channels == shipped.config.M and adapter.config.num_qualities == shipped.config.num_qualities
     assert adapter.proj_out.weight.abs().sum() > 0  # trained: the output projection starts at zero
     assert (ADAPTER / "MODEL_CARD.md").is_file()
+
+
+HEVC_ADAPTER = SHIPPED.parent / "adapter-dinov2-hevc"
+
+
+@pytest.mark.skipif(not (HEVC_ADAPTER / "adapter_config.json").is_file(), reason="no hevc adapter is shipped")
+def test_shipped_hevc_adapter_reads_pixels_and_names_the_hevc_base():
+    from cotam_llava.codec.loading import is_standard_codec, load_codec
+    from cotam_llava.vision.adapter import LatentFeatureAdapter, adapter_codec_path, read_adapter_config
+
+    info = read_adapter_config(HEVC_ADAPTER)
+    assert info["encoder"] == "dinov2-imgfocus" and info["codec"] == "hevc"
+    codec = load_codec(adapter_codec_path(HEVC_ADAPTER, info))
+    assert is_standard_codec(codec) and codec.codec_id.hex() == info["codec_id"]  # the locked PyAV / x265 build
+    adapter = LatentFeatureAdapter.from_pretrained(HEVC_ADAPTER)  # strict: every key and shape
+    assert adapter.config.reads_pixels and adapter.config.stem == "patch" and adapter.config.num_qualities == 10
+    assert adapter.proj_out.weight.abs().sum() > 0
+    assert (HEVC_ADAPTER / "MODEL_CARD.md").is_file()
