@@ -140,7 +140,7 @@ def test_help_names_the_defaults_and_the_off_switches(capsys):
         main(["train-adapter", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 0
-    assert "--no_relative_loss, --no-relative-loss turn --relative_loss off --codec_learning_rate" in out
+    assert "--no_relative_loss, --no-relative-loss turn --relative_loss off --relative_power" in out
     assert "turn --resume off --max_minutes" in out and "(default: 1e-05)" in out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import describe, read_json
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .configuration import CONFIG_NAME, MODEL_TYPE, PRESETS
 from .dcae_configuration import DCAE_MODEL_TYPE, DCAE_PRESETS
 from .standard import STANDARD_CODECS, STANDARD_MODEL_TYPE
@@ -74,6 +74,8 @@ def load_codec(directory: str | Path, map_location: Any = "cpu"):
     a standard codec's folder, or the name ``hevc`` / ``av1`` (when no folder of that name exists)."""
     if str(directory) in STANDARD_CODECS and not Path(directory).exists():
         return codec_class(STANDARD_MODEL_TYPE)(str(directory))
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"checkpoint folder {directory} does not exist (a codec folder, or hevc / av1)")
     return codec_class(model_type_of(directory)).from_pretrained(directory, map_location=map_location)
 
 
