@@ -94,7 +94,7 @@ class EvalSettings:
 
     Attributes:
         pretrained: a CoTAM model folder (or hub id), or a stock LLaVA / LLaVA-OneVision / InternVL checkpoint.
-        cotam: codec checkpoint folder (required with a stock host unless a default codec exists).
+        cotam: codec checkpoint folder, or ``hevc`` / ``av1`` (required with a stock host unless a default codec exists).
         codec: one of :data:`CODECS` (``cotam`` and ``cotam-noadapter`` code with guidance: the model must name
             a guidance model, or ``guidance`` must, else the model's construction raises :class:`ConfigError`).
         quality: CoTAM quality level 0–9 (learned codecs; default: the model's), or Pillow quality 1–100
