@@ -97,12 +97,14 @@ def test_a_standard_codec_saves_loads_and_is_named(tmp_path, hevc):
         load_codec(tmp_path / "codec")
 
 
-def test_a_zero_adapter_hevc_tower_gives_the_stock_tokens_of_the_decoded_picture(setup, hevc, kodak_image):
+@pytest.mark.parametrize("kind", ["hevc", "av1"])
+def test_a_zero_adapter_standard_tower_gives_the_stock_tokens_of_the_decoded_picture(setup, kind, kodak_image):
+    codec = StandardCodec(kind)
     encoder, processor = load_encoder(str(setup["encoder"]))
-    tower = build_tower(encoder, processor, hevc).eval()
+    tower = build_tower(encoder, processor, codec).eval()
     assert tower.adapter.config.reads_pixels
-    data = pack(hevc, [encode_item(hevc, kodak_image, 5, canvas=tower.cotam_config.canvas_size).item])
-    decoded = decode(hevc, data)[0]
+    data = pack(codec, [encode_item(codec, kodak_image, 5, canvas=tower.cotam_config.canvas_size).item])
+    decoded = decode(codec, data)[0]
     assert decoded.y_hat is None
     with torch.no_grad():
         tokens = tower(data).last_hidden_state
