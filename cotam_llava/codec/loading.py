@@ -19,7 +19,7 @@ from .._config import describe, read_json
 from ..errors import CheckpointError, ConfigError
 from .configuration import CONFIG_NAME, MODEL_TYPE, PRESETS
 from .dcae_configuration import DCAE_MODEL_TYPE, DCAE_PRESETS
-from .standard import STANDARD_CODECS, STANDARD_MODEL_TYPE
+from .standard import STANDARD_CODECS, STANDARD_MODEL_TYPE, StandardCodec
 
 __all__ = ["MODEL_TYPES", "ALL_PRESETS", "codec_class", "model_type_of", "preset_class", "load_codec", "codec_from_preset",
            "is_standard_codec"]
@@ -73,7 +73,7 @@ def load_codec(directory: str | Path, map_location: Any = "cpu"):
     """Load any base codec: a learned checkpoint (config.json + model.safetensors, validated as untrusted input),
     a standard codec's folder, or the name ``hevc`` / ``av1`` (when no folder of that name exists)."""
     if str(directory) in STANDARD_CODECS and not Path(directory).exists():
-        return codec_class(STANDARD_MODEL_TYPE)(str(directory))
+        return StandardCodec(str(directory))
     if not Path(directory).is_dir():
         raise CheckpointError(f"checkpoint folder {directory} does not exist (a codec folder, or hevc / av1)")
     return codec_class(model_type_of(directory)).from_pretrained(directory, map_location=map_location)
@@ -81,8 +81,6 @@ def load_codec(directory: str | Path, map_location: Any = "cpu"):
 
 def is_standard_codec(codec: Any) -> bool:
     """Whether ``codec`` is a standard base (hevc / av1: pictures, no latent) rather than a learned one."""
-    from .standard import StandardCodec
-
     return isinstance(codec, StandardCodec)
 
 

@@ -271,7 +271,7 @@ class LatentFeatureAdapter(nn.Module):
         """Compute the enhancement Δ.
 
         Args:
-            y_hat: decoded latent on the encoder's patch grid, (B, M, gh, gw); with quality conditioning
+            y_hat: decoded latent (or a pixel adapter's :meth:`features` of x̂) on the encoder's patch grid, (B, M, gh, gw); with quality conditioning
                 (B, M + 1, gh, gw), the last channel holding each position's quality level.
 
         Returns:
