@@ -111,3 +111,21 @@ def make_tiny_vit(family: str, layers: int = 4, size: int = 112, num_register_to
 
         return InternVLVisionModel(InternVLVisionConfig(**common, image_size=[size, size], patch_size=[14, 14]))
     raise ValueError(f"unknown family {family!r}")
+
+
+def make_adapter_training_folder(root: Path) -> dict[str, Path]:
+    """Four small noisy gradient photos (``root/photos``) and a tiny DINOv2 with its image processor
+    (``root/encoder``, 56² input, canvas 64): what the adapter trainer's tests train on."""
+    import transformers
+    from PIL import Image
+
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:80, 0:96]
+    for i in range(4):
+        smooth = np.stack([(x * (i + 1)) % 256, (y * 3) % 256, ((x + y) // 2) % 256], axis=-1)
+        Image.fromarray(np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    make_tiny_vit("dinov2", layers=3, size=56).save_pretrained(root / "encoder")
+    transformers.BitImageProcessor(size={"height": 56, "width": 56}, do_center_crop=False).save_pretrained(root / "encoder")
+    return {"root": root, "photos": photos, "encoder": root / "encoder"}

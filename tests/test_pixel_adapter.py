@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_vit
+from conftest import make_adapter_training_folder
 from PIL import Image
 
 import tiny_hosts
@@ -35,19 +35,7 @@ def hevc() -> StandardCodec:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    import transformers
-
-    root = tmp_path_factory.mktemp("pixel_adapter")
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:80, 0:96]
-    for i in range(4):
-        smooth = np.stack([(x * (i + 1)) % 256, (y * 3) % 256, ((x + y) // 2) % 256], axis=-1)
-        Image.fromarray(np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)).save(photos / f"p{i}.png")
-    make_tiny_vit("dinov2", layers=3, size=56).save_pretrained(root / "encoder")
-    transformers.BitImageProcessor(size={"height": 56, "width": 56}, do_center_crop=False).save_pretrained(root / "encoder")
-    return {"root": root, "photos": photos, "encoder": root / "encoder"}
+    return make_adapter_training_folder(tmp_path_factory.mktemp("pixel_adapter"))
 
 
 def _args(setup, out: Path, **kw) -> AdapterTrainingArguments:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_vit
+from conftest import make_adapter_training_folder, make_tiny_vit
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -24,21 +24,9 @@ from cotam_llava.training.losses import multi_level_loss
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    import transformers
-
-    root = tmp_path_factory.mktemp("adapter")
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:80, 0:96]
-    for i in range(4):
-        smooth = np.stack([(x * (i + 1)) % 256, (y * 3) % 256, ((x + y) // 2) % 256], axis=-1)
-        Image.fromarray(np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)).save(photos / f"p{i}.png")
-    encoder = make_tiny_vit("dinov2", layers=3, size=56)
-    encoder.save_pretrained(root / "encoder")
-    transformers.BitImageProcessor(size={"height": 56, "width": 56}, do_center_crop=False).save_pretrained(root / "encoder")
-    tiny_hosts.tiny_codec().save_pretrained(root / "codec")
-    return {"root": root, "photos": photos, "encoder": root / "encoder", "codec": root / "codec"}
+    folders = make_adapter_training_folder(tmp_path_factory.mktemp("adapter"))
+    tiny_hosts.tiny_codec().save_pretrained(folders["root"] / "codec")
+    return {**folders, "codec": folders["root"] / "codec"}
 
 
 def _args(setup, out: Path, **kw) -> AdapterTrainingArguments:
