@@ -26,9 +26,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cotam_llava.codec.container import Container, serialize  # noqa: E402
+from cotam_llava.codec.container import serialize  # noqa: E402
 from cotam_llava.codec.model import CoTAMELIC  # noqa: E402
-from cotam_llava.codec.pipeline import compress_image, decode  # noqa: E402
+from cotam_llava.codec.pipeline import compress_image, container_of, decode  # noqa: E402
 from cotam_llava.imageio import to_uint8_array  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def bench_preset(model: CoTAMELIC, image, qualities: Sequence[int], runs: int) -
         for _ in range(runs):
             t0 = time.perf_counter()
             item, _ = compress_image(model, image, q)
-            data = serialize(container := Container(codec_id=model.codec_id, items=[item]))
+            data = serialize(container := container_of(model, [item]))
             t1 = time.perf_counter()
             decode(model, data)
             t2 = time.perf_counter()

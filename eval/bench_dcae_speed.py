@@ -29,9 +29,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cotam_llava.codec.container import Container, serialize  # noqa: E402
 from cotam_llava.codec.loading import codec_from_preset  # noqa: E402
-from cotam_llava.codec.pipeline import compress_image, decode  # noqa: E402
+from cotam_llava.codec.pipeline import compress_image, decode, pack  # noqa: E402
 
 #: (DCAE preset, the ELIC preset of its size class) pairs whose time ratios the table reports.
 PAIRS = (("dcae", "elic"), ("dcae-small", "elic-small"))
@@ -56,7 +55,7 @@ def time_once(model, image: np.ndarray, quality: int) -> dict[str, float]:
     cloud paths, and the bytes of the file."""
     w0, c0 = time.perf_counter(), time.process_time()
     item, _ = compress_image(model, image, quality)
-    data = serialize(Container(codec_id=model.codec_id, items=[item]))
+    data = pack(model, [item])
     w1, c1 = time.perf_counter(), time.process_time()
     decode(model, data)
     w2, c2 = time.perf_counter(), time.process_time()

@@ -71,6 +71,17 @@ def test_quality_map_and_canvas(ckpt, photos, tmp_path, capsys):
     assert item["quality_map"] == [[0, 9], [9, 0]] and item["map_cell_bits"] == 4
 
 
+def test_entropy_arithmetic_is_in_the_header(ckpt, photos, tmp_path, capsys):
+    for flag, kind, version in ((None, "learned_fixed", 3), ("float", "learned", 2), ("fixed", "learned_fixed", 3)):
+        out = tmp_path / f"{flag}.cotam"
+        extra = ["--entropy-arithmetic", flag] if flag else []
+        assert main(["encode", str(photos[0]), "-o", str(out), "--checkpoint", str(ckpt), "-q", *extra]) == 0
+        assert main(["info", str(out), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert (info["codec_kind"], info["format_version"]) == (kind, version)
+        assert main(["decode", str(out), "-o", str(tmp_path / f"{flag}.png"), "--checkpoint", str(ckpt), "-q"]) == 0
+
+
 def test_encode_to_folder_writes_one_file_per_image(ckpt, photos, tmp_path):
     out = tmp_path / "many"
     assert main(["encode", *map(str, photos), "-o", str(out), "--checkpoint", str(ckpt), "-q"]) == 0
@@ -87,6 +98,8 @@ def test_encode_to_folder_writes_one_file_per_image(ckpt, photos, tmp_path):
         (["decode", "{tmp}/garbage.cotam", "-o", "{tmp}/x.png", "--checkpoint", "{ckpt}"], "wrong magic"),
         (["decode", "{tmp}/nofile.cotam", "-o", "{tmp}/x.png", "--checkpoint", "{ckpt}"], "file not found"),
         (["info", "{tmp}/truncated.cotam"], "announced"),
+        (["encode", "{photo}", "-o", "{tmp}/x.cotam", "--codec", "hevc", "--entropy-arithmetic", "float"],
+         "takes neither"),
         (["encode", "{photo}", "{tmp}/d2/img0.png", "-o", "{tmp}/dup", "--checkpoint", "{ckpt}"], "would both be written"),
         (["encode", "{photo}", "-o", "{tmp}/x.cotam", "--checkpoint", "{ckpt}", "--frames", "100000"], "--frames must be"),
         (["encode", "{photo}", "-o", "{tmp}/x.cotam", "--checkpoint", "{ckpt}", "--quality-map", "{tmp}/map12.json"],

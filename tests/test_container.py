@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from cotam_llava.codec import pipeline
 from cotam_llava.codec.container import (
     LEARNED_VERSION,
+    CodecKind,
     MAGIC,
     CodedItem,
     Container,
@@ -463,37 +464,54 @@ GOLDEN_FILE = GOLDEN_DIR / "bitstreams.json"
 GOLDEN_MAP = [[2, 7], [9, 0]]
 
 
+def _golden_streams(codec, image, arithmetic: str) -> dict[str, bytes]:
+    before = codec.entropy_arithmetic
+    codec.set_entropy_arithmetic(arithmetic)
+    try:
+        return {
+            "tiny_seed0_synthetic128_q5": pipeline.encode(codec, image, 5),
+            "tiny_seed0_synthetic128_q5_map2x2": pipeline.encode(codec, image, 5, quality_maps=[QualityMap(np.array(GOLDEN_MAP))]),
+        }
+    finally:
+        codec.set_entropy_arithmetic(before)
+
+
 def test_golden_bitstreams(tiny_codec, synthetic_image):
-    """The fixed-seed tiny codec's bitstreams must not change unintentionally.
+    """The fixed-seed tiny codec's bitstreams must not change unintentionally: float entropy arithmetic (version 2,
+    what every writer before the fixed-point mode made) and fixed-point (version 3, kind ``learned_fixed``).
 
     Regenerate (after an intended format or model change) with
     ``COTAM_REGEN_GOLDEN=1 python -m pytest tests/test_container.py -k golden``.
     """
     image = synthetic_image  # 128×128 gradients + checkerboard + stripes, no RNG
     assert image.shape == (128, 128, 3)
-    streams = {
-        "tiny_seed0_synthetic128_q5": pipeline.encode(tiny_codec, image, 5),
-        "tiny_seed0_synthetic128_q5_map2x2": pipeline.encode(
-            tiny_codec, image, 5, quality_maps=[QualityMap(np.array(GOLDEN_MAP))]
-        ),
-    }
-    current = {name: {"md5": hashlib.md5(data).hexdigest(), "bytes": len(data)} for name, data in streams.items()}
+    streams = _golden_streams(tiny_codec, image, "float")
+    fixed = _golden_streams(tiny_codec, image, "fixed")
+
+    def digest(group: dict[str, bytes]) -> dict[str, dict]:
+        return {name: {"md5": hashlib.md5(data).hexdigest(), "bytes": len(data)} for name, data in group.items()}
+
+    current, current_fixed = digest(streams), digest(fixed)
     if os.environ.get("COTAM_REGEN_GOLDEN") == "1":
         GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
         old_v1 = json.loads(GOLDEN_FILE.read_text())["streams_v1"]  # version 1 files are history: never regenerated
-        GOLDEN_FILE.write_text(json.dumps({"quality_map": GOLDEN_MAP, "streams": current, "streams_v1": old_v1},
-                                          indent=2, sort_keys=True) + "\n")
+        GOLDEN_FILE.write_text(json.dumps({"quality_map": GOLDEN_MAP, "streams": current, "streams_fixed": current_fixed,
+                                           "streams_v1": old_v1}, indent=2, sort_keys=True) + "\n")
         pytest.skip(f"COTAM_REGEN_GOLDEN=1: rewrote {GOLDEN_FILE}")
     if not GOLDEN_FILE.is_file():
         pytest.fail(f"{GOLDEN_FILE} is missing; generate it with COTAM_REGEN_GOLDEN=1")
     golden = json.loads(GOLDEN_FILE.read_text())
     assert golden["quality_map"] == GOLDEN_MAP
     assert current == golden["streams"]
+    assert current_fixed == golden["streams_fixed"]
     for name, data in streams.items():  # they decode, and as version 1 they are the files of that version, which decode
-        assert pipeline.decode(tiny_codec, data)[0].to_pil().size == (128, 128)
+        assert parse(data).version == 2 and parse(fixed[name]).kind == CodecKind.LEARNED_FIXED
+        reference = pipeline.decode(tiny_codec, data)[0]
+        assert reference.to_pil().size == (128, 128)
         v1 = _as_version_1(data)
         assert {"md5": hashlib.md5(v1).hexdigest(), "bytes": len(v1)} == golden["streams_v1"][name]
-        assert torch.equal(pipeline.decode(tiny_codec, v1)[0].x_hat, pipeline.decode(tiny_codec, data)[0].x_hat)
+        assert torch.equal(pipeline.decode(tiny_codec, v1)[0].x_hat, reference.x_hat)
+        assert pipeline.decode(tiny_codec, fixed[name])[0].to_pil().size == (128, 128)
 
 
 def _as_version_1(data: bytes) -> bytes:

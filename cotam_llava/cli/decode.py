@@ -11,7 +11,7 @@ from ._common import add_common, check_output, load_codec, make_folder, read_byt
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from ..codec.container import CodecKind, ParseLimits, parse
+    from ..codec.container import ParseLimits, is_learned_kind, parse
 
     out = check_output(args.output)
     if args.max_pixels is not None and args.max_pixels < 1:
@@ -19,7 +19,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     data = read_bytes(args.input)
     limits = ParseLimits(max_pixels=args.max_pixels) if args.max_pixels else None
     container = parse(data, limits)
-    if container.kind == CodecKind.LEARNED:  # the header says which decoder: a checkpoint only for the learned kind
+    if is_learned_kind(container.kind):  # the header says which decoder: a checkpoint only for the learned kind
         from ..codec.pipeline import decode_container
 
         images = decode_container(load_codec(args.checkpoint), container)

@@ -24,7 +24,8 @@ def _encode_for_model(args: argparse.Namespace, out: Path, single_file: bool) ->
 
     clashing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--canvas", args.canvas),
                                          ("--quality-map", args.quality_map), ("--guidance", args.guidance),
-                                         ("--tiles", args.tiles)) if value]
+                                         ("--tiles", args.tiles), ("--entropy-arithmetic", args.entropy_arithmetic))
+                if value]
     if args.codec != "learned":
         clashing.append("--codec")
     if clashing:
@@ -76,12 +77,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     tiles = parse_tiles(args.tiles)
     if args.codec == "learned":
         codec = load_codec(args.checkpoint)
+        if args.entropy_arithmetic:
+            codec.set_entropy_arithmetic(args.entropy_arithmetic)
         levels = codec.config.num_qualities
     else:
         from ..codec.standard import StandardCodec
 
-        if args.checkpoint:
-            raise ConfigError(f"--checkpoint is the learned codec's; --codec {args.codec} needs none")
+        if args.checkpoint or args.entropy_arithmetic:
+            raise ConfigError(f"--checkpoint and --entropy-arithmetic are the learned codec's; --codec {args.codec} "
+                              "takes neither")
         codec = StandardCodec(args.codec)
         levels = codec.num_qualities
         if (fixed_map is not None or args.guidance) and not codec.supports_map:
@@ -158,5 +162,11 @@ def register(sub: Any) -> None:
                    help="base codec: the learned codec of --checkpoint (default), or a standard intra codec through "
                         "PyAV (hevc: x265, per-region quality as block QP offsets; av1: SVT-AV1, no per-region "
                         "quality); the standard ones need no checkpoint")
+    p.add_argument("--entropy-arithmetic", choices=["fixed", "float"], default=None,
+                   help="learned codec: how the entropy parameters are computed. fixed (the default for ELIC "
+                        "codecs): on an exact integer grid, so any device decodes the file bit for bit (container "
+                        "version 3); float: CompressAI's float32, a version-2 file that decoders older than the "
+                        "fixed-point mode read, and that a decoder on another device may refuse "
+                        "(SymbolMismatchError)")
     add_common(p)
     p.set_defaults(func=cmd_encode)

@@ -8,10 +8,10 @@ A container holds one or more coded images (or video frames) from one codec::
               stream_len varint × n_streams · symbol_crc u32 · item_crc u32 · payload
     payload = the rANS streams, concatenated (learned kind), or one intra-coded HEVC / AV1 picture
 
-``kind`` (version 3) says which base codec made the items (:class:`CodecKind`); versions 1 and 2 are
-always the learned codec. Writers use the oldest version that can say what a container holds: learned
-containers are still written as version 2 (byte for byte what earlier writers made), standard-codec
-containers as version 3.
+``kind`` (version 3) says which base codec made the items, and for the learned codec in which entropy
+arithmetic (:class:`CodecKind`); versions 1 and 2 are always the learned codec in float arithmetic. Writers use
+the oldest version that can say what a container holds: float learned containers are still written as version 2
+(byte for byte what earlier writers made), fixed-point learned and standard-codec containers as version 3.
 
 ``header_crc`` covers every byte before it; ``item_crc`` covers the item's index
 (u32, version 2 only: reordered or duplicated items fail), the item's header bytes
@@ -42,6 +42,8 @@ __all__ = [
     "FORMAT_VERSION",
     "ResizeMode",
     "CodecKind",
+    "is_learned_kind",
+    "entropy_arithmetic_of",
     "CodedItem",
     "Container",
     "ParseLimits",
@@ -66,8 +68,9 @@ _MAX_VARINT_BYTES = 5  # values < 2**35, far above any limit
 class CodecKind(IntEnum):
     """Which base codec made a container's items (format version 3; versions 1 and 2 are ``LEARNED``).
 
-    ``LEARNED``: the CoTAM learned codec (rANS streams of ŷ and z; ``codec_id`` names the checkpoint).
-    ``HEVC``: one intra-coded H.265 picture per item (Annex-B byte stream, x265). ``AV1``: one intra-coded
+    ``LEARNED``: the CoTAM learned codec (rANS streams of ŷ and z; ``codec_id`` names the checkpoint), its
+    entropy parameters computed in float. ``LEARNED_FIXED``: the same streams, with entropy parameters computed
+    on the exact fixed-point grid of :mod:`cotam_llava.codec.exact` (decodable bit for bit on any device). ``HEVC``: one intra-coded H.265 picture per item (Annex-B byte stream, x265). ``AV1``: one intra-coded
     AV1 picture per item (low-overhead OBU stream, SVT-AV1). For the standard kinds ``codec_id`` names
     the encoder, its version and settings (see ``codec.standard``).
     """
@@ -75,6 +78,19 @@ class CodecKind(IntEnum):
     LEARNED = 0
     HEVC = 1
     AV1 = 2
+    LEARNED_FIXED = 3
+
+
+def is_learned_kind(kind: CodecKind) -> bool:
+    """Whether a container of ``kind`` holds the learned codec's rANS streams (either entropy arithmetic)."""
+    return kind in (CodecKind.LEARNED, CodecKind.LEARNED_FIXED)
+
+
+def entropy_arithmetic_of(kind: CodecKind) -> str:
+    """The entropy arithmetic (``"fixed"`` or ``"float"``) of a learned container's streams."""
+    if not is_learned_kind(kind):
+        raise ValueError(f"{kind.name.lower()} containers hold no learned streams")
+    return "fixed" if kind == CodecKind.LEARNED_FIXED else "float"
 
 
 class ResizeMode(IntEnum):

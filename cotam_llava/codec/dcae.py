@@ -53,6 +53,8 @@ class CoTAMDCAE(CoTAMELIC):
     """
 
     config_class = CoTAMDCAEConfig
+    #: DCAE's entropy model (dictionary cross-attention, LayerNorm, GELU) has no exact fixed-point form here.
+    entropy_arithmetic = "float"
 
     def __init__(self, config: CoTAMDCAEConfig) -> None:
         if not isinstance(config, CoTAMDCAEConfig):

@@ -20,6 +20,7 @@ Image height and width must be multiples of 64 (z is at 1/64 resolution).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ from compressai.ops import quantize_ste
 
 from ..errors import CheckpointError, CodecNotFinalizedError, ConfigError, SymbolMismatchError
 from .configuration import CONFIG_NAME, WEIGHTS_NAME, CoTAMCodecConfig
+from .container import CodecKind
+from .exact import ARITHMETICS, check_fixed_point, fixed_point_entropy
 from .gains import QualityGains, initial_latent_gains
 from .symbols import tap_symbols
 
@@ -140,6 +143,10 @@ class CoTAMELIC(CompressionModel):
 
     #: The config class a checkpoint of this codec holds (``CoTAMDCAE`` has its own).
     config_class = CoTAMCodecConfig
+    #: How :meth:`compress` computes the entropy parameters: ``"fixed"`` (exact on every device, :mod:`.exact`)
+    #: or ``"float"`` (what CompressAI does; detected by the symbol checksum when devices differ). Not part of the
+    #: checkpoint or the codec id: a container's kind records it, and :meth:`decompress` follows the container.
+    entropy_arithmetic: str = "fixed"
 
     def __init__(self, config: CoTAMCodecConfig) -> None:
         super().__init__()
@@ -269,6 +276,25 @@ class CoTAMELIC(CompressionModel):
             if isinstance(module, _GaussianLatentCodec):
                 module.rate_on_rounded = mode == "ste"
 
+    def set_entropy_arithmetic(self, mode: str) -> None:
+        """Choose the arithmetic of the entropy parameters for the streams this codec writes (see
+        :attr:`entropy_arithmetic`); set it before encoding, since the container takes its kind from it."""
+        if mode not in ARITHMETICS:
+            raise ConfigError(f"entropy arithmetic must be one of {', '.join(ARITHMETICS)}, got {mode!r}")
+        if mode == "fixed":
+            check_fixed_point(self)
+        self.entropy_arithmetic = mode
+
+    @property
+    def container_kind(self) -> CodecKind:
+        """The container kind of this codec's streams: learned, with float or fixed-point entropy parameters."""
+        return CodecKind.LEARNED_FIXED if self.entropy_arithmetic == "fixed" else CodecKind.LEARNED
+
+    def _arithmetic(self, mode: str) -> contextlib.AbstractContextManager:
+        if mode not in ARITHMETICS:
+            raise ConfigError(f"entropy arithmetic must be one of {', '.join(ARITHMETICS)}, got {mode!r}")
+        return fixed_point_entropy(self) if mode == "fixed" else contextlib.nullcontext()
+
     # ------------------------------------------------------------------ quality handling
     def quality_tensor(self, quality: int | Tensor, batch: int, latent_hw: tuple[int, int]) -> Tensor:
         """Normalise ``quality`` to a long tensor: (B,) levels or a (B, h, w) map.
@@ -371,10 +397,11 @@ class CoTAMELIC(CompressionModel):
         latent_hw = (x.shape[-2] // 16, x.shape[-1] // 16)
         q = self.quality_tensor(quality, 1, latent_hw)
         y = self.analysis(x, q)
-        with tap_symbols(self.latent_codec, "encode") as tap:
-            out = self.latent_codec.compress(y)
+        with self._arithmetic(self.entropy_arithmetic):
+            with tap_symbols(self.latent_codec, "encode") as tap:
+                out = self.latent_codec.compress(y)
+            likelihoods = self.latent_codec(y)["likelihoods"] if estimate else {}
         strings = [s[0] for s in out["strings"]]
-        likelihoods = self.latent_codec(y)["likelihoods"] if estimate else {}
         y_hat = self.gain_y_inv(out["y_hat"], q)
         return CompressedLatent(
             strings=strings, y_shape=latent_hw, symbol_crc=tap.crc, y_hat=y_hat, likelihoods=likelihoods
@@ -404,6 +431,7 @@ class CoTAMELIC(CompressionModel):
         y_shape: tuple[int, int],
         quality: int | Tensor,
         expected_symbol_crc: int | None = None,
+        arithmetic: str | None = None,
     ) -> DecompressedLatent:
         """Decode one image from its rANS streams.
 
@@ -415,6 +443,8 @@ class CoTAMELIC(CompressionModel):
             quality: the level or (h, w) map the encoder used.
             expected_symbol_crc: the encoder's symbol checksum; when given, a mismatch raises
                 before synthesis (the costly part) runs.
+            arithmetic: the entropy arithmetic the encoder used (``"fixed"`` or ``"float"``: the container's kind
+                says which); None: this codec's :attr:`entropy_arithmetic`.
 
         Raises:
             EntropyDecodingError: a stream cannot have been written with this codec's tables.
@@ -427,7 +457,7 @@ class CoTAMELIC(CompressionModel):
         q = self.quality_tensor(quality, 1, (h, w))
         shape = self._latent_decode_shape(h, w)
         nested = [[s] for s in strings]
-        with tap_symbols(self.latent_codec, "decode") as tap:
+        with self._arithmetic(arithmetic or self.entropy_arithmetic), tap_symbols(self.latent_codec, "decode") as tap:
             out = self.latent_codec.decompress(nested, shape)
         if expected_symbol_crc is not None and tap.crc != expected_symbol_crc:
             raise SymbolMismatchError(

@@ -29,7 +29,8 @@ from torch import Tensor
 
 from ..errors import BitstreamError, BitstreamFormatError, CodecMismatchError, ConfigError, ImageInputError
 from ..imageio import ImageLike, image_size, to_pil, to_tensor
-from .container import CodecKind, CodedItem, Container, ParseLimits, ResizeMode, canvas_for, encodable_canvas, parse, serialize
+from .container import (CodedItem, Container, ParseLimits, ResizeMode, canvas_for, encodable_canvas, entropy_arithmetic_of,
+                        is_learned_kind, parse, serialize)
 from .decoded import DecodedImage
 from .loading import is_standard_codec
 from .quality_map import QualityMap
@@ -159,9 +160,9 @@ def encode_item(
 
 
 def container_of(codec: Any, items: Iterable[CodedItem]) -> Container:
-    """The container of ``codec``'s items (its codec id, and its kind for standard codecs)."""
-    kind = {"kind": codec.container_kind} if is_standard_codec(codec) else {}
-    return Container(codec_id=codec.codec_id, items=list(items), **kind)
+    """The container of ``codec``'s items: its codec id and its kind (the base codec; for a learned one, the entropy
+    arithmetic it codes with)."""
+    return Container(codec_id=codec.codec_id, items=list(items), kind=codec.container_kind)
 
 
 def pack(codec: Any, items: Iterable[CodedItem]) -> bytes:
@@ -233,7 +234,7 @@ def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[De
 
         yield from standard_items(container, model.kind)
         return
-    if container.kind != CodecKind.LEARNED:
+    if not is_learned_kind(container.kind):
         raise CodecMismatchError(
             f"bitstream holds {container.kind.name.lower()} pictures, not the learned codec's latents: decode it "
             "with codec.standard.decode (`cotam decode` picks the decoder from the header)"
@@ -244,10 +245,11 @@ def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[De
             f"{model.codec_id.hex()}: decode it with the checkpoint that encoded it"
         )
     checked = [_check_item(model, item, index) for index, item in enumerate(container.items)]
+    arithmetic = entropy_arithmetic_of(container.kind)
     for index, (item, (qgrid, q)) in enumerate(zip(container.items, checked)):
         h, w = qgrid.shape
         try:
-            dec = model.decompress(item.streams, (h, w), q, expected_symbol_crc=item.symbol_crc)
+            dec = model.decompress(item.streams, (h, w), q, expected_symbol_crc=item.symbol_crc, arithmetic=arithmetic)
         except BitstreamError as exc:
             raise type(exc)(f"item {index}: {exc}") from exc
         yield DecodedImage(x_hat=dec.x_hat, y_hat=dec.y_hat, quality=qgrid, item=item)

@@ -220,10 +220,10 @@ def validate_bitstream(data: bytes, limits: Any, codec_id: bytes | None = None, 
     Raises:
         BitstreamError: malformed, corrupted, over the limits, a video, or another codec's (CodecMismatchError).
     """
-    from ..codec.container import CodecKind, parse
+    from ..codec.container import is_learned_kind, parse
 
     container = parse(data, limits)
-    if container.kind != CodecKind.LEARNED:
+    if not is_learned_kind(container.kind):
         raise CodecMismatchError(f"the bitstream was made by the standard {container.kind.name.lower()} codec; this "
                                  "server decodes the learned CoTAM codec only")
     if codec_id is not None and container.codec_id != codec_id:

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..codec.container import Container, serialize
 from ..codec.model import CoTAMELIC
-from ..codec.pipeline import compress_image, decode
+from ..codec.pipeline import compress_image, decode, pack
 from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
 from .data import PhotoCrops, sample_generators, sample_quality_maps, split_files
@@ -41,7 +40,7 @@ def validate_codec(model: CoTAMELIC, files: list[Path], qualities: list[int], ma
     for name, crop in _center_crops(files, max_side):
         for q in qualities:
             item, _ = compress_image(model, crop, q)
-            data = serialize(Container(codec_id=model.codec_id, items=[item]))
+            data = pack(model, [item])
             rec = to_uint8_array(decode(model, data)[0].to_pil())
             rows.append({"image": name, "quality": q, "bpp": len(data) * 8 / crop[..., 0].size, "psnr": psnr(rec, crop)})
     return rows
