@@ -178,3 +178,29 @@ def test_codecs_without_a_fixed_point_form_refuse_it(tiny_codec):
         dcae.set_entropy_arithmetic("fixed")
     with pytest.raises(ConfigError, match="must be one of"):
         tiny_codec.set_entropy_arithmetic("int8")
+
+
+def test_cross_device_script_counts_exact_decodes(tiny_codec, synthetic_image, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    script = Path(__file__).resolve().parents[1] / "eval" / "cross_device.py"
+    spec = importlib.util.spec_from_file_location("cross_device", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(synthetic_image).save(photos / "a.png")
+    checkpoint = tiny_codec.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "out"
+    assert module.main(["--images", str(photos), "--qualities", "0,9", "--checkpoint", str(checkpoint),
+                        "--targets", "cpu-native,cpu-1thread", "--out", str(out), "-q"]) == 0
+    summary = json.loads((out / "cross_device.json").read_text())["summary"]
+    for target in ("cpu-native", "cpu-1thread"):
+        assert summary["fixed"][target]["exact"] == summary["fixed"]["items"] == 2
+    assert summary["float"]["items"] == 2 and (out / "cross_device.md").is_file()
+    with pytest.raises(SystemExit):
+        module.main(["--images", str(photos), "--targets", "tpu"])
