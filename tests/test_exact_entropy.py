@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cotam_llava.codec import exact, pipeline
-from cotam_llava.codec.container import CodecKind, parse
+from cotam_llava.codec.container import CodecKind, parse, serialize
 from cotam_llava.codec.model import CoTAMELIC
-from cotam_llava.errors import ConfigError, SymbolMismatchError
+from cotam_llava.errors import BitstreamFormatError, ConfigError, SymbolMismatchError
 from cotam_llava.shipped import default_codec
 
 
@@ -171,11 +171,16 @@ def test_fixed_point_costs_no_rate(shipped_codec, kodak_image):
     assert abs(sizes["fixed"] - sizes["float"]) <= 0.002 * sizes["float"] + 8
 
 
-def test_codecs_without_a_fixed_point_form_refuse_it(tiny_codec):
-    dcae = CoTAMELIC.from_preset("dcae-tiny", seed=0)
+def test_codecs_without_a_fixed_point_form_refuse_it(tiny_codec, synthetic_image):
+    dcae = CoTAMELIC.from_preset("dcae-tiny", seed=0).eval()
+    dcae.finalize()
     assert dcae.entropy_arithmetic == "float" and dcae.container_kind == CodecKind.LEARNED
     with pytest.raises(ConfigError, match="no exact fixed-point form"):
         dcae.set_entropy_arithmetic("fixed")
+    container = parse(pipeline.encode(dcae, synthetic_image, 5))
+    container.kind = CodecKind.LEARNED_FIXED  # a crafted header: the bitstream's error, not a crash or a ConfigError
+    with pytest.raises(BitstreamFormatError, match="fixed-point"):
+        pipeline.decode(dcae, serialize(container))
     with pytest.raises(ConfigError, match="must be one of"):
         tiny_codec.set_entropy_arithmetic("int8")
 

@@ -246,6 +246,14 @@ def iter_decode_container(model: CoTAMELIC, container: Container) -> Iterator[De
         )
     checked = [_check_item(model, item, index) for index, item in enumerate(container.items)]
     arithmetic = entropy_arithmetic_of(container.kind)
+    if arithmetic == "fixed":
+        from .exact import check_fixed_point
+
+        try:
+            check_fixed_point(model)
+        except ConfigError as exc:
+            raise BitstreamFormatError(f"the container says fixed-point entropy parameters, which this codec cannot "
+                                       f"compute: {exc}") from None
     for index, (item, (qgrid, q)) in enumerate(zip(container.items, checked)):
         h, w = qgrid.shape
         try:
