@@ -299,6 +299,25 @@ def test_truncated_weights_file_is_a_checkpoint_error(good: Path, tmp_path: Path
         CoTAMELIC.from_pretrained(ckpt)
 
 
+def test_a_wrong_layout_is_refused_before_the_model_is_built(good: Path, tmp_path: Path, monkeypatch):
+    """Names and shapes are compared against a layout built on the meta device: no real model is allocated."""
+    built = []
+    real_init = CoTAMELIC.__init__
+
+    def counting_init(self, config):
+        real_init(self, config)
+        built.append(self.gain_y.gain.device.type)
+
+    monkeypatch.setattr(CoTAMELIC, "__init__", counting_init)
+    name = next(n for n in load_file(str(good / WEIGHTS_NAME)) if n.endswith("weight"))
+    bad = _write(good, tmp_path / "bad", _set(name, lambda t: t.new_zeros(t.shape[0] + 1, *t.shape[1:])))
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        CoTAMELIC.from_pretrained(bad)
+    assert built == ["meta"]
+    CoTAMELIC.from_pretrained(good)
+    assert built == ["meta", "meta", "cpu"]
+
+
 def test_oversized_cdf_tables_are_rejected_from_the_header_alone(loaded: CoTAMELIC):
     """A header may announce tables far larger than anything update() makes: refused before reading them."""
     own = loaded.canonical_state()

@@ -21,6 +21,7 @@ Image height and width must be multiples of 64 (z is at 1/64 resolution).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,8 +202,11 @@ class CoTAMELIC(CompressionModel):
         touched) measures the std of y once; the gains are then scaled so that quality 0
         gives y' a std of ``target_std`` and each higher level a larger one (the ratios
         of :func:`initial_latent_gains` are kept). The inverse gains are scaled by the
-        reciprocal, so g_s still sees ŷ ≈ y. Loading a checkpoint overwrites all of this.
+        reciprocal, so g_s still sees ŷ ≈ y. Loading a checkpoint overwrites all of this. A model built on the
+        ``meta`` device (a layout only: names and shapes, no values) is not calibrated.
         """
+        if self.gain_y.gain.is_meta:
+            return
         probe = torch.rand(1, 3, SIZE_MULTIPLE * 2, SIZE_MULTIPLE * 2, generator=torch.Generator().manual_seed(0))
         q = torch.zeros(1, dtype=torch.long)
         x = probe
@@ -237,24 +241,25 @@ class CoTAMELIC(CompressionModel):
             )
             for k in range(1, len(groups))
         }
+        device = torch.get_default_device()  # "meta" when from_pretrained builds a layout only
+
+        def aggregation(in_ch: int, out_ch: int) -> nn.Sequential:
+            # CompressAI computes the ramp's widths with torch.linspace, which has no values on the meta device:
+            # widths on the CPU, layers where the model is built.
+            with torch.device("cpu"):
+                return sequential_channel_ramp(
+                    in_ch, out_ch, min_ch=N * 2, num_layers=3, interp="linear",
+                    make_layer=functools.partial(nn.Conv2d, device=device), make_act=lambda: nn.ReLU(inplace=True),
+                    kernel_size=1, stride=1, padding=0,
+                )
+
         scctx = {
             f"y{k}": CheckerboardLatentCodec(
                 latent_codec={"y": _GaussianLatentCodec(gaussian_conditional=gaussian_conditional, quantizer="ste")},
                 context_prediction=CheckerboardMaskedConv2d(  # g_sp^(k)
                     groups[k], groups[k] * 2, kernel_size=5, stride=1, padding=2
                 ),
-                entropy_parameters=sequential_channel_ramp(  # parameter aggregation
-                    groups[k] * 2 + (k > 0) * groups[k] * 2 + N * 2,
-                    groups[k] * 2,
-                    min_ch=N * 2,
-                    num_layers=3,
-                    interp="linear",
-                    make_layer=nn.Conv2d,
-                    make_act=lambda: nn.ReLU(inplace=True),
-                    kernel_size=1,
-                    stride=1,
-                    padding=0,
-                ),
+                entropy_parameters=aggregation(groups[k] * 2 + (k > 0) * groups[k] * 2 + N * 2, groups[k] * 2),
             )
             for k in range(len(groups))
         }
@@ -549,9 +554,9 @@ class CoTAMELIC(CompressionModel):
         """Load a codec saved by :meth:`save_pretrained`, validating it as input from an untrusted source.
 
         The config is checked first (types, bounds, a parameter budget), then the safetensors
-        header (sizes, dtypes, byte ranges) before the model is built; no tensor is read until the
-        header matches what the config builds, and none reaches the model until every value
-        passed (finite weights, valid CDF tables). Never unpickles.
+        header (sizes, dtypes, byte ranges) against the names and shapes the config builds (a layout on the
+        ``meta`` device: nothing allocated), all before the model is built; no tensor is read until then, and
+        none reaches the model until every value passed (finite weights, valid CDF tables). Never unpickles.
 
         Raises:
             ConfigError: ``config.json`` is malformed or names an invalid or oversized architecture.
@@ -576,8 +581,10 @@ class CoTAMELIC(CompressionModel):
             return target.from_pretrained(directory, map_location)
         config = cls.config_class.load(directory)
         header = read_safetensors_header(directory / WEIGHTS_NAME)
+        with torch.device("meta"):  # the layout the config builds (names, dtypes, shapes), without allocating it
+            layout = cls(config).canonical_state()
+        check_layout(layout, {name: (r.dtype, r.shape) for name, r in header.items()}, str(directory))
         model = cls(config)
-        check_layout(model.canonical_state(), {name: (r.dtype, r.shape) for name, r in header.items()}, str(directory))
         model.load_canonical_state(load_tensors(directory / WEIGHTS_NAME), source=str(directory))
         model.to(map_location)
         model.eval()
