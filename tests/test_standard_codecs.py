@@ -153,8 +153,16 @@ def test_wrong_kind_is_a_codec_mismatch(coded, tiny_codec, synthetic_image):
     codec, data = coded
     with pytest.raises(CodecMismatchError, match=codec.kind):
         pipeline.decode(tiny_codec, data)
-    learned = pipeline.encode(tiny_codec, synthetic_image, 5)
-    assert learned[4] == LEARNED_VERSION  # learned containers stay version 2, byte for byte
+    learned = pipeline.encode(tiny_codec, synthetic_image, 5)  # fixed-point entropy parameters: version 3, kind 3
+    assert learned[4] == 3 and parse(learned).kind == CodecKind.LEARNED_FIXED
+    with pytest.raises(CodecMismatchError, match="learned"):
+        standard.decode(learned)
+    tiny_codec.set_entropy_arithmetic("float")
+    try:
+        learned = pipeline.encode(tiny_codec, synthetic_image, 5)
+    finally:
+        tiny_codec.set_entropy_arithmetic("fixed")
+    assert learned[4] == LEARNED_VERSION  # float learned containers stay version 2, byte for byte
     with pytest.raises(CodecMismatchError, match="learned"):
         standard.decode(learned)
     other = "av1" if codec.kind == "hevc" else "hevc"
@@ -308,7 +316,7 @@ def test_cli_refusals(photo, tmp_path, capsys):
     qmap.write_text("[[2, 7]]")
     cases = [
         (["--codec", "av1", "--quality-map", str(qmap)], "no per-region quality"),
-        (["--codec", "hevc", "--checkpoint", str(tmp_path)], "needs none"),
+        (["--codec", "hevc", "--checkpoint", str(tmp_path)], "takes neither"),
         (["--codec", "hevc", "--quality", "10"], "quality"),
     ]
     for extra, message in cases:
