@@ -42,11 +42,18 @@ def _reordered_conv_transpose2d(x, w, b, stride, padding, output_padding, groups
 
 
 @contextlib.contextmanager
+def reordered_convolutions(monkeypatch):
+    """The fixed-point convolutions of codec/exact.py, adding their input channels in reversed chunks."""
+    with monkeypatch.context() as m:
+        m.setattr(exact, "F", SimpleNamespace(conv2d=_reordered_conv2d, conv_transpose2d=_reordered_conv_transpose2d))
+        yield
+
+
+@contextlib.contextmanager
 def other_arithmetic(monkeypatch):
     """Convolutions that add in another order, on PyTorch's native kernels, on one thread."""
     threads = torch.get_num_threads()
-    with monkeypatch.context() as m, torch.backends.mkldnn.flags(enabled=False):
-        m.setattr(exact, "F", SimpleNamespace(conv2d=_reordered_conv2d, conv_transpose2d=_reordered_conv_transpose2d))
+    with reordered_convolutions(monkeypatch), torch.backends.mkldnn.flags(enabled=False):
         torch.set_num_threads(1)
         try:
             yield
@@ -72,7 +79,7 @@ def shipped_codec():
     return CoTAMELIC.from_pretrained(path)
 
 
-def test_the_premise_float_sums_depend_on_the_order_fixed_point_ones_do_not():
+def test_the_premise_float_sums_depend_on_the_order_fixed_point_ones_do_not(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(128, 64, 5, padding=2)
     x = torch.randn(1, 128, 16, 16) * 3
@@ -84,16 +91,12 @@ def test_the_premise_float_sums_depend_on_the_order_fixed_point_ones_do_not():
         reference = fixed(x)
         with torch.backends.mkldnn.flags(enabled=False):
             assert torch.equal(reference, fixed(x))
-        exact_f = exact.F
-        try:
-            exact.F = SimpleNamespace(conv2d=_reordered_conv2d, conv_transpose2d=_reordered_conv_transpose2d)
+        with reordered_convolutions(monkeypatch):
             assert torch.equal(reference, fixed(x))
-        finally:
-            exact.F = exact_f
         assert float((reference - plain).abs().max()) < 1e-3  # and it is the float result to within the grid
 
 
-def test_every_sum_is_bounded_so_no_input_can_make_it_inexact():
+def test_every_sum_is_bounded_so_no_input_can_make_it_inexact(monkeypatch):
     torch.manual_seed(1)
     conv = nn.ConvTranspose2d(32, 16, 5, stride=2, padding=2, output_padding=1)
     fixed = exact._FixedConv(conv)
@@ -104,12 +107,8 @@ def test_every_sum_is_bounded_so_no_input_can_make_it_inexact():
     huge[:, ::2] *= -1
     out = fixed(huge)
     assert torch.isfinite(out).all()
-    exact_f = exact.F
-    try:
-        exact.F = SimpleNamespace(conv2d=_reordered_conv2d, conv_transpose2d=_reordered_conv_transpose2d)
+    with reordered_convolutions(monkeypatch):
         assert torch.equal(out, fixed(huge))
-    finally:
-        exact.F = exact_f
 
 
 def test_weights_too_large_for_the_grid_are_refused():

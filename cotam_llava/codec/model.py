@@ -284,10 +284,7 @@ class CoTAMELIC(CompressionModel):
     def set_entropy_arithmetic(self, mode: str) -> None:
         """Choose the arithmetic of the entropy parameters for the streams this codec writes (see
         :attr:`entropy_arithmetic`); set it before encoding, since the container takes its kind from it."""
-        if mode not in ARITHMETICS:
-            raise ConfigError(f"entropy arithmetic must be one of {', '.join(ARITHMETICS)}, got {mode!r}")
-        if mode == "fixed":
-            check_fixed_point(self)
+        self._arithmetic(mode)  # validates the name, and that the entropy model has a fixed-point form
         self.entropy_arithmetic = mode
 
     @property
@@ -296,9 +293,13 @@ class CoTAMELIC(CompressionModel):
         return CodecKind.LEARNED_FIXED if self.entropy_arithmetic == "fixed" else CodecKind.LEARNED
 
     def _arithmetic(self, mode: str) -> contextlib.AbstractContextManager:
+        """The context that computes entropy parameters in ``mode`` (checked here, before any work)."""
         if mode not in ARITHMETICS:
             raise ConfigError(f"entropy arithmetic must be one of {', '.join(ARITHMETICS)}, got {mode!r}")
-        return fixed_point_entropy(self) if mode == "fixed" else contextlib.nullcontext()
+        if mode == "fixed":
+            check_fixed_point(self)
+            return fixed_point_entropy(self)
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ quality handling
     def quality_tensor(self, quality: int | Tensor, batch: int, latent_hw: tuple[int, int]) -> Tensor:
