@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="standard base codecs as references on the same canvas picture, comma-separated (hevc, av1, "
                         "hevc+guidance: the guidance map as block QP offsets; default none)")
     p.add_argument("--standard-qualities", type=_ints, default=list(range(10)), help="their levels (default 0..9)")
+    p.add_argument("--guidance-rule", choices=("paper", "host"), default="paper",
+                   help="how the guided variants make their maps: the paper's μ ± kσ on shallow attention, or the "
+                        "host encoder's own token error at the base level's rate (default paper)")
+    p.add_argument("--spread", type=int, default=1, help="host rule: levels either side of the base (default 1)")
     p.add_argument("--out", default=str(REPO / "eval" / "results" / "adapter_study"), help="output folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,19 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-    from safetensors.torch import load_file
 
-    from cotam_llava.codec.loading import load_codec
     from cotam_llava.errors import CheckpointError, CoTAMError
     from cotam_llava.evaluation.adapter_study import STUDY_VARIANTS, run_adapter_fidelity
     from cotam_llava.evaluation.variants import VARIANTS
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
-    from cotam_llava.training.adapter_trainer import guidance_for, load_encoder
-    from cotam_llava.vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
+    from cotam_llava.training.adapter_trainer import guidance_for, load_adapter_tower
+    from cotam_llava.vision.adapter import adapter_codec_path, read_adapter_config
     from cotam_llava.training.data import split_files
-    from cotam_llava.vision.tower import CoTAMVisionTower
-    from cotam_llava.vision.tower_config import CoTAMTowerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,13 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = Path(args.adapter)
         info = read_adapter_config(folder)
         codec_path = args.codec or adapter_codec_path(folder, info)
-        codec = load_codec(codec_path)  # a learned checkpoint, or hevc / av1 for an adapter over a standard base
-        if codec.codec_id.hex() != info["codec_id"]:
-            raise CheckpointError(f"the adapter was trained with codec {info['codec_id']}, "
-                                  f"{codec_path} is {codec.codec_id.hex()}")
-        encoder, _ = load_encoder(info["encoder"])
-        tower = CoTAMVisionTower(encoder, CoTAMTowerConfig.from_dict(info["tower"]), codec).eval()
-        tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)))
+        tower = load_adapter_tower(folder, codec_path)  # over a learned checkpoint, or hevc / av1
         if args.held_out:
             files = split_files([args.images], args.held_out)[1]
         else:
@@ -118,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = files[: args.limit]
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
-        rows = run_adapter_fidelity(tower, files, args.qualities, guidance_for(tower), progress=not args.no_progress,
+        guidance = guidance_for(tower, args.guidance_rule, args.spread)
+        rows = run_adapter_fidelity(tower, files, args.qualities, guidance, progress=not args.no_progress,
                                     classical={name: args.classical_qualities for name in args.classical},
                                     standard={name: args.standard_qualities for name in args.standard})
     except CoTAMError as exc:
@@ -131,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(files)} photos from {args.images}{f', every {args.held_out}-th (held out from training)' if args.held_out else ''}"
         f"; centre squares, canvas {tower.cotam_config.canvas_size}; qualities {args.qualities}; bpp counts every byte "
         f"of the real .cotam file",
+        f"guidance: {args.guidance_rule} rule" + (f" (the host's token error at the base rate, levels q ± {args.spread})"
+                                                  if args.guidance_rule == "host" else " (μ ± kσ on shallow attention)"),
         "variants: " + "; ".join(f"{v.name} = guidance {'on' if v.guidance else 'off'}, adapter "
                                  f"{'on' if v.adapter else 'off'}" for v in (VARIANTS[k] for k in STUDY_VARIANTS)),
     ]

@@ -140,7 +140,8 @@ def encode_item(
         image: a path, PIL image, uint8 (H, W, 3) array or float (3, H, W) tensor.
         quality: base level.
         quality_map: fixed per-region levels (exclusive with ``guidance``).
-        guidance: a ``ShallowAttentionGuidance``: the quality map comes from its shallow attention on ``image``.
+        guidance: a ``ShallowAttentionGuidance`` (the quality map comes from its shallow attention on ``image``) or a
+            ``HostGuidance`` (from the host's final-token error at the base level's rate; None: a uniform file).
         tiles: (rows, cols) of an AnyRes tile grid for hierarchical guidance.
         canvas: None for native resolution (padded to ×64), an int or (width, height) to resize to.
         is_video_frame: mark the item as a video frame.
@@ -150,9 +151,16 @@ def encode_item(
     if guidance is not None:
         if quality_map is not None:
             raise ConfigError("guidance and a fixed quality map are exclusive")
-        from .guidance import guided_quality_map
+        if guidance.config.allocation == "host":
+            if is_standard_codec(codec) or tiles is not None:
+                raise ConfigError("host guidance needs a learned codec and one view (no AnyRes tiles); "
+                                  "use the paper's rule (allocation='paper') there")
+            x = _to_canvas(image, canvas)[0].to(next(codec.parameters()).device)
+            quality_map, importance = guidance.quality_map(codec, x, codec.config.check_quality(quality))
+        else:
+            from .guidance import guided_quality_map
 
-        quality_map, importance = guided_quality_map(guidance, image, quality, tiles, _num_qualities(codec))
+            quality_map, importance = guided_quality_map(guidance, image, quality, tiles, _num_qualities(codec))
     if is_standard_codec(codec):
         return EncodedItem(codec.compress_image(image, quality, quality_map, canvas, is_video_frame), None, importance)
     item, latent = compress_image(codec, image, quality, quality_map, canvas, is_video_frame, estimate)

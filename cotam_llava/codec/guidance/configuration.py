@@ -11,9 +11,12 @@ from typing import Any
 from ..._config import DEFAULT_GUIDANCE_STEP
 from ...errors import ConfigError
 
-__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_GUIDANCE_STEP"]
+__all__ = ["GuidanceConfig", "GUIDANCE_CONFIG_NAME", "DEFAULT_GUIDANCE_STEP", "ALLOCATION_RULES"]
 
 GUIDANCE_CONFIG_NAME = "guidance_config.json"
+
+#: How a guidance model turns what it sees into a quality map (``GuidanceConfig.allocation``).
+ALLOCATION_RULES = ("paper", "host")
 
 
 @dataclass
@@ -29,6 +32,12 @@ class GuidanceConfig:
         image_mean, image_std: the encoder's input normalisation (None: its family's default).
         image_size: side of the square ViT input (None: the encoder config's ``image_size``);
             a multiple of the patch size.
+        allocation: ``"paper"``: μ ± kσ on shallow attention (§3.2; K, L, k, step apply); ``"host"``: the host
+            encoder's own final-token error under the base level's rate (:mod:`.host`; needs the whole encoder at
+            the edge; grid, spread and the rate settings apply).
+        spread: host maps pick each cell's level from base − spread … base + spread.
+        rate_tolerance: host maps make files at most this share larger than the uniform file (else uniform).
+        rate_rounds: host maps' real encodes to meet the rate (the budget shrinks by each overshoot).
     """
 
     num_layers: int = 3
@@ -39,6 +48,10 @@ class GuidanceConfig:
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     image_size: int | None = None
+    allocation: str = "paper"
+    spread: int = 1
+    rate_tolerance: float = 0.005
+    rate_rounds: int = 3
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_layers <= 64:
@@ -53,6 +66,14 @@ class GuidanceConfig:
             raise ConfigError(f"step must be in [0, 9], got {self.step}")
         if self.image_size is not None and not 14 <= self.image_size <= 4096:
             raise ConfigError(f"image_size must be in [14, 4096], got {self.image_size}")
+        if self.allocation not in ALLOCATION_RULES:
+            raise ConfigError(f"allocation must be one of {', '.join(ALLOCATION_RULES)}, got {self.allocation!r}")
+        if not 1 <= self.spread <= 4:
+            raise ConfigError(f"spread must be in [1, 4], got {self.spread}")
+        if not 0 <= self.rate_tolerance <= 0.5:
+            raise ConfigError(f"rate_tolerance must be in [0, 0.5], got {self.rate_tolerance}")
+        if not 1 <= self.rate_rounds <= 10:
+            raise ConfigError(f"rate_rounds must be in [1, 10], got {self.rate_rounds}")
         for name in ("image_mean", "image_std"):
             v = getattr(self, name)
             if v is not None and (len(v) != 3 or (name == "image_std" and min(v) <= 0)):

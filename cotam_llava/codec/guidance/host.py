@@ -1,0 +1,75 @@
+"""Host guidance: rate-matched quality maps from the host vision encoder's own final tokens.
+
+Shallow attention barely predicts where bits pay (``eval/guidance_anatomy.py``: Spearman ρ ≈ 0 between a cell's
+attention and the token error one more level there removes per bit). When the edge device holds the MLLM's whole
+vision encoder, it can ask it directly::
+
+    picture ─codec eval pass at q − s … q + s─▶ per cell: bits, reconstruction
+            ─host: final-token error with only cell c at level l (the rest at q), batched─▶ d[l, c]
+            ─rate-constrained allocation (allocation.allocate): Σ bits ≤ the uniform file's─▶ map
+            ─real file; while it is larger than the uniform file, shrink the budget by the excess─▶ QualityMap
+
+The map never makes the file larger than the uniform one by more than ``GuidanceConfig.rate_tolerance``; where
+no map fits, the picture is coded uniformly. Costs per picture: 2s + 1 codec passes, 2s·G² + 2 host passes (in
+batches of 32) and up to ``rate_rounds`` + 1 real encodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...encoders import family_of, pair
+from ...errors import ConfigError
+from ..quality_map import QualityMap
+from .allocation import host_distortion, rate_matched_map
+from .configuration import GuidanceConfig
+
+__all__ = ["HostGuidance"]
+
+
+class HostGuidance(nn.Module):
+    """Quality maps chosen by the host encoder's final-token error under the base level's rate.
+
+    Args:
+        encoder: the host's whole vision model (CLIP, SigLIP, InternViT, DINOv2 from transformers), frozen.
+        config: ``allocation="host"``; ``grid``, ``spread``, ``rate_tolerance``, ``rate_rounds``, normalisation
+            and ``image_size`` as for shallow attention.
+    """
+
+    def __init__(self, encoder: nn.Module, config: GuidanceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GuidanceConfig(allocation="host")
+        if self.config.allocation != "host":
+            raise ConfigError(f"HostGuidance makes allocation='host' maps, the config says {self.config.allocation!r}")
+        family = family_of(encoder)
+        self.encoder = encoder.eval().requires_grad_(False)
+        mean, std = self.config.image_mean or family.image_mean, self.config.image_std or family.image_std
+        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.input_size = (self.config.image_size,) * 2 if self.config.image_size else pair(encoder.config.image_size)
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """Final tokens (B, T, D) of pictures (B, 3, H, W) in [0, 1] (antialiased bicubic resize to the input)."""
+        x = x.to(self.image_mean.device, torch.float32)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bicubic", antialias=True, align_corners=False)
+        return self.encoder(pixel_values=(x.clamp(0, 1) - self.image_mean) / self.image_std).last_hidden_state
+
+    def token_error(self, reference: Tensor):
+        """(B, 3, H, W) → (B,) mean over tokens of 1 − cos against ``reference`` (1, T, D)."""
+        def error(x: Tensor) -> Tensor:
+            return 1 - F.cosine_similarity(self.tokens(x).double(), reference.double(), dim=-1).mean(dim=-1).cpu()
+        return error
+
+    def quality_map(self, codec, x: Tensor, base_quality: int) -> tuple[QualityMap | None, Tensor]:
+        """(map, or None for a uniform file; (G, G) token error one level up removes in each cell) of the
+        canvas picture ``x`` (1, 3, H, W) in [0, 1]."""
+        with torch.no_grad():
+            error = self.token_error(self.tokens(x))
+        qmap, probe, d = rate_matched_map(codec, x, base_quality, self.config, lambda p, b: host_distortion(p, b, error))
+        base = probe.levels.index(base_quality)
+        up = min(base + 1, len(probe.levels) - 1)
+        return qmap, torch.from_numpy(np.maximum(d[base] - d[up], 0.0).reshape(probe.grid))

@@ -1,0 +1,125 @@
+"""Rate-constrained quality maps (issue 19 item 3): the allocation on hand-made cases with known answers, the map's
+side bits as written, and the rate constraint on a real photo with the shipped codec."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cotam_llava.codec.guidance import GuidanceConfig, HostGuidance, guided_quality_map, load_guidance
+from cotam_llava.codec.guidance.allocation import (allocate, host_distortion, map_side_bits, probe_levels,
+                                                   rate_matched_map)
+from cotam_llava.codec.pipeline import decode, encode_item, pack
+from cotam_llava.codec.quality_map import QualityMap
+from cotam_llava.errors import ConfigError
+
+from conftest import REPO_ROOT, make_tiny_vit
+
+
+def test_allocate_moves_bits_from_the_cheap_loss_to_the_big_gain():
+    # options: down, keep, up; cell 0 gains a lot from going up, cell 1 loses little from going down
+    bits = np.array([[5.0, 5.0], [10.0, 10.0], [15.0, 15.0]])
+    dist = np.array([[20.0, 1.1], [10.0, 1.0], [0.0, 0.9]])
+    assert allocate(bits, dist, budget=20.0).tolist() == [2, 0]
+    assert allocate(bits, dist, budget=30.0).tolist() == [2, 2]  # room for everything: least distortion
+    assert allocate(bits, dist, budget=3.0).tolist() == [0, 0]  # nothing fits: the cheapest options
+
+
+def test_allocate_fits_the_budget_and_is_near_the_brute_force_optimum():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        bits = np.sort(rng.uniform(1, 20, size=(3, 4)), axis=0)
+        dist = -np.sort(-rng.uniform(0, 10, size=(3, 4)), axis=0)  # more bits, less distortion
+        budget = float(bits[1].sum())
+        choice = allocate(bits, dist, budget, fallback=np.ones(4, dtype=int))
+        cols = np.arange(4)
+        assert bits[choice, cols].sum() <= budget + 1e-9
+        assert dist[choice, cols].sum() <= dist[1].sum() + 1e-12  # never worse than the uniform choice that fits
+        best = min(dist[list(c), cols].sum() for c in itertools.product(range(3), repeat=4)
+                   if bits[list(c), cols].sum() <= budget)
+        assert dist[choice, cols].sum() <= best * 1.5 + 1e-9
+
+
+def test_allocate_rejects_mismatched_tables():
+    with pytest.raises(ConfigError, match="options, cells"):
+        allocate(np.zeros((3, 4)), np.zeros((3, 5)), 1.0)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 5, 9])
+def test_map_side_bits_are_what_the_map_writes(levels):
+    grid = (np.arange(64) % levels).reshape(8, 8).astype(np.int64)
+    assert map_side_bits(64, levels) == 8 * len(QualityMap(grid).to_bytes())
+
+
+def test_host_rule_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match="allocation must be one of"):
+        GuidanceConfig(allocation="greedy")
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2), GuidanceConfig(allocation="host"))
+    with pytest.raises(ConfigError, match="needs the codec"):
+        guided_quality_map(host, np.zeros((64, 64, 3), np.uint8), 3)
+    with pytest.raises(ConfigError, match="allocation='host'"):
+        HostGuidance(make_tiny_vit("dinov2", layers=2), GuidanceConfig())
+
+
+def test_load_guidance_keeps_the_whole_encoder_for_the_host_rule(tmp_path):
+    make_tiny_vit("dinov2", layers=3).save_pretrained(tmp_path)
+    host = load_guidance(str(tmp_path), GuidanceConfig(allocation="host"))
+    shallow = load_guidance(str(tmp_path), GuidanceConfig(num_layers=1))
+    assert isinstance(host, HostGuidance) and len(host.encoder.encoder.layer) == 3
+    assert len(shallow.encoder.encoder.layer) == 1
+
+
+@pytest.fixture(scope="module")
+def shipped_codec():
+    from cotam_llava.codec.loading import load_codec
+
+    return load_codec(REPO_ROOT / "checkpoints" / "elic-small")
+
+
+@pytest.fixture(scope="module")
+def photo(kodak_photo) -> np.ndarray:
+    return np.ascontiguousarray(kodak_photo[128:384, 256:512])  # 256 × 256 of kodim23
+
+
+def test_probe_bits_match_the_real_file(shipped_codec, photo):
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    probe = probe_levels(shipped_codec, x, [3, 4], (8, 8))
+    for i, q in enumerate(probe.levels):
+        real = 8 * sum(len(s) for s in shipped_codec.compress(x, q).strings)
+        assert abs(probe.bits[i].sum() - real) / real < 0.03
+
+
+@pytest.mark.parametrize("quality", [2, 5])
+def test_host_maps_keep_the_uniform_rate_and_round_trip(shipped_codec, photo, quality):
+    torch.manual_seed(0)
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2, size=112), GuidanceConfig(allocation="host", grid=4))
+    uniform = pack(shipped_codec, [encode_item(shipped_codec, photo, quality).item])
+    enc = encode_item(shipped_codec, photo, quality, guidance=host)
+    data = pack(shipped_codec, [enc.item])
+    assert len(data) <= len(uniform) * (1 + host.config.rate_tolerance)
+    assert enc.importance.shape == (4, 4)
+    assert enc.item.quality_map is not None  # a real map (cells differ to the tiny random host)
+    assert set(enc.item.quality_map.levels()) <= {quality - 1, quality, quality + 1}
+    assert len(enc.item.quality_map.levels()) > 1
+    (decoded,) = decode(shipped_codec, data)
+    assert decoded.to_pil().size == (256, 256)
+
+
+def test_rate_matched_map_lowers_the_modelled_distortion(shipped_codec, photo):
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2, size=112), GuidanceConfig(allocation="host", grid=4))
+    error = host.token_error(host.tokens(x))
+    qmap, probe, d = rate_matched_map(shipped_codec, x, 4, host.config, lambda p, b: host_distortion(p, b, error))
+    base = probe.levels.index(4)
+    assert qmap is not None
+    choice = np.searchsorted(probe.levels, qmap.grid.reshape(-1))
+    assert d[choice, np.arange(d.shape[1])].sum() < d[base].sum()
+
+
+def test_host_rule_needs_a_learned_codec_and_one_view(shipped_codec, photo):
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2), GuidanceConfig(allocation="host", grid=4))
+    with pytest.raises(ConfigError, match="one view"):
+        encode_item(shipped_codec, photo, 3, guidance=host, tiles=(1, 2))
