@@ -173,3 +173,12 @@ def test_serve_and_chat_server_are_cotam_commands(capsys, tmp_path):
     assert len(err) == 1 and err[0].startswith("cotam: error:")
     assert main(["chat", str(stream), "what is this?"]) == 1  # no --server: the model runs here and is required
     assert "--model is required" in capsys.readouterr().err
+
+
+def test_host_guidance_rule_refuses_standard_codecs_and_tiles(photos, tmp_path, capsys):
+    out = tmp_path / "h.cotam"
+    for extra in (["--codec", "hevc"], ["--tiles", "2x2"]):
+        code = main(["encode", str(photos[0]), "-o", str(out), "--guidance", "dinov2-imgfocus", "--guidance-rule", "host",
+                     "-q", *extra])
+        assert code != 0 and "--guidance-rule host needs the learned codec and one view" in capsys.readouterr().err
+    assert not out.exists()

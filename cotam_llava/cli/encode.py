@@ -102,7 +102,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
             raise ConfigError("--guidance and --quality-map are exclusive")
         from ..codec.guidance import GuidanceConfig, load_guidance
 
-        guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
+        if args.guidance_rule == "host" and (tiles is not None or args.codec != "learned"):
+            raise ConfigError("--guidance-rule host needs the learned codec and one view (no --tiles)")
+        guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step, allocation=args.guidance_rule,
+                                                               spread=args.guidance_spread))
     if not single_file:
         make_folder(out)
 
@@ -156,6 +159,11 @@ def register(sub: Any) -> None:
                    "openai/clip-vit-large-patch14-336), a local folder, or dinov2-imgfocus (real weights, offline)")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
                    help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
+    p.add_argument("--guidance-rule", choices=["paper", "host"], default="paper",
+                   help="paper: μ ± kσ on the ViT's first 3 layers' attention (default); host: the whole ViT's own "
+                        "final-token error picks each region's level, the file no larger than the uniform one "
+                        "(loads the whole ViT; learned codec, one view)")
+    p.add_argument("--guidance-spread", type=int, default=1, help="host rule: levels either side of --quality (default 1)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")
     p.add_argument("--codec", choices=["learned", "hevc", "av1"], default="learned",
