@@ -25,6 +25,7 @@ from cotam_llava.codec.quality_map import QualityMap
 from cotam_llava.errors import ConfigError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny(family: str, layers: int = 4, size: int = 112):
@@ -199,3 +200,17 @@ def test_guidance_cli_draws_the_hevc_base_with_its_block_qps(saved_encoders, tmp
 
     assert Image.open(out).size[0] > 800
     assert main(args + ["--checkpoint", str(tmp_path)]) == 1  # the learned codec's option: a one-line error
+
+
+def test_guidance_cli_draws_a_host_rule_map(saved_encoders, tmp_path):
+    img = DATA / "kodak" / "kodim23.png"
+    if not img.is_file():
+        pytest.skip(f"{img} not found")
+    out = tmp_path / "host.png"
+    args = ["guidance", str(img), "-o", str(out), "--guidance", str(saved_encoders["dinov2"]), "--canvas", "256",
+            "--checkpoint", str(REPO / "checkpoints" / "elic-small"), "--guidance-rule", "host", "-q"]
+    assert main(args) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 800
+    assert main(args[:-1] + ["--tiles", "2x2", "-q"]) == 1  # host maps code one view: a one-line error

@@ -30,11 +30,17 @@ def cmd_guidance(args: argparse.Namespace) -> int:
         model = StandardCodec("hevc")
     else:
         model = load_codec(args.checkpoint)
-    guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step))
+    if args.guidance_rule == "host" and (args.codec != "learned" or tiles is not None):
+        raise ConfigError("--guidance-rule host needs the learned codec and one view (no --tiles)")
+    guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step, allocation=args.guidance_rule))
     coded = encode_item(model, args.image, args.quality, guidance=guidance, tiles=tiles, canvas=canvas,
                         estimate=args.codec == "learned")
     item, latent, importance, qmap = coded.item, coded.latent, coded.importance, coded.item.quality_map
     h, w = item.canvas_size[1] // 16, item.canvas_size[0] // 16
+    if qmap is None:  # the host rule found no map that pays at this rate: the file is uniform
+        from ..codec.quality_map import QualityMap
+
+        qmap = QualityMap(np.full(tuple(importance.shape), args.quality, dtype=np.int64))
     if latent is not None:
         bpp, rate_title = bits_per_position(latent.likelihoods, (h, w)), None
     else:  # x265 has no per-block bits to read back: its target QP per block (the CRF of the block's level)
@@ -45,9 +51,13 @@ def cmd_guidance(args: argparse.Namespace) -> int:
         bpp = bpp[: -(-oh // 16), : -(-ow // 16)]
     data = pack(model, [item])
     pixels = item.orig_size[0] * item.orig_size[1]
-    title = (f"{Path(args.image).name}: base quality {args.quality}, step {args.guidance_step}, "
+    rule = f"step {args.guidance_step}" if args.guidance_rule == "paper" else "host rule"
+    title = (f"{Path(args.image).name}: base quality {args.quality}, {rule}, "
              f"{len(data) * 8 / pixels:.4f} bpp in the file, map {qmap.cell_bits()} bits")
-    guidance_figure(args.image, importance, qmap.grid, bpp, args.output, title=title, rate_title=rate_title)
+    first = ("shallow attention (continuous)" if args.guidance_rule == "paper"
+             else "host token error one level up removes")
+    guidance_figure(args.image, importance, qmap.grid, bpp, args.output, title=title, rate_title=rate_title,
+                    importance_title=first)
     if not args.quiet:
         levels = np.unique(qmap.grid, return_counts=True)
         print(f"{args.output}: {title}; cells per quality {dict(zip(levels[0].tolist(), levels[1].tolist()))}")
@@ -66,6 +76,10 @@ def register(sub: Any) -> None:
     p.add_argument("--quality", type=int, default=5, help="base quality (default 5)")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,
                    help=f"quality levels a guidance level moves (default {DEFAULT_GUIDANCE_STEP}, chosen by measurement)")
+    p.add_argument("--guidance-rule", choices=["paper", "host"], default="paper",
+                   help="paper: μ ± kσ on the first 3 layers' attention (default); host: the whole ViT's token error "
+                        "picks the levels at the uniform file's rate (the first panel then shows the error one level "
+                        "up removes per region)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid")
     p.add_argument("--canvas", metavar="N|WxH", help="codec canvas (default: native resolution)")
     p.add_argument("--codec", choices=["learned", "hevc"], default="learned",

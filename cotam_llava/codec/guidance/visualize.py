@@ -41,6 +41,7 @@ def guidance_figure(
     out_path: str | Path,
     title: str = "",
     rate_title: str | None = None,
+    importance_title: str = "shallow attention (continuous)",
 ) -> Path:
     """Write the three-panel PNG.
 
@@ -51,6 +52,7 @@ def guidance_figure(
         bpp_map: bits per pixel per latent position (h, w), e.g. from :func:`bits_per_position` — or, with
             ``rate_title``, another per-block rate measure (a standard codec's QP per block).
         rate_title: the third panel's title (default: the bits per region and their mean).
+        importance_title: the first panel's title (what ``importance`` is).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -66,7 +68,7 @@ def guidance_figure(
     fig = Figure(figsize=(15, 4.6), dpi=110)
     FigureCanvasAgg(fig)
     panels = [
-        ("shallow attention (continuous)", up(importance.cpu().numpy(), "bilinear"), "inferno", None),
+        (importance_title, up(importance.cpu().numpy(), "bilinear"), "inferno", None),
         ("quality level per region", up(quality_grid, "nearest"), "RdYlGn", None),
         (rate_title or f"codec bits per region (bpp; mean {bpp_map.mean():.3f})", up(bpp_map, "nearest"), "viridis", None),
     ]
