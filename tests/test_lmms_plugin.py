@@ -121,6 +121,8 @@ def test_real_task_without_its_data_says_which_variable(task_manager, monkeypatc
     ({"pretrained": "x", "batch_size": "auto"}, "fixed batch_size"),
     ({"pretrained": "x", "batch_size": 0}, "batch_size=0 is out of range"),
     ({"pretrained": "x", "max_frames": "many"}, "max_frames must be an integer"),
+    ({"pretrained": "x", "guidance_rule": "oracle"}, "guidance_rule='oracle' is unknown; choose from paper, host"),
+    ({"pretrained": "x", "guidance_rule": "host", "guidance": "dinov2-imgfocus"}, "uses the model's own vision encoder"),
 ])
 def test_model_args_validation(args, message):
     from cotam_llava.evaluation.lmms_plugin import EvalSettings
@@ -378,6 +380,26 @@ def test_generate_until_batches_images_and_text_and_fills_the_ledger(cotam_dir):
     assert summary["requests"] == 5 and summary["tasks"]["t"]["bpp"] == pytest.approx(summary["bpp"])
     with pytest.raises(NotImplementedError, match="generate_until only"):
         lm.loglikelihood([])
+
+
+def test_host_guidance_rule_codes_with_the_models_own_encoder(tmp_path):
+    from cotam_llava.codec.guidance import HostGuidance
+    from cotam_llava.evaluation.lmms_plugin import CoTAMLlavaLMM
+    from cotam_llava.evaluation.lmms_tasks import DOC_KEY
+    from PIL import Image
+
+    model, processor, _, _ = tiny_hosts.build_cotam("llava", tmp_path)
+    with pytest.raises(ConfigError, match="applies to codec=cotam or cotam-noadapter only"):
+        CoTAMLlavaLMM.from_model(model, processor, codec="base", guidance_rule="host")
+    lm = CoTAMLlavaLMM.from_model(model, processor, codec="cotam-noadapter", quality=3, guidance_rule="host")
+    assert isinstance(lm.edge.guidance, HostGuidance) and lm.edge.guidance.encoder is model.vision_tower.encoder
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    docs = [{"image": Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)), DOC_KEY: "h:0"}]
+    lm.task_dict = {"h": {"test": docs}}
+    [answer] = lm.generate_until(_instances(docs, "h", lambda d: [d["image"]]))
+    assert isinstance(answer, str) and lm.records[0]["bits"] > 0
 
 
 def test_video_requests_on_onevision(tmp_path):

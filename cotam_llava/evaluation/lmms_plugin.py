@@ -55,6 +55,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger as eval_logger
 from PIL import Image
 
+from ..codec.guidance.configuration import ALLOCATION_RULES
 from ..errors import ConfigError
 from .lmms_tasks import DOC_KEY, SampleRate, clear_rates, record_rate
 from .variants import LEARNED, VARIANTS
@@ -62,7 +63,8 @@ from .variants import LEARNED, VARIANTS
 __all__ = ["CoTAMLlavaLMM", "EvalSettings", "MODEL_ARGS", "CODECS", "BITS_LOG_ENV"]
 
 #: The model_args ``--model cotam_llava`` accepts (anything else is an error).
-MODEL_ARGS = ("pretrained", "cotam", "codec", "quality", "guidance", "device", "dtype", "batch_size", "max_frames")
+MODEL_ARGS = ("pretrained", "cotam", "codec", "quality", "guidance", "guidance_rule", "device", "dtype", "batch_size",
+              "max_frames")
 #: What the pictures go through (see the module docstring).
 CODECS = (*LEARNED, "jpeg", "webp", "avif", "none")
 CLASSICAL = ("jpeg", "webp", "avif")
@@ -101,6 +103,9 @@ class EvalSettings:
             (jpeg/webp/avif; default: Pillow's); not allowed with ``none``.
         guidance: the guidance ViT for the guided codecs (a name ``load_guidance`` knows, e.g. ``dinov2-imgfocus``,
             a hub id or a local folder); replaces the model's own ``guidance_model``.
+        guidance_rule: ``paper`` (μ ± kσ on the guidance ViT's shallow attention; default) or ``host`` (the model's
+            own vision encoder picks each region's level by its final-token error, at the uniform file's rate:
+            :class:`~cotam_llava.codec.guidance.HostGuidance`; needs no guidance model; learned codecs, one view).
         device, dtype: where and in what precision the host runs (see ``load_cotam``).
         batch_size: requests per ``generate`` call.
         max_frames: frames sampled uniformly from each video.
@@ -111,6 +116,7 @@ class EvalSettings:
     codec: str = "cotam"
     quality: int | None = None
     guidance: str | None = None
+    guidance_rule: str = "paper"
     device: str | None = None
     dtype: str | None = None
     batch_size: int = 1
@@ -142,6 +148,11 @@ class EvalSettings:
         dtype = args.get("dtype")
         if dtype is not None and dtype not in _DTYPES:
             raise ConfigError(f"model_args dtype={dtype!r} is unknown; choose from {', '.join(_DTYPES)}")
+        rule = str(args.get("guidance_rule") or "paper")
+        if rule not in ALLOCATION_RULES:
+            raise ConfigError(f"model_args guidance_rule={rule!r} is unknown; choose from {', '.join(ALLOCATION_RULES)}")
+        if rule == "host" and args.get("guidance") not in (None, ""):
+            raise ConfigError("model_args guidance_rule=host uses the model's own vision encoder: drop guidance=")
         batch = args.get("batch_size", 1)
         if isinstance(batch, str) and batch.startswith("auto"):
             raise ConfigError("cotam_llava takes a fixed batch_size (no 'auto')")
@@ -151,6 +162,7 @@ class EvalSettings:
             codec=codec,
             quality=quality,
             guidance=None if args.get("guidance") in (None, "") else str(args["guidance"]),
+            guidance_rule=rule,
             device=None if args.get("device") in (None, "") else str(args["device"]),
             dtype=dtype,
             batch_size=_as_int("batch_size", batch, 1),
@@ -232,14 +244,21 @@ class CoTAMLlavaLMM(lmms):
             if not guided:
                 raise ConfigError(f"model_args guidance={s.guidance} applies to codec=cotam or cotam-noadapter only")
             config = dataclasses.replace(config, guidance_model=s.guidance)  # the edge's copy; the model is untouched
-        if guided and config.guidance_model is None:
+        if s.guidance_rule == "host":
+            if not guided:
+                raise ConfigError("model_args guidance_rule=host applies to codec=cotam or cotam-noadapter only")
+            from ..training.adapter_trainer import guidance_for
+
+            self.edge = EdgeEncoder(model.codec, config, guidance=guidance_for(tower, "host"))
+        elif guided and config.guidance_model is None:
             unguided = "cotam-noguide" if s.codec == "cotam" else "base"
             raise ConfigError(
                 f"codec={s.codec} codes with guidance, but this model names no guidance model (cotam.guidance_model in "
                 f"its config.json is null): pass guidance=NAME_OR_FOLDER (e.g. guidance=dinov2-imgfocus), or codec={unguided} "
                 "to code at a uniform quality"
             )
-        self.edge = EdgeEncoder(model.codec, config, use_guidance=guided)
+        else:
+            self.edge = EdgeEncoder(model.codec, config, use_guidance=guided)
         # this wrapper owns the model for the whole evaluation: the variant is set once, not per call
         tower.adapter_enabled = s.codec in LEARNED and VARIANTS[s.codec].adapter
         tower.compress_pixels = s.codec in LEARNED  # classical / none: decoded pixels reach the stock encoder

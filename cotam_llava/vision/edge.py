@@ -91,14 +91,16 @@ class EdgeEncoder:
     def encode_images(self, images: Sequence[ImageLike], quality: int | None = None, video: bool = False) -> bytes:
         """Encode pictures (or the frames of one video, ``video=True``) into one container.
 
-        With guidance, AnyRes hosts get hierarchical maps (a global map plus one per host tile, paper A.6).
+        With the paper's guidance, AnyRes hosts get hierarchical maps (a global map plus one per host tile, paper
+        A.6); host guidance judges the whole picture as the host's global view sees it.
         """
         q = self.config.quality if quality is None else quality
         pictures = [self.picture(image, video) for image in images]
         if not pictures:
             raise ImageInputError("no images to encode")
         guidance = self.guidance
-        items = [encode_item(self.codec, p, q, guidance=guidance, tiles=self._tiles(p, video) if guidance else None,
+        tiled = guidance is not None and guidance.config.allocation == "paper"  # host maps judge the whole picture
+        items = [encode_item(self.codec, p, q, guidance=guidance, tiles=self._tiles(p, video) if tiled else None,
                              canvas=self.config.canvas_size, is_video_frame=video).item for p in pictures]
         return pack(self.codec, items)
 

@@ -245,7 +245,8 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
         codec: a finalized learned codec.
         x: the canvas picture (1, 3, H, W) in [0, 1] (H, W multiples of 64).
         base_quality: the uniform level whose bits the map may spend.
-        config: a :class:`~.configuration.GuidanceConfig` (grid, spread, rate_tolerance, rate_rounds).
+        config: a :class:`~.configuration.GuidanceConfig` (grid — at most the latent grid —, spread, rate_tolerance,
+            rate_rounds).
         distortion_of: (probe, index of the base level in ``probe.levels``) → (L, C) distortion.
         levels: candidate levels (default: base ± spread, within the codec's range).
 
@@ -255,10 +256,8 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
     Q = codec.config.num_qualities
     s = config.spread
     levels = sorted(levels or [l for l in range(base_quality - s, base_quality + s + 1) if 0 <= l < Q])
-    grid = (config.grid, config.grid)
     h, w = x.shape[-2] // 16, x.shape[-1] // 16
-    if config.grid > min(h, w):
-        raise ConfigError(f"a {config.grid}×{config.grid} map needs a latent grid at least that large, got {h}×{w}")
+    grid = (min(config.grid, h), min(config.grid, w))  # a cell is at least one latent position
     probe = probe_levels(codec, x, levels, grid)
     base = probe.levels.index(base_quality)
     d = distortion_of(probe, base)

@@ -47,8 +47,9 @@ class HostGuidance(nn.Module):
         family = family_of(encoder)
         self.encoder = encoder.eval().requires_grad_(False)
         mean, std = self.config.image_mean or family.image_mean, self.config.image_std or family.image_std
-        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        device = next(encoder.parameters()).device
+        self.register_buffer("image_mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
         self.input_size = (self.config.image_size,) * 2 if self.config.image_size else pair(encoder.config.image_size)
 
     def tokens(self, x: Tensor) -> Tensor:
@@ -56,12 +57,15 @@ class HostGuidance(nn.Module):
         x = x.to(self.image_mean.device, torch.float32)
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bicubic", antialias=True, align_corners=False)
-        return self.encoder(pixel_values=(x.clamp(0, 1) - self.image_mean) / self.image_std).last_hidden_state
+        dtype = next(self.encoder.parameters()).dtype
+        pixels = ((x.clamp(0, 1) - self.image_mean) / self.image_std).to(dtype)
+        return self.encoder(pixel_values=pixels).last_hidden_state.float()
 
     def token_error(self, reference: Tensor):
         """(B, 3, H, W) → (B,) mean over tokens of 1 − cos against ``reference`` (1, T, D)."""
         def error(x: Tensor) -> Tensor:
-            return 1 - F.cosine_similarity(self.tokens(x).double(), reference.double(), dim=-1).mean(dim=-1).cpu()
+            tokens = self.tokens(x)
+            return 1 - F.cosine_similarity(tokens.double(), reference.to(tokens.device).double(), dim=-1).mean(dim=-1).cpu()
         return error
 
     def quality_map(self, codec, x: Tensor, base_quality: int) -> tuple[QualityMap | None, Tensor]:
