@@ -232,3 +232,26 @@ def test_anyres_edge_uses_hierarchical_guidance_and_the_model_reads_it(tmp_path)
     assert inputs["image_sizes"].tolist() == [[75, 112]]
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()
+
+
+def test_tower_config_with_host_guidance_loads_the_whole_vit_and_codes_one_map(tmp_path):
+    import dataclasses
+
+    from cotam_llava.codec.container import parse
+    from cotam_llava.codec.guidance import HostGuidance
+    from cotam_llava.vision.edge import EdgeEncoder
+    from conftest import KODAK_DIR, make_tiny_vit
+
+    model, _, _, _ = tiny_hosts.build_cotam("onevision", tmp_path)
+    make_tiny_vit("siglip", layers=3, size=56).save_pretrained(tmp_path / "vit")
+    config = dataclasses.replace(model.vision_tower.cotam_config, guidance_model=str(tmp_path / "vit"),
+                                 guidance={"allocation": "host", "grid": 4})
+    edge = EdgeEncoder(model.codec, config)
+    layers = [m for m in edge.guidance.encoder.modules() if type(m).__name__.endswith("EncoderLayer")]
+    assert isinstance(edge.guidance, HostGuidance) and len(layers) == 3  # the whole ViT, not its first K layers
+    picture = to_pil(KODAK_DIR / "kodim01.png")  # AnyRes 2×2 tiles for the paper's rule; the host rule judges it whole
+    uniform = EdgeEncoder(model.codec, config, use_guidance=False).encode_image(picture, quality=5)
+    data = edge.encode_image(picture, quality=5)
+    item = parse(data).items[0]
+    assert item.quality_map is None or item.quality_map.shape == (4, 4)
+    assert len(data) <= len(uniform) * 1.005 + 1
