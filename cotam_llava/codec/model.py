@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,7 +203,8 @@ class CoTAMELIC(CompressionModel):
         touched) measures the std of y once; the gains are then scaled so that quality 0
         gives y' a std of ``target_std`` and each higher level a larger one (the ratios
         of :func:`initial_latent_gains` are kept). The inverse gains are scaled by the
-        reciprocal, so g_s still sees ŷ ≈ y. Loading a checkpoint overwrites all of this. A model built on the
+        reciprocal, so g_s still sees ŷ ≈ y. The factor is rounded to 1/8 octave, so the same preset and
+        seed give the same weights (and codec id) whatever the thread count. Loading a checkpoint overwrites all of this. A model built on the
         ``meta`` device (a layout only: names and shapes, no values) is not calibrated.
         """
         if self.gain_y.gain.is_meta:
@@ -215,6 +217,9 @@ class CoTAMELIC(CompressionModel):
             if i < len(self.gain_a):
                 x = self.gain_a[i](x, q)
         factor = target_std / (float(x.std()) * float(self.gain_y.gain[0, 0]) + 1e-12)
+        # on a 1/8-octave grid: the probe's std differs in its last bits with the number of CPU threads (the
+        # convolutions' summation order), and a fresh model's codec id must not
+        factor = 2.0 ** (round(math.log2(factor) * 8) / 8)
         self.gain_y.gain.mul_(factor)
         self.gain_y_inv.gain.div_(factor)
 
