@@ -264,7 +264,7 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
     uniform = _coded_bytes(codec, x, base_quality)
     budget = probe.bits[base].sum() - map_side_bits(grid[0] * grid[1], len(levels))
     for _ in range(config.rate_rounds):
-        cells = np.asarray(probe.levels)[allocate(probe.bits, d, budget, np.full(d.shape[1], base))].reshape(grid)
+        cells = np.asarray(probe.levels)[allocate(probe.bits, d, budget)].reshape(grid)  # uniform never fits: map bytes
         if (cells == base_quality).all():
             return None, probe, d
         qmap = QualityMap(cells.astype(np.int64))
