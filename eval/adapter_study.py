@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the guided variants make their maps: the paper's μ ± kσ on shallow attention, or the "
                         "host encoder's own token error at the base level's rate (default paper)")
     p.add_argument("--spread", type=int, default=1, help="host rule: levels either side of the base (default 1)")
+    p.add_argument("--stream-cache", type=Path, default=None,
+                   help="folder of the edge's .cotam files, reused across runs (host maps do not depend on the adapter: "
+                        "a second adapter's study on the same photos takes seconds a photo); default: none")
     p.add_argument("--out", default=str(REPO / "eval" / "results" / "adapter_study"), help="output folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         guidance = guidance_for(tower, args.guidance_rule, args.spread)
         rows = run_adapter_fidelity(tower, files, args.qualities, guidance, progress=not args.no_progress,
                                     classical={name: args.classical_qualities for name in args.classical},
-                                    standard={name: args.standard_qualities for name in args.standard})
+                                    standard={name: args.standard_qualities for name in args.standard},
+                                    stream_cache=args.stream_cache, cache_key=str(info["encoder"]))
     except CoTAMError as exc:
         print(f"adapter_study.py: error: {exc}", file=sys.stderr)
         return 1

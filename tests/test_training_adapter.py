@@ -193,6 +193,11 @@ def test_a_run_can_start_from_an_exported_adapter(setup, tmp_path):
                                 init_adapter=str(first)), progress=False)
     a, b = load_file(str(first / ADAPTER_WEIGHTS)), load_file(str(again / ADAPTER_WEIGHTS))
     assert all(torch.allclose(a[k], b[k]) for k in a) and any(a[k].abs().sum() > 0 for k in a)
+    # validating, a warm start is first measured as loaded (step 0), so best/ is never worse than the start
+    train_adapter(_args(setup, tmp_path / "val", max_steps=1, save_every=1, val_every=1, init_adapter=str(first)),
+                  progress=False)
+    assert json.loads((tmp_path / "val" / "latest" / "validation.json").read_text())["step"] == 0
+    assert json.loads((tmp_path / "val" / "best" / "validation.json").read_text())["step"] in (0, 1)
     assert main(["train-adapter", "--output_dir", str(tmp_path / "bad"), "--codec", str(setup["codec"]),
                  "--encoder", str(setup["encoder"]), "--init_adapter", str(setup["codec"])]) == 1
 
@@ -227,3 +232,60 @@ def test_an_encoder_folder_without_an_image_processor_is_our_error(tmp_path):
     make_tiny_vit("dinov2", layers=2, size=56).save_pretrained(tmp_path / "vit")  # no preprocessor_config.json
     with pytest.raises(CheckpointError, match="preprocessor_config.json"):
         load_encoder(str(tmp_path / "vit"))
+
+
+def test_zoomed_out_crops_are_views_of_the_whole_photo_and_off_keeps_the_old_batches(tmp_path):
+    ramp = np.repeat(np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 256, 0), 3, 2)  # grey ramp left → right
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    native, zoomed = PhotoCrops([tmp_path / "ramp.png"], 32), PhotoCrops([tmp_path / "ramp.png"], 32, zoom_out=1.0)
+    # off: exactly the windows earlier runs drew from the same generator (top, left, two flips)
+    rng, check = np.random.default_rng(3), np.random.default_rng(3)
+    got = native.batch(rng, 2)
+    for crop in got:
+        top, left = int(check.integers(225)), int(check.integers(225))
+        want = ramp[top:top + 32, left:left + 32]
+        want = want[:, ::-1] if check.random() < 0.5 else want
+        want = want[::-1] if check.random() < 0.5 else want
+        assert torch.equal(crop, torch.from_numpy(want.copy()).permute(2, 0, 1).float() / 255)
+    span = lambda x: (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))) * 255  # noqa: E731
+    assert float(span(native.batch(np.random.default_rng(0), 64)).max()) <= 32
+    wide = span(zoomed.batch(np.random.default_rng(0), 64))
+    assert float(wide.max()) > 150 and float(wide.min()) >= 30  # views up to the whole ramp, never below native
+
+
+def test_validation_photos_from_another_folder_and_the_best_export(setup, tmp_path):
+    choose = tmp_path / "choose"
+    choose.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.open(setup["photos"] / "p1.png").rotate(90, expand=True).save(choose / name)
+    train_adapter(_args(setup, tmp_path / "run", val_dirs=[str(choose)], val_images=0, val_every=2, crop_zoom_out=0.5),
+                  progress=False)
+    run = tmp_path / "run"
+    records = [json.loads((run / f / "validation.json").read_text()) for f in ("latest", "final", "best")]
+    assert {r["image"] for r in records[1]["rows"]} == {"a.png", "b.png"}
+    best = max(records[:2], key=lambda r: r["score"])  # latest: step 2, final: step 4
+    assert records[2]["score"] == best["score"] and records[2]["step"] == best["step"]
+    assert json.loads((run / "best" / "adapter_config.json").read_text())["step"] == best["step"]
+    with pytest.raises(ConfigError, match="Kodak"):
+        _args(setup, tmp_path, val_dirs=["../shared/data/kodak"])
+    with pytest.raises(ConfigError, match="crop_zoom_out"):
+        _args(setup, tmp_path, crop_zoom_out=1.5)
+    with pytest.raises(ConfigError, match="val_images"):
+        _args(setup, tmp_path, val_images=0)
+
+
+def test_the_adapter_study_reuses_the_edge_files_of_its_stream_cache(setup, tmp_path, monkeypatch):
+    from cotam_llava.evaluation.adapter_study import run_adapter_fidelity
+    from cotam_llava.training.adapter_trainer import guidance_for, load_adapter_tower
+    from cotam_llava.vision.edge import EdgeEncoder
+
+    final = train_adapter(_args(setup, tmp_path / "run", max_steps=2, save_every=2), progress=False)
+    tower = load_adapter_tower(final)
+    photos = sorted(setup["photos"].glob("*.png"))[:2]
+    first = run_adapter_fidelity(tower, photos, [2, 8], guidance_for(tower), stream_cache=tmp_path / "cache", cache_key="a")
+    assert len(list((tmp_path / "cache").glob("*.cotam"))) == 2 * 2 * 2  # photos × levels × (guided, not)
+    monkeypatch.setattr(EdgeEncoder, "encode_image", lambda *a, **k: pytest.fail("the cache was not used"))
+    again = run_adapter_fidelity(tower, photos, [2, 8], guidance_for(tower), stream_cache=tmp_path / "cache", cache_key="a")
+    assert again == first
+    with pytest.raises(pytest.fail.Exception):  # another key (e.g. another guidance encoder) codes afresh
+        run_adapter_fidelity(tower, photos, [2], guidance_for(tower), stream_cache=tmp_path / "cache", cache_key="b")

@@ -19,6 +19,7 @@ points, BD-rates (full CoTAM against the base codec) and plots.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -51,6 +52,8 @@ def run_adapter_fidelity(
     progress: bool = False,
     classical: Mapping[str, Sequence[int]] | None = None,
     standard: Mapping[str, Sequence[int]] | None = None,
+    stream_cache: str | Path | None = None,
+    cache_key: str = "",
 ) -> list[FidelityRow]:
     """Final-token fidelity of each variant, image and quality (and of classical codecs on the same picture).
 
@@ -66,6 +69,12 @@ def run_adapter_fidelity(
         standard: standard base codec (``hevc``, ``av1``, ``hevc+guidance``: its map from ``guidance``) → levels
             0–9, coded like the classical references (a real ``.cotam`` file of kind hevc / av1, decoded pixels →
             the stock encoder; no adapter: these bases have no latent).
+        stream_cache: a folder of the edge's ``.cotam`` files from earlier runs, filled as the study goes; a file is
+            found again by the picture's pixels, the level, the codec id, the guidance config and ``cache_key``
+            (e.g. the guidance encoder's name). Host-rule maps cost ~20 s a picture and do not depend on the
+            adapter, so a second adapter is studied on the same files in seconds. Cached files are decoded like any
+            other (our container, no pickles); a damaged one fails with the container's error.
+        cache_key: what else the edge's files depend on (see ``stream_cache``).
 
     Returns:
         One :class:`FidelityRow` per (variant or classical codec, quality, image); bpp counts every byte of the
@@ -93,6 +102,25 @@ def run_adapter_fidelity(
     }
     processor = tower.image_processor
     rows: list[FidelityRow] = []
+    cache = Path(stream_cache) if stream_cache is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def edge_stream(guided: bool, picture: Image.Image, q: int) -> bytes:
+        if cache is None:
+            return edges[guided].encode_image(picture, q)
+        pixels = np.asarray(picture.convert("RGB"))
+        config = getattr(guidance, "config", None) if guided else None
+        key = hashlib.sha256(pixels.tobytes() + repr((pixels.shape, int(q), tower.codec.codec_id.hex(),
+                                                      repr(config), cache_key)).encode()).hexdigest()[:32]
+        path = cache / f"{key}.cotam"
+        if path.is_file():
+            return path.read_bytes()
+        data = edges[guided].encode_image(picture, q)
+        tmp = path.with_suffix(".partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return data
 
     def add(codec: str, q: int, name: str, picture: Image.Image, data: bytes, reference: torch.Tensor,
             tokens: torch.Tensor) -> None:
@@ -112,7 +140,7 @@ def run_adapter_fidelity(
             picture = center_square(to_pil(image))  # square canvas: no aspect distortion for any host
             reference = stock_tokens(picture)
             for q in qualities:
-                streams = {g: edges[g].encode_image(picture, q) for g in {VARIANTS[v].guidance for v in variants}}
+                streams = {g: edge_stream(g, picture, q) for g in {VARIANTS[v].guidance for v in variants}}
                 for variant in variants:
                     guided = VARIANTS[variant].guidance
                     with tower.variant(adapter=VARIANTS[variant].adapter):

@@ -14,9 +14,10 @@ STE quantization, differentiable), the loss gains the rate term ``rate_weight ·
 codec's table at each latent position) and the entropy bottleneck's quantiles follow on their own optimizer, as in
 ``cotam train-codec``. Exports then carry the finalized codec in ``codec/`` and adapter_config.json points to it.
 
-Validation decodes **real bitstreams** of held-out photos (the edge side with guidance) and reports the
-final-token cosine and MSE to the original's tokens with and without the adapter. Checkpoints are
-safetensors + JSON (no pickles) and resume at the same step; exports (``latest/``, ``final/``) hold
+Validation decodes **real bitstreams** of held-out photos (the edge side with guidance; ``--val_dirs``: photos of
+another set, e.g. the ``choose`` split) and reports the final-token cosine and MSE to the original's tokens with
+and without the adapter; the export with the largest mean cosine gain so far is kept in ``best/`` (early stopping). Checkpoints are
+safetensors + JSON (no pickles) and resume at the same step; exports (``latest/``, ``final/``, ``best/``) hold
 ``adapter.safetensors`` and ``adapter_config.json`` (the tower config, the encoder and the codec id).
 """
 
@@ -43,7 +44,7 @@ from ..codec.configuration import CODEC_SUBFOLDER
 from ..vision.adapter import adapter_depth, load_adapter_weights, num_blocks_in, read_adapter_config
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
-from .data import PhotoCrops, sample_generators, split_files
+from .data import PhotoCrops, photo_files, sample_generators, split_files
 from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
@@ -131,6 +132,19 @@ def _validate(tower: CoTAMVisionTower, guidance: ShallowAttentionGuidance | None
          "mse_adapter": by_key[(adapted, r.image, r.quality)].mse}
         for r in rows if r.codec == base
     ]
+
+
+def validation_score(rows: list[dict]) -> float:
+    """What early stopping maximises: the adapter's final-token cosine gain, averaged over images and levels."""
+    return float(np.mean([r["cos_adapter"] - r["cos_base"] for r in rows]))
+
+
+def _best_score(folder: Path) -> float | None:
+    """The score of the export in ``best/`` (None when there is none yet, or it predates scores)."""
+    try:
+        return float(json.loads((folder / "validation.json").read_text())["score"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _export(tower: CoTAMVisionTower, folder: Path, args: AdapterTrainingArguments, step: int, finalized: bool) -> None:
@@ -238,8 +252,11 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         codec.train(args.finetune_codec)
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
+    if args.val_dirs:
+        val_files = photo_files(args.val_dirs)
+    val_files = val_files[: args.val_images] if args.val_images else val_files
     canvas = int(core.cotam_config.canvas_size or 16 * core.grid[0])
-    crops = PhotoCrops(train_files, canvas)
+    crops = PhotoCrops(train_files, canvas, zoom_out=args.crop_zoom_out)
     warmup_steps = int(args.warmup_fraction * args.max_steps)
 
     log_path, val_path = run / "train_log.csv", run / "val_log.csv"
@@ -260,7 +277,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         if args.finetune_codec:  # real bitstreams need the current weights' CDF tables
             codec.eval()
             codec.finalize()
-        rows = _validate(core, guidance, val_files[: args.val_images], args.val_qualities)
+        rows = _validate(core, guidance, val_files, args.val_qualities)
         core.train()
         core.encoder.eval()
         if args.finetune_codec:
@@ -271,13 +288,22 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
             for q in args.val_qualities:
                 sel = [r for r in rows if r["quality"] == q]
                 writer.writerow([step, q] + [f"{np.mean([r[k] for r in sel]):.6f}" for k in val_fields[2:]])
+        score = validation_score(rows)
+        record = json.dumps({"step": step, "score": score, "rows": rows}, indent=1)
         _export(core, run / target, args, step, True)
-        (run / target / "validation.json").write_text(json.dumps({"step": step, "rows": rows}, indent=1))
+        (run / target / "validation.json").write_text(record)
+        best = _best_score(run / "best")
+        if best is None or score > best:  # early stopping on the validation photos: best/ is the one to ship
+            _export(core, run / "best", args, step, True)
+            (run / "best" / "validation.json").write_text(record)
         summary = ", ".join(
             f"q{q} cos {np.mean([r['cos_base'] for r in rows if r['quality'] == q]):.4f}→"
             f"{np.mean([r['cos_adapter'] for r in rows if r['quality'] == q]):.4f}" for q in args.val_qualities)
-        tqdm.write(f"val step {step}: {summary}")
+        tqdm.write(f"val step {step}: {summary}; mean cosine gain {score:+.5f}"
+                   + (" (best so far: exported to best/)" if best is None or score > best else f" (best {best:+.5f})"))
 
+    if start_step == 0 and args.init_adapter and args.val_every:
+        validate_and_export(0, "latest")  # where the loaded adapter stands: best/ is never worse than the start
     started = time.time()
     bar = tqdm(total=args.max_steps, initial=start_step, desc="train-adapter", unit="step",
                disable=not (progress and main_process))

@@ -131,6 +131,17 @@ class AdapterTrainingArguments:
         metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
     )
     val_every_nth: int = field(default=25, metadata={"help": "every n-th image (sorted by path) is held out for validation"})
+    val_dirs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "validate on the photos in these folders (e.g. the `choose` split of eval/fetch_photos.py) "
+                          "instead of the held-out training photos; never Kodak"},
+    )
+    crop_zoom_out: float = field(
+        default=0.0,
+        metadata={"help": "share of training crops that are zoomed-out views (a random square between the canvas and "
+                          "the photo's short side, resized to the canvas, as a user's picture is) instead of "
+                          "native-scale windows"},
+    )
     batch_size: int = field(default=8, metadata={"help": "crops (at the codec canvas) per step and process"})
     max_steps: int = field(default=2000, metadata={"help": "optimisation steps"})
     warmup_fraction: float = field(default=0.2, metadata={"help": "share of steps with the low-level term only (paper: 1 of 5 epochs)"})
@@ -168,7 +179,8 @@ class AdapterTrainingArguments:
     keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
     val_every: int = field(default=200, metadata={"help": "steps between validations on real bitstreams (0: only at the end)"})
     val_qualities: list[int] = field(default_factory=lambda: [1, 4, 7], metadata={"help": "qualities validated"})
-    val_images: int = field(default=6, metadata={"help": "held-out photos used for validation"})
+    val_images: int = field(default=6, metadata={"help": "held-out photos used for validation (the first N; with "
+                                                               "--val_dirs 0 takes them all)"})
     log_every: int = field(default=10, metadata={"help": "steps between log lines (CSV)"})
     seed: int = field(default=0, metadata={"help": "seed: batches depend only on (seed, step)"})
     resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
@@ -177,8 +189,11 @@ class AdapterTrainingArguments:
 
     def __post_init__(self) -> None:
         _check_decay_fractions(self.lr_decay_at)
-        _check_counts(self, ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints",
-                             "val_images"))
+        _check_counts(self, ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"))
+        if self.val_images < (0 if self.val_dirs else 1):
+            raise ConfigError(f"val_images must be ≥ 1 (≥ 0 with --val_dirs), got {self.val_images}")
+        if not 0.0 <= self.crop_zoom_out <= 1.0:
+            raise ConfigError(f"crop_zoom_out must be in [0, 1], got {self.crop_zoom_out}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.adapter_layers is not None and not 1 <= self.adapter_layers <= 24:
@@ -203,6 +218,8 @@ class AdapterTrainingArguments:
             raise ConfigError("lambda_low and lambda_high must be ≥ 0 and not both 0")
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
             raise ConfigError("Kodak is the test set: never train on it")
+        if any("kodak" in Path(d).as_posix().lower() for d in self.val_dirs):
+            raise ConfigError("Kodak is the test set: never choose a checkpoint on it (--val_dirs)")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

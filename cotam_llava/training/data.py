@@ -17,18 +17,25 @@ from torch import Tensor
 from ..errors import ImageInputError
 from ..imageio import IMAGE_SUFFIXES, to_uint8_array
 
-__all__ = ["PhotoCrops", "sample_quality_maps", "split_files"]
+__all__ = ["PhotoCrops", "photo_files", "sample_quality_maps", "split_files"]
 
 
-def split_files(folders: Sequence[str | Path], val_every_nth: int) -> tuple[list[Path], list[Path]]:
-    """All images under ``folders`` (recursive, sorted); every n-th goes to validation."""
+def photo_files(folders: Sequence[str | Path]) -> list[Path]:
+    """All images under ``folders`` (recursive, sorted, each once); a clear error for a missing folder or none."""
     files: list[Path] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
-            raise ImageInputError(f"training data folder not found: {folder}")
+            raise ImageInputError(f"photo folder not found: {folder}")
         files += [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    files = sorted(set(files))
+    if not files:
+        raise ImageInputError(f"no images under {', '.join(map(str, folders))}")
+    return sorted(set(files))
+
+
+def split_files(folders: Sequence[str | Path], val_every_nth: int) -> tuple[list[Path], list[Path]]:
+    """All images under ``folders`` (recursive, sorted); every n-th goes to validation."""
+    files = photo_files(folders)
     if len(files) < 2:
         raise ImageInputError(f"need at least 2 training images under {', '.join(map(str, folders))}")
     val = files[::val_every_nth]
@@ -43,10 +50,15 @@ class PhotoCrops:
     Args:
         files: image files; smaller than the crop side ones are upscaled to fit.
         crop: crop side in pixels.
+        zoom_out: share of crops that are *views* instead of native-scale windows: a square of side s drawn
+            log-uniformly between ``crop`` and the photo's short side, resized to ``crop`` (bicubic, as the pipeline
+            resizes a picture to the canvas). At s = short side it is the picture a user sends: the whole centre
+            square at the canvas. 0 (default): native-scale crops only, the batches of earlier runs unchanged.
     """
 
     files: Sequence[Path]
     crop: int
+    zoom_out: float = 0.0
 
     def __post_init__(self) -> None:
         from PIL import Image
@@ -66,8 +78,15 @@ class PhotoCrops:
         for i in range(size):
             img = self.images[int(rng.integers(len(self.images)))]
             h, w = img.shape[:2]
-            top, left = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
-            patch = img[top:top + self.crop, left:left + self.crop]
+            side = self.crop
+            if self.zoom_out and min(h, w) > self.crop and rng.random() < self.zoom_out:
+                side = int(round(np.exp(rng.uniform(np.log(self.crop), np.log(min(h, w))))))
+            top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+            patch = img[top:top + side, left:left + side]
+            if side != self.crop:
+                from PIL import Image
+
+                patch = np.asarray(Image.fromarray(patch).resize((self.crop, self.crop), Image.BICUBIC))
             if rng.random() < 0.5:
                 patch = patch[:, ::-1]
             if rng.random() < 0.5:
