@@ -203,13 +203,19 @@ def test_half_precision_language_model_keeps_an_fp32_tower(tmp_path):
 def test_quantized_language_model_loads_and_generates(bits, tmp_path):
     from transformers import BitsAndBytesConfig
 
-    model, proc, _, _ = tiny_hosts.build_cotam("llava", tmp_path, width=64)  # bnb's CPU 4-bit needs K ≥ 64
+    model, proc, _, stock_proc = tiny_hosts.build_cotam("llava", tmp_path, width=64)  # bnb's CPU 4-bit needs K ≥ 64
     model.save_pretrained(tmp_path / "cotam")
     quant = BitsAndBytesConfig(load_in_4bit=True) if bits == 4 else BitsAndBytesConfig(load_in_8bit=True)
     q = type(model).from_pretrained(tmp_path / "cotam", quantization_config=quant).eval()
     layer = q.model.language_model.layers[0].self_attn.q_proj
     assert "bitsandbytes" in type(layer).__module__
     assert type(q.vision_tower.adapter.proj_in) is torch.nn.Linear  # the tower is not quantized
+    # the projector stays full precision, from a saved folder as from a host + codec
+    host = type(model).from_host_pretrained(tmp_path / "host", model.codec, quantization_config=quant,
+                                            image_processor=stock_proc.image_processor)
+    for loaded in (q, host):
+        assert type(loaded.model.multi_modal_projector.linear_1) is torch.nn.Linear
+        assert "bitsandbytes" in type(loaded.model.language_model.layers[0].mlp.up_proj).__module__
     inputs = proc(text=tiny_hosts.chat_prompt(proc), images=[KODAK / "kodim23.png"])
     out = q.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2

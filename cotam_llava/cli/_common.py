@@ -152,7 +152,8 @@ class Parser(argparse.ArgumentParser):
 def add_common(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     """``--checkpoint`` (the learned codec's folder) and ``-q/--quiet``."""
     if checkpoint:
-        p.add_argument("--checkpoint", metavar="DIR", help="codec checkpoint folder (config.json + model.safetensors); "
+        p.add_argument("--checkpoint", metavar="DIR", help="codec checkpoint folder (config.json + model.safetensors) "
+                       "or a hub id org/name holding one (offline first: the hub cache, then a 2 s check); "
                        "default: $COTAM_CHECKPOINT or the shipped checkpoints/elic-small")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
@@ -237,7 +238,11 @@ def _bench_model(checkpoint: str | None, untrained_preset: str | None, name: str
 
     path = Path(checkpoint) if checkpoint else default_codec()
     if path is not None:
-        return CoTAMELIC.from_pretrained(path), None
+        model = load_codec(str(path))
+        if not isinstance(model, CoTAMELIC):
+            raise ConfigError(f"{name}: {path} is a {type(model).__name__}, not a learned codec (name hevc / av1 in "
+                              "--codecs instead)")
+        return model, None
     if untrained_preset is None:
         raise ConfigError(f"{name} needs --checkpoint DIR (a codec checkpoint folder)")
     model = CoTAMELIC.from_preset(untrained_preset, seed=0)

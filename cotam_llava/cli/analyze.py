@@ -200,7 +200,7 @@ def register_analyze_commands(parser: argparse.ArgumentParser) -> None:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables, errors only")
 
     def codec_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", metavar="DIR", help="learned codec checkpoint folder for cotam-elic "
+        p.add_argument("--checkpoint", metavar="DIR", help="learned codec checkpoint folder (or hub id org/name) for cotam-elic "
                        "(default: $COTAM_CHECKPOINT or the shipped checkpoints/elic-small)")
         p.add_argument("--guidance", default=DEFAULT_MODEL, metavar="MODEL",
                        help=f"guidance ViT of cotam-elic+guidance (default {DEFAULT_MODEL})")

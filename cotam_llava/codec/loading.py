@@ -21,7 +21,7 @@ from .configuration import CONFIG_NAME, MODEL_TYPE, PRESETS
 from .dcae_configuration import DCAE_MODEL_TYPE, DCAE_PRESETS
 from .standard import STANDARD_CODECS, STANDARD_MODEL_TYPE, StandardCodec
 
-__all__ = ["MODEL_TYPES", "ALL_PRESETS", "codec_class", "model_type_of", "preset_class", "load_codec", "codec_from_preset",
+__all__ = ["MODEL_TYPES", "ALL_PRESETS", "codec_class", "model_type_of", "preset_class", "load_codec", "hub_codec_folder", "codec_from_preset",
            "is_standard_codec"]
 
 #: model_type → (module, class) of the codec it builds.
@@ -69,14 +69,56 @@ def preset_class(name: str) -> type:
     return codec_class(ALL_PRESETS[name])
 
 
-def load_codec(directory: str | Path, map_location: Any = "cpu"):
+def load_codec(directory: str | Path, map_location: Any = "cpu", revision: str | None = None,
+               cache_dir: str | Path | None = None):
     """Load any base codec: a learned checkpoint (config.json + model.safetensors, validated as untrusted input),
-    a standard codec's folder, or the name ``hevc`` / ``av1`` (when no folder of that name exists)."""
+    a standard codec's folder, the name ``hevc`` / ``av1`` (when no folder of that name exists), or a hub id
+    (``org/name``: a hub model repository holding such a checkpoint at its root; see :func:`hub_codec_folder`)."""
     if str(directory) in STANDARD_CODECS and not Path(directory).exists():
         return StandardCodec(str(directory))
     if not Path(directory).is_dir():
-        raise CheckpointError(f"checkpoint folder {directory} does not exist (a codec folder, or hevc / av1)")
+        directory = hub_codec_folder(directory, revision=revision, cache_dir=cache_dir)
     return codec_class(model_type_of(directory)).from_pretrained(directory, map_location=map_location)
+
+
+def hub_codec_folder(repo_id: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The local folder of a codec named by a hub id, offline first.
+
+    When ``config.json`` (and, for a learned codec, ``model.safetensors``) are in the local hub cache, that
+    snapshot is used with no network at all; otherwise :func:`~cotam_llava._transformers.require_hub` gives the
+    hub :data:`~cotam_llava._transformers.HUB_CHECK_SECONDS` to answer (our error, not retries, when it cannot or
+    ``HF_HUB_OFFLINE`` is set) and the two files are downloaded. Only those files are fetched: no code, no pickles.
+    """
+    text = str(repo_id)
+    where = f"checkpoint folder {text} does not exist (a codec folder, hevc / av1, or a hub id org/name)"
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or text.endswith("/"):
+        raise CheckpointError(where)
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    from .._transformers import require_hub
+
+    def cached(name: str) -> str | None:
+        found = try_to_load_from_cache(text, name, cache_dir=cache_dir, revision=revision)
+        return found if isinstance(found, str) else None
+
+    try:
+        config = cached(CONFIG_NAME)
+    except (HFValidationError, ValueError):
+        raise CheckpointError(where) from None
+    weights = "model.safetensors"
+    try:
+        if config is None:
+            require_hub(text, cache_dir=cache_dir, revision=revision)
+            config = hf_hub_download(text, CONFIG_NAME, revision=revision, cache_dir=cache_dir)
+        folder = Path(config).parent
+        if model_type_of(folder) != STANDARD_MODEL_TYPE and cached(weights) is None:
+            hf_hub_download(text, weights, revision=revision, cache_dir=cache_dir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}; as a hub id: {exc}") from None
+    except OSError as exc:  # huggingface_hub's HTTP and cache errors are OSErrors
+        raise CheckpointError(f"{where}; the hub download failed: {exc}") from None
+    return folder
 
 
 def is_standard_codec(codec: Any) -> bool:

@@ -342,6 +342,7 @@ class _CoTAMGenerationMixin:
         if legacy:
             kwargs["key_mapping"] = {**_LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
         with_info = kwargs.pop("output_loading_info", False)
+        _keep_unquantized(kwargs)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         missing = sorted(k for k in info["missing_keys"] if k.startswith("model.vision_tower."))
         if missing:
@@ -394,12 +395,7 @@ class _CoTAMGenerationMixin:
         codec_model = codec if _is_codec(codec) else load_codec(codec)
         if image_processor is None:
             image_processor = AutoImageProcessor.from_pretrained(host)
-        quantization = kwargs.get("quantization_config")
-        if quantization is not None and hasattr(quantization, "llm_int8_skip_modules"):
-            skip = list(quantization.llm_int8_skip_modules or [])
-            # module names match from the start (transformers.quantizers.quantizers_utils.should_convert_module)
-            keep = {"model.vision_tower", "model.multi_modal_projector", "lm_head"}
-            quantization.llm_int8_skip_modules = sorted(set(skip) | keep)
+        _keep_unquantized(kwargs)
         model = cls._cotam_host_class.from_pretrained(host, **kwargs)
         tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
         adapter_state = load_adapter_weights(adapter) if adapter is not None else None
@@ -450,6 +446,18 @@ def _saving_conversions(model: nn.Module, host_conversions: list[WeightTransform
     used = {prefix(c) for c in host_conversions if isinstance(c, PrefixChange)}
     return [c for c in get_model_conversion_mapping(model, add_legacy=False)
             if not isinstance(c, PrefixChange) or prefix(c) in used]
+
+
+def _keep_unquantized(kwargs: dict[str, Any]) -> None:
+    """Under a bitsandbytes ``quantization_config``, keep the vision tower, the projector and ``lm_head`` in full
+    precision — the same choice on both loading paths (a host + codec, or a saved CoTAM folder), as LLaVA's own
+    QLoRA training skips ``mm_projector``: the projector is small and sits between the fp32 tower and the LM."""
+    quantization = kwargs.get("quantization_config")
+    if quantization is not None and hasattr(quantization, "llm_int8_skip_modules"):
+        skip = list(quantization.llm_int8_skip_modules or [])
+        # module names match from the start (transformers.quantizers.quantizers_utils.should_convert_module)
+        keep = {"model.vision_tower", "model.multi_modal_projector", "lm_head"}
+        quantization.llm_int8_skip_modules = sorted(set(skip) | keep)
 
 
 def _is_codec(obj: Any) -> bool:
