@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the guided variants make their maps: the paper's μ ± kσ on shallow attention, or the "
                         "host encoder's own token error at the base level's rate (default paper)")
     p.add_argument("--spread", type=int, default=1, help="host rule: levels either side of the base (default 1)")
+    p.add_argument("--quality-blind", action="store_true",
+                   help="replace the adapter's per-level embeddings by their mean (the adapter no longer knows each "
+                        "position's level): what quality conditioning brings, on the same files")
     p.add_argument("--stream-cache", type=Path, default=None,
                    help="folder of the edge's .cotam files, reused across runs (host maps do not depend on the adapter: "
                         "a second adapter's study on the same photos takes seconds a photo); default: none")
@@ -107,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = read_adapter_config(folder)
         codec_path = args.codec or adapter_codec_path(folder, info)
         tower = load_adapter_tower(folder, codec_path)  # over a learned checkpoint, or hevc / av1
+        if args.quality_blind:
+            table = tower.adapter.quality_embedding
+            if table is None:
+                raise CheckpointError(f"{folder}: the adapter has no quality conditioning to take away")
+            table.data[:] = table.data.mean(0, keepdim=True)
         if args.held_out:
             files = split_files([args.images], args.held_out)[1]
         else:
@@ -132,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"of the real .cotam file",
         f"guidance: {args.guidance_rule} rule" + (f" (the host's token error at the base rate, levels q ± {args.spread})"
                                                   if args.guidance_rule == "host" else " (μ ± kσ on shallow attention)"),
+        *(["quality-blind adapter: its per-level embeddings replaced by their mean"] if args.quality_blind else []),
         "variants: " + "; ".join(f"{v.name} = guidance {'on' if v.guidance else 'off'}, adapter "
                                  f"{'on' if v.adapter else 'off'}" for v in (VARIANTS[k] for k in STUDY_VARIANTS)),
     ]

@@ -289,3 +289,22 @@ def test_the_adapter_study_reuses_the_edge_files_of_its_stream_cache(setup, tmp_
     assert again == first
     with pytest.raises(pytest.fail.Exception):  # another key (e.g. another guidance encoder) codes afresh
         run_adapter_fidelity(tower, photos, [2], guidance_for(tower), stream_cache=tmp_path / "cache", cache_key="b")
+
+
+def test_the_adapter_study_can_take_the_quality_conditioning_away(setup, tmp_path):
+    import importlib.util
+
+    final = train_adapter(_args(setup, tmp_path / "run", max_steps=4, save_every=4, guidance=False), progress=False)
+    spec = importlib.util.spec_from_file_location("adapter_study", Path(__file__).resolve().parents[1] / "eval" / "adapter_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    points = {}
+    for blind in (False, True):
+        out = tmp_path / f"study{blind}"
+        assert tool.main(["--adapter", str(final), "--images", str(setup["photos"]), "--limit", "1", "--qualities", "2,8",
+                          "--classical", "none", "--out", str(out), "--no-progress"] + (["--quality-blind"] if blind else [])) == 0
+        points[blind] = {(p["codec"], p["quality"]): p["value"] for p in json.loads((out / "adapter_fidelity.json").read_text())["points"]
+                         if p["metric"] == "cosine"}
+    assert points[True][("base", 2)] == points[False][("base", 2)]  # the codec's side is untouched
+    assert points[True][("cotam-noguide", 2)] != points[False][("cotam-noguide", 2)]
+    assert "quality-blind adapter" in (tmp_path / "studyTrue" / "adapter_fidelity.md").read_text()
