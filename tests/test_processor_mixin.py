@@ -166,3 +166,29 @@ def test_a_bare_import_registers_the_auto_classes_and_stays_light(saved):
     expected = ["CoTAMLlavaConfig", "CoTAMLlavaForConditionalGeneration", "CoTAMProcessor"]
     assert results["cotam-first"]["names"] == expected + ["CoTAMProcessor"]
     assert results["transformers-first"]["names"] == expected
+
+
+def test_a_onevision_pipeline_runs_from_objects_and_an_unsavable_host_is_our_error(tmp_path):
+    from transformers import pipeline
+
+    from cotam_llava.errors import ConfigError
+
+    model, proc, _, _ = tiny_hosts.build_cotam("onevision", tmp_path)
+    picture = _picture()
+    pipe = pipeline("image-text-to-text", model=model, processor=proc)
+    chat = [{"role": "user", "content": [{"type": "image", "image": picture}, {"type": "text", "text": "what is this ?"}]}]
+    [out] = pipe(text=chat, max_new_tokens=2, return_full_text=False)
+    [record] = proc.last_coded
+    inputs = proc.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert record.kind == "image" and record.bits == 8 * sum(len(s) for s in unpack_bitstreams(inputs["pixel_values"]))
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert out["generated_text"].strip() == proc.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:],
+                                                                  skip_special_tokens=True).strip()
+    missing = [n for n in proc.host.get_attributes() if getattr(proc.host, n, None) is None]
+    if missing:  # here: no torchvision, so no OneVision video processor; transformers' save raises AttributeError
+        with pytest.raises(ConfigError, match="cannot be saved"):
+            proc.save_pretrained(tmp_path / "saved")
+    else:
+        proc.save_pretrained(tmp_path / "saved")
+        assert type(CoTAMProcessor.from_pretrained(tmp_path / "saved").host) is type(proc.host)

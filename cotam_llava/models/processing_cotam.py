@@ -469,6 +469,12 @@ class CoTAMProcessor(ProcessorMixin):
         from transformers.utils import PROCESSOR_NAME
 
         path = Path(save_directory)
+        absent = [name for name in getattr(self.host, "get_attributes", lambda: [])() if getattr(self.host, name, None) is None]
+        if absent:  # transformers' own save fails on them with an AttributeError deep inside
+            raise ConfigError(
+                f"the host processor {type(self.host).__name__} cannot be saved: its {', '.join(absent)} is missing (e.g. "
+                "transformers builds the LLaVA-OneVision video processor only when torchvision is installed); the "
+                "processor still runs, pipelines included (pipeline(..., model=model, processor=processor))")
         self.host.save_pretrained(path, **kwargs)
         info = {"host_processor_class": type(self.host).__name__, "tower": self.tower_config.to_dict()}
         (path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
