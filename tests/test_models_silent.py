@@ -63,6 +63,11 @@ def test_saved_folder_keeps_the_host_layout_and_round_trips_every_weight(name, t
 
     loaded = type(model).from_pretrained(tmp_path / "cotam")
     assert _max_abs_diff(model.state_dict(), loaded.state_dict()) == 0
+    card = (tmp_path / "cotam" / "README.md").read_text()  # how to load it: our import first
+    assert "import cotam_llava" in card and model.config.model_type in card and model.codec.codec_id.hex() in card
+    (tmp_path / "cotam" / "README.md").write_text("my own card")
+    loaded.save_pretrained(tmp_path / "cotam")
+    assert (tmp_path / "cotam" / "README.md").read_text() == "my own card"  # a user's card is kept
 
     # the stock class reads the same vision weights (the adapter is reported as unexpected and ignored)
     plain = type(stock).from_pretrained(tmp_path / "cotam")

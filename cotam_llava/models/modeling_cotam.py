@@ -318,6 +318,7 @@ class _CoTAMGenerationMixin:
                               "from_pretrained(folder, merge_lora=True) to save a merged folder, or copy the folder")
         super().save_pretrained(save_directory, *args, **kwargs)
         self.codec.save_pretrained(Path(save_directory) / CODEC_SUBFOLDER)
+        _write_model_card(Path(save_directory), self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, codec: CoTAMELIC | str | None = None,
@@ -446,6 +447,37 @@ def _saving_conversions(model: nn.Module, host_conversions: list[WeightTransform
     used = {prefix(c) for c in host_conversions if isinstance(c, PrefixChange)}
     return [c for c in get_model_conversion_mapping(model, add_legacy=False)
             if not isinstance(c, PrefixChange) or prefix(c) in used]
+
+
+def _write_model_card(folder: Path, model: Any) -> None:
+    """A ``README.md`` saying how to load the folder (``import cotam_llava`` first: transformers alone does not know
+    the model type; see docs/mllm.md, "Registration"), unless the folder already has one (the user's own card)."""
+    card = folder / "README.md"
+    if card.exists():
+        return
+    codec = model.codec
+    codec_id = codec.codec_id.hex() if hasattr(codec, "codec_id") else type(codec).__name__
+    card.write_text(f"""---
+library_name: cotam-llava
+pipeline_tag: image-text-to-text
+tags: [cotam, image-compression, bitstream]
+---
+# A CoTAM {type(model).__name__.replace("CoTAM", "").replace("ForConditionalGeneration", "")} model
+
+It reads `.cotam` bitstreams: its vision tower decodes them with the codec in `codec/` (codec id `{codec_id}`)
+and feeds the host's vision encoder the decoded picture plus the adapter's enhancement. transformers alone does
+not know its `model_type` (`{model.config.model_type}`): install `cotam-llava` and import it first.
+
+```python
+import cotam_llava  # registers the CoTAM classes with transformers' Auto classes
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+model = AutoModelForImageTextToText.from_pretrained("THIS_FOLDER_OR_HUB_ID")
+processor = AutoProcessor.from_pretrained("THIS_FOLDER_OR_HUB_ID")  # when the processor was saved here too
+```
+
+The weights keep the host's key layout; `codec/` holds the codec (`config.json` + `model.safetensors`).
+""")
 
 
 def _keep_unquantized(kwargs: dict[str, Any]) -> None:
