@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
@@ -74,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="standard base codecs as references on the same canvas picture, comma-separated (hevc, av1, "
                         "hevc+guidance: the guidance map as block QP offsets; default none)")
     p.add_argument("--standard-qualities", type=_ints, default=list(range(10)), help="their levels (default 0..9)")
-    p.add_argument("--guidance-rule", choices=("paper", "host"), default="paper",
+    p.add_argument("--guidance-rule", choices=("paper", "host", "host+adapter"), default="paper",
                    help="how the guided variants make their maps: the paper's μ ± kσ on shallow attention, or the "
-                        "host encoder's own token error at the base level's rate (default paper)")
+                        "host encoder's own token error at the base level's rate, or (host+adapter) the error of the "
+                        "tokens the cloud makes, the adapter included (default paper)")
     p.add_argument("--spread", type=int, default=1, help="host rule: levels either side of the base (default 1)")
     p.add_argument("--quality-blind", action="store_true",
                    help="replace the adapter's per-level embeddings by their mean (the adapter no longer knows each "
@@ -100,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
     from cotam_llava.training.adapter_trainer import guidance_for, load_adapter_tower
-    from cotam_llava.vision.adapter import adapter_codec_path, read_adapter_config
+    from cotam_llava.vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
     from cotam_llava.training.data import split_files
 
     if args.threads:
@@ -123,11 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = files[: args.limit]
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
-        guidance = guidance_for(tower, args.guidance_rule, args.spread)
+        rule, _, cloud = args.guidance_rule.partition("+")
+        guidance = guidance_for(tower, rule, args.spread, cloud=bool(cloud))
         rows = run_adapter_fidelity(tower, files, args.qualities, guidance, progress=not args.no_progress,
                                     classical={name: args.classical_qualities for name in args.classical},
                                     standard={name: args.standard_qualities for name in args.standard},
-                                    stream_cache=args.stream_cache, cache_key=str(info["encoder"]))
+                                    stream_cache=args.stream_cache,
+                                    cache_key=str(info["encoder"]) + (f"|adapter {_digest(folder / ADAPTER_WEIGHTS)}" if cloud else ""))
     except CoTAMError as exc:
         print(f"adapter_study.py: error: {exc}", file=sys.stderr)
         return 1
@@ -138,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(files)} photos from {args.images}{f', every {args.held_out}-th (held out from training)' if args.held_out else ''}"
         f"; centre squares, canvas {tower.cotam_config.canvas_size}; qualities {args.qualities}; bpp counts every byte "
         f"of the real .cotam file",
-        f"guidance: {args.guidance_rule} rule" + (f" (the host's token error at the base rate, levels q ± {args.spread})"
-                                                  if args.guidance_rule == "host" else " (μ ± kσ on shallow attention)"),
+        f"guidance: {args.guidance_rule} rule" + (f" (the host's token error at the base rate, levels q ± {args.spread}"
+                                                  f"{'; the tokens the cloud makes, adapter included' if cloud else ''})"
+                                                  if rule == "host" else " (μ ± kσ on shallow attention)"),
         *(["quality-blind adapter: its per-level embeddings replaced by their mean"] if args.quality_blind else []),
         "variants: " + "; ".join(f"{v.name} = guidance {'on' if v.guidance else 'off'}, adapter "
                                  f"{'on' if v.adapter else 'off'}" for v in (VARIANTS[k] for k in STUDY_VARIANTS)),

@@ -123,3 +123,37 @@ def test_host_rule_needs_a_learned_codec_and_one_view(shipped_codec, photo):
     host = HostGuidance(make_tiny_vit("dinov2", layers=2), GuidanceConfig(allocation="host", grid=4))
     with pytest.raises(ConfigError, match="one view"):
         encode_item(shipped_codec, photo, 3, guidance=host, tiles=(1, 2))
+
+
+def test_cloud_maps_judge_the_tokens_the_tower_makes_adapter_included(shipped_codec, photo):
+    import transformers
+
+    from cotam_llava.training.adapter_trainer import build_tower
+
+    torch.manual_seed(0)
+    encoder = make_tiny_vit("dinov2", layers=2, size=112)
+    processor = transformers.BitImageProcessor(size={"height": 112, "width": 112}, do_center_crop=False)
+    tower = build_tower(encoder, processor, shipped_codec).eval()
+    for p in tower.adapter.parameters():  # a non-zero adapter: its enhancement must enter the error
+        p.data.normal_(0, 0.02)
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    probe = probe_levels(shipped_codec, x, [3, 4, 5], (4, 4))
+    x_hat, y_hat, levels = probe.splice_coded(1, 5, 2)  # cell 5 from q5, the rest q4
+    cell = torch.from_numpy(probe.pixel_cells[::16, ::16] == 5)
+    assert torch.equal(levels, torch.where(cell, 5, 4)) and cell.sum() == 16  # 16×16 latent, 4×4 cells of 4×4
+    assert torch.equal(y_hat[:, cell], probe.latents[2][:, cell]) and torch.equal(y_hat[:, ~cell], probe.latents[1][:, ~cell])
+    assert torch.equal(x_hat, probe.splice(1, 5, 2))
+
+    host = HostGuidance(encoder, GuidanceConfig(allocation="host", grid=4), tower=tower)
+    error = host.cloud_error(x)
+    d = host_distortion(probe, 1, error, coded=True)
+    with torch.no_grad():  # the base row: the uniform q4 stream through the tower, adapter on
+        ref = tower.encode_images(x, compress=False).last_hidden_state
+        out = tower.encode_images(x, 4).last_hidden_state
+    want = 1 - torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1).mean()
+    assert d[1, 0] == pytest.approx(float(want), rel=1e-5)
+    with tower.variant(adapter=False):
+        assert host_distortion(probe, 1, host.cloud_error(x), coded=True)[1, 0] != pytest.approx(d[1, 0], rel=1e-6)
+    uniform = pack(shipped_codec, [encode_item(shipped_codec, photo, 4).item])
+    enc = encode_item(shipped_codec, photo, 4, guidance=host)
+    assert len(pack(shipped_codec, [enc.item])) <= len(uniform) * (1 + host.config.rate_tolerance)

@@ -92,18 +92,19 @@ def build_tower(encoder: torch.nn.Module, processor: Any, codec: Any, guidance_m
     return CoTAMVisionTower(encoder, config, codec)
 
 
-def guidance_for(tower: CoTAMVisionTower, allocation: str = "paper", spread: int = 1) -> ShallowAttentionGuidance | HostGuidance:
+def guidance_for(tower: CoTAMVisionTower, allocation: str = "paper", spread: int = 1,
+                 cloud: bool = False) -> ShallowAttentionGuidance | HostGuidance:
     """Guidance from the tower's own encoder, at the tower's input size and normalisation.
 
     ``allocation="paper"``: shallow attention from a truncated copy (guidance keeps only the first K layers of the
     module it is given). ``"host"``: the whole encoder's final-token error under the base level's rate
     (:class:`~cotam_llava.codec.guidance.HostGuidance`, sharing the tower's frozen encoder; ``spread`` levels either
-    side of the base)."""
+    side of the base; ``cloud``: judged by the tokens the tower itself makes, adapter included)."""
     proc = tower.image_processor
     config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std),
                             allocation=allocation, spread=spread)
     if allocation == "host":
-        return HostGuidance(tower.encoder, config)
+        return HostGuidance(tower.encoder, config, tower=tower if cloud else None)
     return ShallowAttentionGuidance(copy.deepcopy(tower.encoder), config)
 
 

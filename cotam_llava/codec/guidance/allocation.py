@@ -66,6 +66,7 @@ class CellProbe:
         mse: (L, gh·gw) pixel MSE of each cell (on [0, 1] pixels) at each level.
         recon: (L, 3, H, W) the reconstructions, clamped to [0, 1].
         pixel_cells: (H, W) cell number of each pixel.
+        latents: (L, M, H/16, W/16) the rounded ŷ of each level (what the adapter reads in the cloud).
     """
 
     levels: list[int]
@@ -74,6 +75,7 @@ class CellProbe:
     mse: np.ndarray
     recon: Tensor
     pixel_cells: np.ndarray
+    latents: Tensor | None = None
 
     def bits_at(self, choice: np.ndarray) -> float:
         """Estimated payload bits of a choice (index into ``levels`` per cell)."""
@@ -83,6 +85,13 @@ class CellProbe:
         """The base reconstruction with one cell's pixels from ``level``'s (indices into ``levels``)."""
         mask = torch.from_numpy(self.pixel_cells == cell).to(self.recon.device)
         return torch.where(mask, self.recon[level], self.recon[base])
+
+    def splice_coded(self, base: int, cell: int, level: int) -> tuple[Tensor, Tensor, Tensor]:
+        """What the cloud decodes when only ``cell`` is at ``level``: (x̂ (3, H, W), ŷ (M, h, w), levels (h, w))."""
+        latent_cells = torch.from_numpy(self.pixel_cells[::16, ::16] == cell)
+        levels = torch.where(latent_cells, self.levels[level], self.levels[base]).long()
+        y = torch.where(latent_cells.to(self.latents.device), self.latents[level], self.latents[base])
+        return self.splice(base, cell, level), y, levels
 
 
 @torch.no_grad()
@@ -99,10 +108,11 @@ def probe_levels(codec, x: Tensor, levels: Sequence[int], grid: tuple[int, int])
     pix = torch.from_numpy(pixel_cells.reshape(-1))
     was_training = codec.training
     codec.eval()
-    bits, mse, recon = [], [], []
+    bits, mse, recon, latents = [], [], [], []
     try:
         for q in levels:
             out = codec(x, q)
+            latents.append(out.y_hat[0, :, :h, :w])
             lk = out.likelihoods
             y_bits = -(lk["y"].clamp_min(1e-9).log2()).sum(dim=1)[0]  # (h, w)
             z_bits = -(lk["z"].clamp_min(1e-9).log2()).sum(dim=1, keepdim=True)
@@ -116,7 +126,7 @@ def probe_levels(codec, x: Tensor, levels: Sequence[int], grid: tuple[int, int])
     finally:
         codec.train(was_training)
     return CellProbe(levels=levels, grid=tuple(grid), bits=torch.stack(bits).numpy(), mse=torch.stack(mse).numpy(),
-                     recon=torch.stack(recon), pixel_cells=pixel_cells)
+                     recon=torch.stack(recon), pixel_cells=pixel_cells, latents=torch.stack(latents))
 
 
 def weighted_mse_distortion(probe: CellProbe, importance: Tensor | np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -130,23 +140,32 @@ def weighted_mse_distortion(probe: CellProbe, importance: Tensor | np.ndarray, g
 
 
 @torch.no_grad()
-def host_distortion(probe: CellProbe, base: int, token_error: Callable[[Tensor], Tensor], batch: int = 32) -> np.ndarray:
+def host_distortion(probe: CellProbe, base: int, token_error: Callable[..., Tensor], batch: int = 32,
+                    coded: bool = False) -> np.ndarray:
     """(L, C) distortion: the host's token error with cell c from level l and the rest from level ``base``.
 
     Args:
         probe: from :func:`probe_levels`.
         base: index into ``probe.levels`` of the base level (its row is the base reconstruction's error).
-        token_error: (B, 3, H, W) reconstructions in [0, 1] → (B,) the host's error against the original's tokens.
+        token_error: (B, 3, H, W) reconstructions in [0, 1] → (B,) the host's error against the original's tokens;
+            with ``coded``, (x̂ (B, 3, H, W), ŷ (B, M, h, w), levels (B, h, w)) → (B,): the error of what the cloud
+            makes of the spliced stream (the adapter reads ŷ and the levels).
         batch: reconstructions per host call.
     """
     L, C = probe.bits.shape
     jobs = [(l, c) for l in range(L) if l != base for c in range(C)]
     d = np.empty((L, C))
-    d[base, :] = float(token_error(probe.recon[base][None])[0])
+
+    def errors(pairs: list[tuple[int, int]]) -> list[float]:
+        if not coded:
+            return token_error(torch.stack([probe.splice(base, c, l) for l, c in pairs])).tolist()
+        parts = [probe.splice_coded(base, c, l) for l, c in pairs]
+        return token_error(*(torch.stack(t) for t in zip(*parts))).tolist()
+
+    d[base, :] = errors([(base, 0)])[0]  # cell 0 "at the base level": the base reconstruction itself
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
-        errs = token_error(torch.stack([probe.splice(base, c, l) for l, c in chunk]))
-        for (l, c), e in zip(chunk, errs.tolist()):
+        for (l, c), e in zip(chunk, errors(chunk)):
             d[l, c] = e
     return d
 

@@ -37,10 +37,14 @@ class HostGuidance(nn.Module):
         encoder: the host's whole vision model (CLIP, SigLIP, InternViT, DINOv2 from transformers), frozen.
         config: ``allocation="host"``; ``grid``, ``spread``, ``rate_tolerance``, ``rate_rounds``, normalisation
             and ``image_size`` as for shallow attention.
+        tower: the cloud's CoTAM tower (its encoder is ``encoder``): the error is then that of the tokens the cloud
+            will make — x̂ through the encoder plus the adapter's enhancement from ŷ and the levels — instead of the
+            stock encoder's on x̂ alone. The edge then holds the adapter too (2 M parameters for DINOv2-S).
     """
 
-    def __init__(self, encoder: nn.Module, config: GuidanceConfig | None = None) -> None:
+    def __init__(self, encoder: nn.Module, config: GuidanceConfig | None = None, tower: nn.Module | None = None) -> None:
         super().__init__()
+        self._tower = [tower] if tower is not None else []  # not a submodule: the tower owns the encoder
         self.config = config or GuidanceConfig(allocation="host")
         if self.config.allocation != "host":
             raise ConfigError(f"HostGuidance makes allocation='host' maps, the config says {self.config.allocation!r}")
@@ -68,12 +72,28 @@ class HostGuidance(nn.Module):
             return 1 - F.cosine_similarity(tokens.double(), reference.to(tokens.device).double(), dim=-1).mean(dim=-1).cpu()
         return error
 
+    def cloud_error(self, x: Tensor):
+        """(x̂, ŷ, levels) batches → (B,) mean 1 − cos of the tower's tokens against those of the original ``x``."""
+        tower = self._tower[0]
+        with torch.no_grad():
+            reference = tower.encode_images(x.to(tower.device), compress=False).last_hidden_state.double()
+
+        def error(x_hat: Tensor, y_hat: Tensor, levels: Tensor) -> Tensor:
+            coded = (x_hat.to(tower.device), y_hat.to(tower.device))
+            tokens = tower.encode_images(x_hat, levels.to(tower.device), coded=coded).last_hidden_state.double()
+            return 1 - F.cosine_similarity(tokens, reference, dim=-1).mean(dim=-1).cpu()
+        return error
+
     def quality_map(self, codec, x: Tensor, base_quality: int) -> tuple[QualityMap | None, Tensor]:
         """(map, or None for a uniform file; (G, G) token error one level up removes in each cell) of the
         canvas picture ``x`` (1, 3, H, W) in [0, 1]."""
-        with torch.no_grad():
-            error = self.token_error(self.tokens(x))
-        qmap, probe, d = rate_matched_map(codec, x, base_quality, self.config, lambda p, b: host_distortion(p, b, error))
+        if self._tower:
+            error, coded = self.cloud_error(x), True
+        else:
+            with torch.no_grad():
+                error, coded = self.token_error(self.tokens(x)), False
+        qmap, probe, d = rate_matched_map(codec, x, base_quality, self.config,
+                                          lambda p, b: host_distortion(p, b, error, coded=coded))
         base = probe.levels.index(base_quality)
         up = min(base + 1, len(probe.levels) - 1)
         return qmap, torch.from_numpy(np.maximum(d[base] - d[up], 0.0).reshape(probe.grid))
