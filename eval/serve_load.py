@@ -96,7 +96,8 @@ def build_model(folder: Path, codec: str | None = None, seed: int = 0) -> Path:
 def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
+            body = r.read()
+            return r.status, json.loads(body) if body.strip() else {}  # vLLM's own /health answers 200 with no body
     except urllib.error.HTTPError as exc:
         return exc.code, {}
     except (OSError, ValueError):

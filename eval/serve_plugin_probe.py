@@ -148,14 +148,18 @@ def start(site: Path, folder: Path, codec: Path, port: int, log: Path) -> subpro
                                    '{"image":1}'])
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"vLLM with the plugin exited ({proc.returncode}); see {log}")
-        if serve_load._get(f"http://127.0.0.1:{port}/health")[0] == 200:
-            return proc
-        time.sleep(1)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise SystemExit(f"vLLM with the plugin not healthy in 900 s; see {log}")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"vLLM with the plugin exited ({proc.returncode}); see {log}")
+            if serve_load._get(f"http://127.0.0.1:{port}/health")[0] == 200:
+                return proc
+            time.sleep(1)
+        raise SystemExit(f"vLLM with the plugin not healthy in 900 s; see {log}")
+    except BaseException:  # also Ctrl-C while waiting: never leave the engine's process group behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        raise
 
 
 def client(url: str, bodies: list[bytes], deadline: float, seed: int, rec: serve_load.Recorder) -> None:
@@ -181,12 +185,13 @@ def client(url: str, bodies: list[bytes], deadline: float, seed: int, rec: serve
         rec.add(row)
 
 
-def run(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
+def run(url: str, bodies: list[bytes], clients: int, seconds: float, stream_probe: bool = True) -> dict:
     rec = serve_load.Recorder()
     streams: dict = {}
     deadline = time.monotonic() + seconds
     threads = [threading.Thread(target=client, args=(url, bodies, deadline, i, rec)) for i in range(clients)]
-    threads.append(threading.Thread(target=serve_load.stream_probe, args=(url, "load", deadline, streams)))
+    if stream_probe:
+        threads.append(threading.Thread(target=serve_load.stream_probe, args=(url, "load", deadline, streams)))
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    p.add_argument("--stream-probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="one more client streams text-only chats all along (the engine's inter-token gaps)")
     args = p.parse_args(argv)
 
     from cotam_llava.serving.backend import free_port
@@ -242,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = start(site, folder, args.model / "codec", port, scratch / "vllm.log")
         url = f"http://127.0.0.1:{port}"
         run(url, bodies[:1], 1, 1.0)  # warm-up
-        results = [run(url, bodies, n, args.seconds) for n in args.clients]
+        results = [run(url, bodies, n, args.seconds, args.stream_probe) for n in args.clients]
     finally:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGTERM)

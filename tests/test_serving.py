@@ -279,6 +279,30 @@ def test_vllm_command_and_cpu_recipe():
     assert "VLLM_TARGET_DEVICE" not in vllm_env(False, base={})
 
 
+def test_backend_nice_reaches_the_child_and_what_it_spawns(tmp_path):
+    """--engine-nice: the vLLM child and the processes it spawns later (engine, worker) run at the added niceness."""
+    from cotam_llava.serving.backend import VLLMBackend
+
+    out = tmp_path / "grandchild"
+    script = tmp_path / "engine.py"  # stands in for vLLM: spawns a process later, as its engine core does
+    child = 'import os, sys; open(sys.argv[1], "w").write(str(os.nice(0)))'
+    script.write_text("import subprocess, sys, time\n"
+                      "time.sleep(0.5)\n"
+                      f"subprocess.run([sys.executable, '-c', {child!r}, {str(out)!r}])\n"
+                      "time.sleep(30)\n")
+    base = os.nice(0)
+    backend = VLLMBackend([sys.executable, str(script)], dict(os.environ), 0, nice=5).start()
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, backend.pid) == min(base + 5, 19)
+        deadline = time.monotonic() + 20
+        while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert int(out.read_text()) == min(base + 5, 19)
+    finally:
+        backend.stop(timeout=5)
+    assert not backend.alive()
+
+
 def test_cli_parsers(capsys):
     import argparse
 

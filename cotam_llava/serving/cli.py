@@ -47,6 +47,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="the vLLM CPU recipe (VLLM_TARGET_DEVICE=cpu, KV cache in GiB, gpu_memory_utilization 0.2); "
                         "default: on when no CUDA device is visible")
     p.add_argument("--cpu-kv-cache-gib", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE (GiB) for the CPU recipe")
+    p.add_argument("--engine-nice", type=int, default=None, metavar="N",
+                   help="niceness of the vLLM child (default: 10 with the CPU recipe, so its busy-polling worker "
+                        "yields the cores to decoding; 0 otherwise)")
     p.add_argument("--max-bitstream-bytes", type=int, default=None, help="largest .cotam part (default 4 MiB)")
     p.add_argument("--max-images", type=int, default=None, help="most .cotam parts per request (default 8)")
     p.add_argument("--max-pixels", type=int, default=None,
@@ -82,7 +85,8 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(args.model, cotam=args.cotam, host=args.host, port=args.port, served_model_name=args.served_model_name,
           backend_url=args.backend_url, backend_port=args.backend_port, vllm_python=args.vllm_python,
           export_dir=args.export_dir, device=args.device, dtype=args.dtype, cpu=args.cpu,
-          cpu_kv_cache_gib=args.cpu_kv_cache_gib, max_bitstream_bytes=args.max_bitstream_bytes,
+          cpu_kv_cache_gib=args.cpu_kv_cache_gib, engine_nice=args.engine_nice,
+          max_bitstream_bytes=args.max_bitstream_bytes,
           max_images=args.max_images, max_pixels=args.max_pixels, max_batch=args.max_batch, max_queue=args.max_queue,
           tower_threads=args.tower_threads, startup_timeout=args.startup_timeout, vllm_log=args.vllm_log,
           pid_file=args.pid_file, vllm_args=extra)

@@ -51,6 +51,7 @@ def serve(
     dtype: str | None = None,
     cpu: bool | None = None,
     cpu_kv_cache_gib: int = 1,
+    engine_nice: int | None = None,
     max_bitstream_bytes: int | None = None,
     max_images: int | None = None,
     max_pixels: int | None = None,
@@ -71,7 +72,7 @@ def serve(
     import torch
 
     from ..codec.container import ParseLimits
-    from .backend import VLLMBackend, default_vllm_python, free_port, vllm_command, vllm_env
+    from .backend import CPU_ENGINE_NICE, VLLMBackend, default_vllm_python, free_port, vllm_command, vllm_env
     from .export import export_for_vllm
     from .requests import DEFAULT_MAX_BITSTREAM_BYTES, DEFAULT_MAX_IMAGES
     from .server import ServerSettings, make_app
@@ -95,7 +96,8 @@ def serve(
         bport = backend_port or free_port()
         backend = VLLMBackend(vllm_command(vllm_python or default_vllm_python(), str(vllm_dir), bport, name, dtype, cpu,
                                            vllm_args),
-                              vllm_env(cpu, cpu_kv_cache_gib), bport, Path(vllm_log) if vllm_log else None)
+                              vllm_env(cpu, cpu_kv_cache_gib), bport, Path(vllm_log) if vllm_log else None,
+                              nice=engine_nice if engine_nice is not None else (CPU_ENGINE_NICE if cpu else 0))
         log.info("starting vLLM: %s", " ".join(backend.command))
         backend.start()
     batcher = None
