@@ -10,11 +10,12 @@ worker, against the shipped embedding route (`eval/serve_load.py`), same model, 
                    normalised for CLIP (torch) ─▶ vLLM's own CLIP + projector ─▶ the language model
     embedding route (shipped): decoding, tower and projector in the cotam serve process, embeddings to vLLM
 
-STATUS: UNFINISHED, no result yet. Run once on the 2-core development CPU: vLLM came up healthy with the plugin
-registered from the scratch folder's entry point and the codec importing inside its worker (after the codec was
-kept out of the module tree: vLLM's loader wants weights for every submodule), but the first request had not
-completed after 8 minutes while other jobs held the machine at a load average of 7–9, and the run was stopped.
-Nothing in docs/serving.md rests on it; run it on a quiet machine before quoting it.
+Measured on the 2-core development CPU (2026-12-02, the training job paused): 3.26 / 4.13 good requests/s at 1 / 4
+clients against the embedding route's 1.85 / 2.10 (2.17 / 2.39 with the engine niced), while a concurrent text
+stream's inter-token gap p99 rose to 365–879 ms (embedding route: 15–27 ms). Tables and the reading of them:
+docs/serving.md, "Why embeddings and not a plugin model inside vLLM"; results in
+eval/results/serve_load/route_comparison/. (An earlier attempt waited forever: vLLM's /health answers 200 with an
+empty body, which serve_load's JSON reader took for "not up"; fixed there.)
 
 The plugin skips the adapter: the measured model's adapter is untrained (zero output projection), so it adds
 nothing but one small block of compute; the plugin's answers are not compared, only its speed. It needs the codec's
