@@ -358,6 +358,22 @@ def test_embedder_loads_a_folder_without_its_language_model(cotam_folder):
     assert ours.embeds.shape == (16, 128) and torch.allclose(ours.embeds, ref.embeds, atol=1e-6)
 
 
+def test_vision_side_load_never_builds_the_decoder_layers(cotam_folder):
+    """The front's load builds the language model without decoder layers (a 7B host costs its tower, not 7B), and
+    the tower, adapter and projector are the saved ones."""
+    from cotam_llava.models.loading import load_cotam
+
+    folder, model, _ = cotam_folder
+    net, _ = load_cotam(str(folder), device="cpu", dtype="float32", language_model_layers=False)
+    assert len(net.model.language_model.layers) == 0 and len(model.model.language_model.layers) > 0
+    full = dict(model.state_dict())
+    for name, tensor in net.state_dict().items():
+        if "language_model.layers." not in name:
+            assert tensor.equal(full[name]), name
+    assert not any(".layers." in k and "language_model" in k for k in net.state_dict())
+    assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in model.parameters())
+
+
 def test_batcher_isolates_a_failing_decode(cotam_folder):
     from cotam_llava.errors import SymbolMismatchError
     from cotam_llava.serving.vision import CoTAMEmbedder, EmbedBatcher, ServerBusyError

@@ -55,11 +55,27 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
+def _without_decoder_layers(config: Any) -> Any:
+    """A copy of a host config whose language model has no decoder layers (its layer weights are then unexpected
+    keys: skipped, never allocated)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    text = getattr(config, "text_config", None) or getattr(config, "llm_config", None)
+    if text is None or not hasattr(text, "num_hidden_layers"):
+        raise ConfigError(f"cannot find the language model's layer count in a {config.model_type!r} config")
+    text.num_hidden_layers = 0
+    if getattr(text, "layer_types", None) is not None:
+        text.layer_types = []
+    return config
+
+
 def load_cotam(
     model: str | os.PathLike,
     cotam: str | os.PathLike | None = None,
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
+    language_model_layers: bool = True,
 ) -> tuple[Any, Any]:
     """Load a CoTAM-enabled model and its :class:`~cotam_llava.models.CoTAMProcessor`.
 
@@ -73,6 +89,10 @@ def load_cotam(
             decodes on the tower's ``decode_device`` (cpu by default).
         dtype: "float32", "bfloat16" or "float16" for the host (the CoTAM tower stays fp32); default
             bfloat16 on cuda, float32 on cpu.
+        language_model_layers: False builds the language model with no decoder layers, so their weights are
+            never read or allocated (the vision side of a 7B host costs its tower, projector, token embeddings and
+            ``lm_head``, not 7B): for callers that run only the tower (``cotam serve``'s front). The model cannot
+            generate then.
 
     Returns:
         (model in eval mode on ``device``, processor whose edge side uses the model's codec).
@@ -109,8 +129,10 @@ def load_cotam(
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(name)
+            extra = {} if language_model_layers else {"config": _without_decoder_layers(config)}
             if getattr(config, "cotam", None):
-                extra = {"codec": str(codec_path)} if codec_path is not None else {}
+                if codec_path is not None:
+                    extra["codec"] = str(codec_path)
                 net = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, **extra)
                 processor = AutoProcessor.from_pretrained(name, codec=net.codec)
             else:
@@ -124,7 +146,7 @@ def load_cotam(
                         )
                     if not (codec_path / "config.json").is_file():
                         raise CheckpointError(f"no codec checkpoint at {codec_path}")
-                net = cls.from_host_pretrained(name, str(codec_path), dtype=torch_dtype)
+                net = cls.from_host_pretrained(name, str(codec_path), dtype=torch_dtype, **extra)
                 processor = CoTAMProcessor(AutoProcessor.from_pretrained(name), net.vision_tower.cotam_config, net.codec)
             net.vision_tower.image_processor  # build the cloud-side image processor now, while transformers is quiet
     except CoTAMError:

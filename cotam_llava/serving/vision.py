@@ -81,14 +81,15 @@ class CoTAMEmbedder:
     @classmethod
     def from_pretrained(cls, model: str, cotam: str | None = None, device: str | None = None,
                         dtype: str | None = None, keep_language_model: bool = False) -> "CoTAMEmbedder":
-        """Load a CoTAM folder (or a stock LLaVA host + ``cotam`` codec folder) and drop its language model.
+        """Load a CoTAM folder (or a stock LLaVA host + ``cotam`` codec folder) without its language model.
 
-        The whole model is loaded once (transformers has no vision-only load), then the language model and
-        ``lm_head`` are released; a 7B host costs its full size in host memory for the duration of the load.
+        The language model is built with no decoder layers (their weights are never read), then it and ``lm_head``
+        are released: a 7B host costs its tower, projector and token embeddings, not 7B. ``keep_language_model``
+        loads the whole model instead.
         """
         from ..models.loading import load_cotam
 
-        net, _ = load_cotam(model, cotam, device=device, dtype=dtype)
+        net, _ = load_cotam(model, cotam, device=device, dtype=dtype, language_model_layers=keep_language_model)
         out = cls(net)
         if not keep_language_model:
             out.drop_language_model()
