@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -138,8 +137,9 @@ def prepare(scratch: Path, model: Path) -> tuple[Path, Path]:
     return site, folder
 
 
-def start(site: Path, folder: Path, codec: Path, port: int, log: Path) -> subprocess.Popen:
-    from cotam_llava.serving.backend import vllm_command, vllm_env
+def start(site: Path, folder: Path, codec: Path, port: int, log: Path):
+    """vLLM with the plugin, started (not yet healthy): the project's VLLMBackend, at the engine's default niceness."""
+    from cotam_llava.serving.backend import VLLMBackend, vllm_command, vllm_env
 
     env = vllm_env(True, 1)
     env["PYTHONPATH"] = f"{site}{os.pathsep}{REPO}"
@@ -147,20 +147,7 @@ def start(site: Path, folder: Path, codec: Path, port: int, log: Path) -> subpro
     cmd = vllm_command(str(REPO / ".venv-serve" / "bin" / "python"), str(folder), port, "load", "float32", cpu=True,
                        extra_args=["--max-model-len", "1024", "--max-num-seqs", "16", "--limit-mm-per-prompt",
                                    '{"image":1}'])
-    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 900
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"vLLM with the plugin exited ({proc.returncode}); see {log}")
-            if serve_load._get(f"http://127.0.0.1:{port}/health")[0] == 200:
-                return proc
-            time.sleep(1)
-        raise SystemExit(f"vLLM with the plugin not healthy in 900 s; see {log}")
-    except BaseException:  # also Ctrl-C while waiting: never leave the engine's process group behind
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        raise
+    return VLLMBackend(cmd, env, port, log).start()
 
 
 def client(url: str, bodies: list[bytes], deadline: float, seed: int, rec: serve_load.Recorder) -> None:
@@ -243,21 +230,17 @@ def main(argv: list[str] | None = None) -> int:
                                   "messages": [{"role": "user", "content": [part, {"type": "text", "text": "what is this ?"}]}]}
                                  ).encode())
     scratch = Path(tempfile.mkdtemp(prefix="cotam-plugin-"))
-    proc = None
+    backend = None
     try:
         site, folder = prepare(scratch, args.model)
-        port = free_port()
-        proc = start(site, folder, args.model / "codec", port, scratch / "vllm.log")
-        url = f"http://127.0.0.1:{port}"
+        backend = start(site, folder, args.model / "codec", free_port(), scratch / "vllm.log")
+        backend.wait_ready(900)
+        url = backend.url
         run(url, bodies[:1], 1, 1.0)  # warm-up
         results = [run(url, bodies, n, args.seconds, args.stream_probe) for n in args.clients]
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        if backend is not None:  # also on Ctrl-C while vLLM starts: never leave its process group behind
+            backend.stop(60)
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     lines = ["| route | clients | s | requests | good req/s | good p50 / p99 ms | text stream gap p99 / max ms | failed |",
