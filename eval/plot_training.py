@@ -2,7 +2,7 @@
 keeps its logs), as one PNG.
 
 * codec runs (``val_log.csv`` with ``psnr``): left, the validation RD curves (real bitstreams, bpp vs PSNR) at every
-  validation step, later steps darker; right, the training loss and PSNR (moving average) against the step.
+  validation step, coloured by step; right, the training loss and PSNR (moving average) against the step.
 * adapter runs (``val_log.csv`` with ``cos_adapter``): left, validation token cosine without and with the adapter per
   quality against the step; right, the training loss (moving average).
 
@@ -48,12 +48,14 @@ def plot_run(folder: Path, output: Path) -> Path:
     steps = sorted(set(val["step"].astype(int)))
     window = max(1, len(train["step"]) // 40)
     if "psnr" in val:
+        # one curve per validation step, coloured by step on a colour bar (a legend of 100 steps would not fit)
         cmap = plt.get_cmap("viridis")
-        for i, s in enumerate(steps):
+        norm = matplotlib.colors.Normalize(vmin=steps[0], vmax=max(steps[-1], steps[0] + 1))
+        for s in steps:
             sel = val["step"] == s
             order = np.argsort(val["bpp"][sel])
-            left.plot(val["bpp"][sel][order], val["psnr"][sel][order], "o-", ms=3, color=cmap(0.15 + 0.8 * i / max(1, len(steps) - 1)),
-                      label=f"step {s}")
+            left.plot(val["bpp"][sel][order], val["psnr"][sel][order], "o-", ms=2.5, lw=1, color=cmap(norm(s)))
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=left, label="validation step")
         left.set(xlabel="bpp (real bitstreams)", ylabel="PSNR (dB)", title="validation: held-out photos")
         right.plot(train["step"][window - 1:], _smooth(train["psnr"], window), color="tab:blue")
         right.set(xlabel="step", ylabel="training PSNR (dB, moving average)", title="training")
@@ -68,11 +70,11 @@ def plot_run(folder: Path, output: Path) -> Path:
         left.set(xlabel="step", ylabel="final-token cosine to the original", title="validation: real bitstreams")
         right.plot(train["step"][window - 1:], _smooth(train["loss"], window))
         right.set(xlabel="step", ylabel="loss (moving average)", title="training")
+        left.legend(fontsize=7)
     else:
         raise ValueError(f"{folder / 'val_log.csv'} is neither a codec nor an adapter validation log")
     left.grid(alpha=0.3)
     right.grid(alpha=0.3)
-    left.legend(fontsize=7)
     fig.suptitle(folder.name)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
