@@ -145,19 +145,3 @@ def test_n_processes_see_the_data_of_one_process_at_n_times_the_batch(photo_dir)
     assert torch.equal(torch.cat([p[0] for p in parts]), x_one)
     assert torch.equal(torch.cat([p[1] for p in parts]), q_one)
     assert not torch.equal(share(0, 4, step=6)[0], x_one)  # another step, other data
-
-
-@pytest.mark.slow
-def test_two_processes_with_accelerate_launch(tmp_path, photo_dir):
-    """`accelerate launch --num_processes 2 --cpu` (gloo) runs train-codec and exports a codec."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cotam_llava", "train-codec",
-           "--output_dir", str(tmp_path / "run"), "--preset", "tiny", "--data_dirs", str(photo_dir), "--val_every_nth", "3",
-           "--crop_size", "64", "--batch_size", "1", "--max_steps", "2", "--save_every", "2", "--val_every", "0",
-           "--val_qualities", "0", "9", "--val_max_side", "64", "--threads", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert CoTAMELIC.from_pretrained(tmp_path / "run" / "final").is_finalized

@@ -44,9 +44,9 @@ from ..codec.configuration import CODEC_SUBFOLDER
 from ..vision.adapter import adapter_depth, load_adapter_weights, num_blocks_in, read_adapter_config
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
-from .data import PhotoCrops, photo_files, sample_generators, split_files
+from .data import photo_files, sample_generators, split_files, stream_position, training_crops
 from .losses import lambda_weighted_rate, multi_level_loss
-from .loop import after_step, finish, lr_decay_factor, start_run
+from .loop import after_step, average_gradients, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "load_adapter_tower"]
@@ -216,13 +216,14 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         codec.requires_grad_(args.finetune_codec)
     guidance = guidance_for(tower) if args.guidance else None
 
-    start_step = 0
+    start_step, resume_state = 0, None
     loaded: set[str] = set()
     if args.init_adapter:  # also on resume: the optimizer's parameter groups depend on what it set
         loaded = _load_adapter(tower, Path(args.init_adapter), args.encoder)
     if resume_from is not None:
         tower.adapter.load_state_dict(load_adapter_weights(resume_from))
-        start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        resume_state = json.loads((resume_from / "trainer_state.json").read_text())
+        start_step = resume_state["step"]
     if main_process:
         (run / "training_args.json").write_text(args.to_json())
 
@@ -245,8 +246,11 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
                                              lr=args.aux_learning_rate)
     if resume_from is not None:
         load_optimizers(optimizers, resume_from)
-    tower, optimizer = accelerator.prepare(tower, optimizer)
-    core: CoTAMVisionTower = accelerator.unwrap_model(tower)
+    # The training passes are the tower's encode_images/simulate, not its forward, so a DDP wrapper would never
+    # see them (and average no gradient: each process trained alone): the tower stays unwrapped and the gradients
+    # of everything trained are averaged over the processes by hand after each backward.
+    optimizer = accelerator.prepare(optimizer)
+    core: CoTAMVisionTower = tower.to(accelerator.device)
     core.train()
     core.encoder.eval()
     if not standard:
@@ -257,7 +261,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         val_files = photo_files(args.val_dirs)
     val_files = val_files[: args.val_images] if args.val_images else val_files
     canvas = int(core.cotam_config.canvas_size or 16 * core.grid[0])
-    crops = PhotoCrops(train_files, canvas, zoom_out=args.crop_zoom_out)
+    crops = training_crops(args, train_files, canvas, accelerator, resume_state, zoom_out=args.crop_zoom_out)
     warmup_steps = int(args.warmup_fraction * args.max_steps)
 
     log_path, val_path = run / "train_log.csv", run / "val_log.csv"
@@ -267,9 +271,10 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
         reset_logs({log_path: log_fields, val_path: val_fields}, start_step if resume_from is not None else None)
 
     def save_checkpoint(step: int) -> None:
+        extra = stream_position(crops, accelerator)  # on every process: it gathers
         if main_process:
             write_checkpoint(run, step, args.keep_checkpoints, lambda folder: _export(core, folder, args, step, False),
-                             optimizers)
+                             optimizers, extra)
 
     def validate_and_export(step: int, target: str) -> None:
         if not main_process:
@@ -351,11 +356,7 @@ def train_adapter(args: AdapterTrainingArguments, progress: bool = True) -> Path
             total = total + args.rate_weight * rate
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(total)
-        if codec_params and accelerator.num_processes > 1:
-            # the codec is not a submodule of the prepared (DDP-wrapped) tower: average its gradients by hand
-            for p in codec_params:
-                if p.grad is not None:
-                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+        average_gradients(accelerator, list(core.adapter.parameters()) + codec_params)
         if args.max_grad_norm > 0:
             accelerator.clip_grad_norm_(list(core.adapter.parameters()) + codec_params, args.max_grad_norm)
         optimizer.step()

@@ -23,12 +23,32 @@ def _check_decay_fractions(fractions: list[float]) -> None:
         raise ConfigError(f"lr_decay_at takes fractions of max_steps in (0, 1], got {fractions}")
 
 
+def _check_stream(args: CodecTrainingArguments | AdapterTrainingArguments) -> None:
+    if args.shuffle_buffer < 1:
+        raise ConfigError(f"shuffle_buffer must be ≥ 1, got {args.shuffle_buffer}")
+    if args.train_dataset is not None and "kodak" in args.train_dataset.lower():
+        raise ConfigError("Kodak is the test set: never train on it")
+
+
 def _check_counts(args: CodecTrainingArguments | AdapterTrainingArguments, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(args, name) < 1:
             raise ConfigError(f"{name} must be ≥ 1, got {getattr(args, name)}")
     if args.val_every < 0:
         raise ConfigError(f"val_every must be ≥ 0 (0: only at the end), got {args.val_every}")
+
+
+def _stream_fields() -> dict:
+    """``--train_dataset`` and its options, shared by the codec and adapter trainers (data_dirs still validate)."""
+    return {
+        "train_dataset": field(default=None, metadata={"help": (
+            "train on images streamed from a dataset too large to download instead of --data_dirs: webdataset shards "
+            "(a .tar, a glob of them, or their folder) or a datasets.load_dataset dataset (a local folder, a Hub id); "
+            "validation stays on the held-out photos of --data_dirs (docs/training.md)")}),
+        "train_dataset_split": field(default="train", metadata={"help": "split of --train_dataset"}),
+        "image_column": field(default=None, metadata={"help": "image column of --train_dataset (default: its first image feature)"}),
+        "shuffle_buffer": field(default=1000, metadata={"help": "images in the shuffle buffer of --train_dataset"}),
+    }
 
 
 @dataclass
@@ -42,6 +62,10 @@ class CodecTrainingArguments:
         default_factory=lambda: [_DEFAULT_DATA],
         metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
     )
+    train_dataset: str | None = _stream_fields()["train_dataset"]
+    train_dataset_split: str = _stream_fields()["train_dataset_split"]
+    image_column: str | None = _stream_fields()["image_column"]
+    shuffle_buffer: int = _stream_fields()["shuffle_buffer"]
     val_every_nth: int = field(default=25, metadata={"help": "every n-th image (sorted by path) is held out for validation"})
     crop_size: int = field(default=256, metadata={"help": "random crop side (multiple of 64)"})
     batch_size: int = field(default=8, metadata={"help": "crops per step and process"})
@@ -81,6 +105,7 @@ class CodecTrainingArguments:
             raise ConfigError(f"rate_quantizer must be 'noise' or 'ste', got {self.rate_quantizer!r}")
         if not 0.0 <= self.map_probability <= 1.0:
             raise ConfigError(f"map_probability must be in [0, 1], got {self.map_probability}")
+        _check_stream(self)
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
             raise ConfigError("Kodak is the test set: never train on it")
 
@@ -130,6 +155,10 @@ class AdapterTrainingArguments:
         default_factory=lambda: [_DEFAULT_DATA],
         metadata={"help": "folders of training photos, searched recursively (default ../shared/data/train); never Kodak"},
     )
+    train_dataset: str | None = _stream_fields()["train_dataset"]
+    train_dataset_split: str = _stream_fields()["train_dataset_split"]
+    image_column: str | None = _stream_fields()["image_column"]
+    shuffle_buffer: int = _stream_fields()["shuffle_buffer"]
     val_every_nth: int = field(default=25, metadata={"help": "every n-th image (sorted by path) is held out for validation"})
     val_dirs: list[str] = field(
         default_factory=list,
@@ -216,6 +245,7 @@ class AdapterTrainingArguments:
             raise ConfigError("rate_weight must be ≥ 0 and the codec's learning rates > 0")
         if self.lambda_low < 0 or self.lambda_high < 0 or self.lambda_low + self.lambda_high == 0:
             raise ConfigError("lambda_low and lambda_high must be ≥ 0 and not both 0")
+        _check_stream(self)
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
             raise ConfigError("Kodak is the test set: never train on it")
         if any("kodak" in Path(d).as_posix().lower() for d in self.val_dirs):

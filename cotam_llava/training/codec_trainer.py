@@ -7,7 +7,7 @@ bottleneck's auxiliary loss on its own optimizer. Periodically: a resumable chec
 bitstreams** (bpp from bytes, PSNR) at several qualities and their BD-rate against WebP on the
 same crops, which exports a finalized codec to ``latest/`` and, when that BD-rate is the best of
 the run, to ``best/`` (the export to ship: a later step is not always a better codec). At the end the finalized codec goes to ``final/``.
-The same code runs on one CPU, one GPU or many (``accelerate launch``).
+The same code runs on one CPU, one GPU or many (``accelerate launch``; ``torchrun`` on CPUs, docs/training.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..codec.model import CoTAMELIC
 from ..codec.pipeline import compress_image, decode, pack
 from ..imageio import psnr, to_uint8_array
 from .arguments import CodecTrainingArguments
-from .data import PhotoCrops, sample_generators, sample_quality_maps, split_files
+from .data import sample_generators, sample_quality_maps, split_files, stream_position, training_crops
 from .losses import rate_distortion_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
@@ -98,9 +98,11 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     accelerator, run, main_process = start_run(args)
 
     resume_from = latest_checkpoint(run) if args.resume else None
+    resume_state: dict | None = None
     if resume_from is not None:
         model = CoTAMELIC.from_pretrained(resume_from / "codec")
-        start_step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        resume_state = json.loads((resume_from / "trainer_state.json").read_text())
+        start_step = resume_state["step"]
     elif args.init_checkpoint:
         model = CoTAMELIC.from_pretrained(args.init_checkpoint)
         start_step = 0
@@ -123,7 +125,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     core: CoTAMELIC = accelerator.unwrap_model(model)
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
-    crops = PhotoCrops(train_files, args.crop_size)
+    crops = training_crops(args, train_files, args.crop_size, accelerator, resume_state)
     Q = core.config.num_qualities
     lambdas = torch.tensor([core.config.lambda_for_quality(q) for q in range(Q)])
     grid = (args.crop_size // 16, args.crop_size // 16)
@@ -138,9 +140,10 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     best_path = run / "best" / "validation.json"
 
     def save_checkpoint(step: int) -> None:
+        extra = stream_position(crops, accelerator)  # on every process: it gathers
         if main_process:
             write_checkpoint(run, step, args.keep_checkpoints, lambda folder: core.save_pretrained(folder / "codec"),
-                             {"main": optimizer, "aux": aux_optimizer})
+                             {"main": optimizer, "aux": aux_optimizer}, extra)
 
     def validate_and_export(step: int, target: str) -> None:
         if not main_process:

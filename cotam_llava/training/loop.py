@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-__all__ = ["start_run", "lr_decay_factor", "after_step", "finish"]
+__all__ = ["start_run", "lr_decay_factor", "average_gradients", "after_step", "finish"]
 
 
 def start_run(args: Any) -> tuple[Any, Path, bool]:
@@ -19,7 +20,15 @@ def start_run(args: Any) -> tuple[Any, Path, bool]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    accelerator = Accelerator()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # Processes started by torchrun on a machine without an accelerator: accelerate joins them (gloo) only when told
+    # it is on the CPU; otherwise each would train alone on its share of the data, silently.
+    accelerator = Accelerator(cpu=world > 1 and not torch.cuda.is_available())
+    if accelerator.num_processes != world:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{world} processes were started but accelerate joined {accelerator.num_processes}: each "
+                          "would train alone (on CPUs start them with torchrun --nproc_per_node N, docs/training.md)")
     run = Path(args.output_dir)
     run.mkdir(parents=True, exist_ok=True)
     return accelerator, run, accelerator.is_main_process
@@ -28,6 +37,22 @@ def start_run(args: Any) -> tuple[Any, Path, bool]:
 def lr_decay_factor(step: int, args: Any) -> float:
     """×0.1 for every fraction in ``args.lr_decay_at`` that ``step`` has reached (as a share of ``args.max_steps``)."""
     return 0.1 ** sum(step >= int(f * args.max_steps) for f in args.lr_decay_at)
+
+
+def average_gradients(accelerator: Any, params: list[Any]) -> None:
+    """Average the gradients of ``params`` over the processes (one all-reduce of them all, flattened), for
+    parameters trained outside a DDP-wrapped forward; nothing on one process. A missing gradient counts as zero,
+    so every process reduces the same buffer."""
+    import torch
+
+    if accelerator.num_processes == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
 
 
 def after_step(

@@ -77,16 +77,18 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 
 
 def write_checkpoint(
-    run_dir: Path, step: int, keep: int, write: Callable[[Path], None], optimizers: dict[str, torch.optim.Optimizer]
+    run_dir: Path, step: int, keep: int, write: Callable[[Path], None], optimizers: dict[str, torch.optim.Optimizer],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``checkpoint-{step}`` atomically: ``write(folder)`` adds the model files, then the optimizer state and
-    ``trainer_state.json``; the folder appears under its final name only when complete; old ones are pruned."""
+    ``trainer_state.json`` (the step and ``extra``, e.g. a stream's position); the folder appears under its final
+    name only when complete; old ones are pruned."""
     folder = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     write(tmp)
     save_optimizers(optimizers, tmp)
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
