@@ -17,7 +17,10 @@ from torch import Tensor
 from ..errors import ConfigError, ImageInputError
 from ..imageio import IMAGE_SUFFIXES, to_uint8_array
 
-__all__ = ["PhotoCrops", "StreamedCrops", "open_image_stream", "photo_files", "random_crop", "sample_quality_maps", "split_files"]
+__all__ = [
+    "PhotoCrops", "StreamedCrops", "open_image_stream", "photo_files", "random_crop", "sample_quality_maps", "split_files",
+    "stream_position", "training_crops",
+]
 
 
 def photo_files(folders: Sequence[str | Path]) -> list[Path]:
