@@ -137,7 +137,31 @@ def streams(tiny_codec):
     return {"good": good, "other": encode(other, make_synthetic_image(64, 64), quality=4),
             "two": encode(tiny_codec, [make_synthetic_image(64, 64)] * 2, quality=4),
             "video": encode(tiny_codec, [make_synthetic_image(64, 64)], quality=4, video=True),
-            "codec_id": tiny_codec.codec_id}
+            "codec_id": tiny_codec.codec_id, "codec": tiny_codec}
+
+
+def test_video_parts_where_the_host_has_a_video_path(streams):
+    video_part = {"type": "video_url", "video_url": {"url": cotam_data_uri(streams["video"])}}
+    body = _body(video_part, cotam_content_part(streams["good"]))
+    with pytest.raises(RequestError, match="video is not supported"):
+        find_cotam_parts(body)
+    parts = find_cotam_parts(body, videos=True)
+    assert [p.video for p in parts] == [True, False]
+    limits = ParseLimits(max_items=4)
+    container = validate_bitstream(parts[0].data, limits, streams["codec_id"], max_items=4, video=True)
+    assert all(item.is_video_frame for item in container.items)
+    with pytest.raises(BitstreamFormatError, match="must hold video frames"):
+        validate_bitstream(streams["good"], limits, streams["codec_id"], max_items=4, video=True)
+    with pytest.raises(BitstreamFormatError, match="send it as a video_url part"):
+        validate_bitstream(streams["video"], limits, streams["codec_id"])
+    with pytest.raises(BitstreamLimitError, match="one video part takes 1"):
+        validate_bitstream(encode_frames(streams, 2), limits, streams["codec_id"], max_items=1, video=True)
+
+
+def encode_frames(streams, n):
+    from cotam_llava.codec.pipeline import encode
+
+    return encode(streams["codec"], [make_synthetic_image(64, 64)] * n, quality=4, video=True)
 
 
 def test_validate_bitstream_accepts_one_image_of_our_codec(streams):
@@ -253,10 +277,10 @@ def test_serve_export_only(cotam_folder, tmp_path, capsys):
 def test_export_refuses_unsupported_hosts_and_foreign_folders(tmp_path, cotam_folder):
     from cotam_llava.serving.export import export_for_vllm
 
-    (tmp_path / "ov").mkdir()
-    (tmp_path / "ov" / "config.json").write_text(json.dumps({"model_type": "cotam_llava_onevision"}))
-    with pytest.raises(ConfigError, match="LLaVA-OneVision and InternVL are not on the serving path"):
-        export_for_vllm(tmp_path / "ov", tmp_path / "out")
+    (tmp_path / "ivl").mkdir()
+    (tmp_path / "ivl" / "config.json").write_text(json.dumps({"model_type": "cotam_internvl"}))
+    with pytest.raises(ConfigError, match="InternVL is not on the serving path"):
+        export_for_vllm(tmp_path / "ivl", tmp_path / "out")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="not a cotam serve export"):
@@ -386,14 +410,93 @@ def test_batcher_isolates_a_failing_decode(cotam_folder):
     batcher = EmbedBatcher(embedder, max_batch=4)
     try:
         futures = [batcher.submit(validate_bitstream(good, limits)), batcher.submit(bad),
-                   batcher.submit(validate_bitstream(good, limits))]
-        first, failed, last = (f.exception(120) or f.result() for f in futures)
+                   batcher.submit(validate_bitstream(good, limits)),
+                   batcher.submit([validate_bitstream(good, limits), bad])]  # one request, its second part bad
+        (first,), failed, (last,), failed_request = (f.exception(120) or f.result() for f in futures)
     finally:
         batcher.close()
     assert isinstance(failed, SymbolMismatchError) and status_for(failed) == 400
+    assert isinstance(failed_request, SymbolMismatchError) and futures[3].part_index == 1
     assert first.embeds.shape == last.embeds.shape == (16, 128) and first.embeds.equal(last.embeds)
     with pytest.raises(ServerBusyError):
         batcher.submit(validate_bitstream(good, limits))
+
+
+@pytest.fixture(scope="module")
+def onevision(tmp_path_factory):
+    """A tiny CoTAM LLaVA-OneVision (SigLIP, AnyRes, video) in memory, its processor, and its embedder."""
+    from cotam_llava.serving.vision import CoTAMEmbedder
+
+    with tiny_hosts.no_video_processor():
+        model, processor, _, _ = tiny_hosts.build_cotam("onevision", tmp_path_factory.mktemp("ov"))
+    return model, processor, CoTAMEmbedder(model)
+
+
+def _onevision_reference(model, processor, prompt, **media):
+    """What the transformers model itself feeds its language model: (image features per image, video features per
+    video, placeholder counts)."""
+    import torch
+
+    inputs = processor(text=prompt, **media)
+    cfg, base = model.config, model.model
+    host = dict(vision_feature_layer=cfg.vision_feature_layer,
+                vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+    images = videos = []
+    with torch.inference_mode():
+        if "pixel_values" in inputs:
+            images = base.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"],
+                                             vision_aspect_ratio=cfg.vision_aspect_ratio,
+                                             batch_num_images=inputs.get("batch_num_images"), **host).pooler_output
+        if "pixel_values_videos" in inputs:
+            videos = base.get_video_features(pixel_values_videos=inputs["pixel_values_videos"], **host).pooler_output
+    ids = inputs["input_ids"][0]
+    return list(images), list(videos), (int((ids == cfg.image_token_index).sum()), int((ids == cfg.video_token_index).sum()))
+
+
+def test_onevision_embedder_gives_the_models_own_features(onevision):
+    """Images are AnyRes-tiled (base + tiles + newlines), alone or two in a request; a video is pooled per frame + a
+    newline: each exactly what the transformers model scatters into its prompt."""
+    import numpy as np
+    import torch
+
+    from cotam_llava.codec.container import parse
+    from cotam_llava.serving.vision import EmbedBatcher
+
+    model, processor, embedder = onevision
+    assert embedder.takes_video
+    one = processor.encode_images([make_synthetic_image(64, 112)], quality=4)[0]
+    two = processor.encode_images([make_synthetic_image(96, 80), make_synthetic_image(56, 56)], quality=2)
+    frames = [np.asarray(make_synthetic_image(64, 96)) // (i + 1) for i in range(3)]
+    [clip] = processor.encode_videos([frames], quality=3)
+
+    [alone] = embedder.embed([parse(one)])
+    [ref], _, (n_image, _) = _onevision_reference(model, processor, tiny_hosts.chat_prompt(processor), bitstreams=[one])
+    assert alone.embeds.shape[0] == ref.shape[0] == n_image and torch.allclose(alone.embeds, ref, atol=1e-5)
+    assert n_image > 4 * 4 + 1  # AnyRes: more than the base view and its newline
+
+    pair = embedder.embed([parse(d) for d in two])
+    refs, _, (n_image, _) = _onevision_reference(model, processor, tiny_hosts.chat_prompt(processor, n=2), bitstreams=two)
+    assert sum(e.embeds.shape[0] for e in pair) == n_image
+    assert all(e.embeds.shape == r.shape and torch.allclose(e.embeds, r, atol=1e-5) for e, r in zip(pair, refs))
+
+    [video] = embedder.embed([(parse(clip), True)])
+    _, [ref], (_, n_video) = _onevision_reference(model, processor, tiny_hosts.chat_prompt(processor, "video"),
+                                                  video_bitstreams=[clip])
+    assert video.frames == 3 and video.embeds.shape[0] == n_video == 3 * 2 * 2 + 1
+    assert torch.allclose(video.embeds, ref, atol=1e-5)
+
+    # several requests in one batched pass give what each gives alone
+    batcher = EmbedBatcher(embedder, max_batch=8)
+    try:
+        futures = [batcher.submit([parse(d) for d in two]), batcher.submit(parse(one)),
+                   batcher.submit([(parse(clip), True), parse(one)])]
+        got_pair, [got_alone], [got_video, got_with_video] = (f.result(120) for f in futures)
+    finally:
+        batcher.close()
+    assert all(torch.allclose(a.embeds, b.embeds, atol=1e-5) for a, b in zip(got_pair, pair))
+    assert torch.allclose(got_alone.embeds, alone.embeds, atol=1e-5)
+    assert torch.allclose(got_video.embeds, video.embeds, atol=1e-5)
+    assert torch.allclose(got_with_video.embeds, alone.embeds, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the front against a stand-in engine
@@ -488,12 +591,12 @@ def test_front_retries_a_connection_the_engine_dropped():
         engine = web.Application()
         engine.router.add_post("/v1/chat/completions", flaky)
         async with TestServer(engine) as backend:
-            app = make_app(SimpleNamespace(codec_id=b"\0" * 8), ServerSettings(str(backend.make_url("")).rstrip("/")),
+            app = make_app(SimpleNamespace(codec_id=b"\0" * 8, takes_video=False), ServerSettings(str(backend.make_url("")).rstrip("/")),
                            batcher=SimpleNamespace())
             async with TestClient(TestServer(app)) as client:
                 ok = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
                 ok_status = ok.status
-        down = make_app(SimpleNamespace(codec_id=b"\0" * 8), ServerSettings("http://127.0.0.1:9"), batcher=SimpleNamespace())
+        down = make_app(SimpleNamespace(codec_id=b"\0" * 8, takes_video=False), ServerSettings("http://127.0.0.1:9"), batcher=SimpleNamespace())
         async with TestClient(TestServer(down)) as client:
             r = await client.post("/v1/chat/completions", json={"messages": []})
             return ok_status, r.status, await r.json()

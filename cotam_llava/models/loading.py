@@ -76,6 +76,7 @@ def load_cotam(
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     language_model_layers: bool = True,
+    with_processor: bool = True,
 ) -> tuple[Any, Any]:
     """Load a CoTAM-enabled model and its :class:`~cotam_llava.models.CoTAMProcessor`.
 
@@ -93,9 +94,12 @@ def load_cotam(
             never read or allocated (the vision side of a 7B host costs its tower, projector, token embeddings and
             ``lm_head``, not 7B): for callers that run only the tower (``cotam serve``'s front). The model cannot
             generate then.
+        with_processor: False skips the processor (returned as None): the cloud side needs only the model, whose
+            tower carries its own image processing (a LLaVA-OneVision processor, for one, cannot even be loaded
+            without torchvision, which its video processor needs).
 
     Returns:
-        (model in eval mode on ``device``, processor whose edge side uses the model's codec).
+        (model in eval mode on ``device``, processor whose edge side uses the model's codec, or None).
 
     Raises:
         CheckpointError: the model or codec folder is missing or cannot be loaded.
@@ -134,7 +138,7 @@ def load_cotam(
                 if codec_path is not None:
                     extra["codec"] = str(codec_path)
                 net = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, **extra)
-                processor = AutoProcessor.from_pretrained(name, codec=net.codec)
+                processor = AutoProcessor.from_pretrained(name, codec=net.codec) if with_processor else None
             else:
                 cls = cotam_class_for(config.model_type)
                 if codec_path is None:
@@ -147,14 +151,15 @@ def load_cotam(
                     if not (codec_path / "config.json").is_file():
                         raise CheckpointError(f"no codec checkpoint at {codec_path}")
                 net = cls.from_host_pretrained(name, str(codec_path), dtype=torch_dtype, **extra)
-                processor = CoTAMProcessor(AutoProcessor.from_pretrained(name), net.vision_tower.cotam_config, net.codec)
+                processor = (CoTAMProcessor(AutoProcessor.from_pretrained(name), net.vision_tower.cotam_config, net.codec)
+                             if with_processor else None)
             net.vision_tower.image_processor  # build the cloud-side image processor now, while transformers is quiet
     except CoTAMError:
         raise
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot load model {name}: {first}") from exc
-    if not isinstance(processor, CoTAMProcessor):
+    if with_processor and not isinstance(processor, CoTAMProcessor):
         raise CheckpointError(f"{name}: expected a CoTAMProcessor, got {type(processor).__name__}")
     return net.to(device).eval(), processor
 

@@ -128,8 +128,11 @@ class _CoTAMBaseMixin:
     vision_tower: CoTAMVisionTower
 
     def _cotam_views(self, packed: torch.Tensor, anyres: bool | list[bool]) -> HostVisionInputs:
+        return self._cotam_views_of([item for items in self.vision_tower.decode(packed) for item in items], anyres)
+
+    def _cotam_views_of(self, decoded: list[Any], anyres: bool | list[bool]) -> HostVisionInputs:
+        """The host's views of decoded images (AnyRes-tiled or not: one flag for all, or one per image)."""
         tower = self.vision_tower
-        decoded = [item for items in tower.decode(packed) for item in items]
         if isinstance(anyres, bool):
             return tower.host_inputs(decoded, anyres=anyres)
         parts = [tower.host_inputs([d], anyres=a) for d, a in zip(decoded, anyres)]
@@ -166,7 +169,12 @@ class _CoTAMBaseMixin:
         self._cotam_set_output_dtype()
         if not is_packed_bitstreams(pixel_values):
             return host_method(pixel_values=pixel_values, **host_kwargs, **(pixel_only or {}))
-        views = self._cotam_views(pixel_values, anyres=anyres)
+        return self._cotam_features_of(host_method, self._cotam_views(pixel_values, anyres=anyres), host_kwargs,
+                                       view_sizes)
+
+    def _cotam_features_of(self, host_method: Any, views: HostVisionInputs, host_kwargs: dict[str, Any],
+                           view_sizes: bool = False):
+        """The host's ``get_image_features`` on decoded views, their ŷ attached for the adapter."""
         extra = {"image_sizes": views.image_sizes.to(self.device)} if view_sizes else {}
         with self.vision_tower.attached_latents(views.latents):
             return host_method(pixel_values=views.pixel_values, **host_kwargs, **extra)
@@ -219,26 +227,27 @@ class CoTAMLlavaOnevisionModel(_CoTAMBaseMixin, LlavaOnevisionModel):
     ):
         self._cotam_set_output_dtype()
         if is_packed_bitstreams(pixel_values_videos):
-            tower = self.vision_tower
-            videos = tower.decode(pixel_values_videos)
-            counts = {len(frames) for frames in videos}
-            if len(counts) != 1:
-                raise ConfigError(f"videos in one batch must have the same number of frames, got {sorted(counts)}")
-            frames = tower.frame_inputs([f for v in videos for f in v])
-            pixels = frames.pixel_values.reshape(len(videos), counts.pop(), *frames.pixel_values.shape[1:])
-            with tower.attached_latents(frames.latents):
-                return super().get_video_features(
-                    pixel_values_videos=pixels,
-                    vision_feature_layer=vision_feature_layer,
-                    vision_feature_select_strategy=vision_feature_select_strategy,
-                    **kwargs,
-                )
+            return self._cotam_video_features(self.vision_tower.decode(pixel_values_videos),
+                                              vision_feature_layer=vision_feature_layer,
+                                              vision_feature_select_strategy=vision_feature_select_strategy, **kwargs)
         return super().get_video_features(
             pixel_values_videos=pixel_values_videos,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,
         )
+
+
+    def _cotam_video_features(self, videos: list[list[Any]], **host_kwargs: Any):
+        """The host's ``get_video_features`` on decoded videos (each a list of frames; all the same length)."""
+        tower = self.vision_tower
+        counts = {len(frames) for frames in videos}
+        if len(counts) != 1:
+            raise ConfigError(f"videos in one batch must have the same number of frames, got {sorted(counts)}")
+        frames = tower.frame_inputs([f for v in videos for f in v])
+        pixels = frames.pixel_values.reshape(len(videos), counts.pop(), *frames.pixel_values.shape[1:])
+        with tower.attached_latents(frames.latents):
+            return LlavaOnevisionModel.get_video_features(self, pixel_values_videos=pixels, **host_kwargs)
 
 
 class CoTAMInternVLModel(_CoTAMBaseMixin, InternVLModel):

@@ -21,13 +21,14 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "serve",
         help="OpenAI-compatible server taking .cotam bitstreams (vLLM runs the host's language model)",
-        description="Serve a CoTAM LLaVA model: chat requests may carry .cotam bitstreams as image parts "
-                    "(data:application/x-cotam;base64,...). This process decodes them and runs the vision tower, "
+        description="Serve a CoTAM LLaVA or LLaVA-OneVision model: chat requests may carry .cotam bitstreams as "
+                    "image parts (data:application/x-cotam;base64,...), and on LLaVA-OneVision as video parts "
+                    "(video_url). This process decodes them and runs the vision tower, "
                     "adapter and projector; vLLM (a child process) runs the language model on the image embeddings. "
                     "vLLM engine arguments go after `--`, e.g. `cotam serve --model M -- --tensor-parallel-size 4`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="CoTAM model folder (or a stock LLaVA folder with --cotam)")
+    p.add_argument("--model", required=True, help="CoTAM model folder (or a stock LLaVA / LLaVA-OneVision folder with --cotam)")
     p.add_argument("--cotam", default=None, help="codec folder (with a stock host; replaces a CoTAM folder's codec/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
@@ -54,6 +55,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None, help="most .cotam parts per request (default 8)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest original or canvas area of a coded image (default: the container's 3840×2160)")
+    p.add_argument("--max-video-frames", type=int, default=None,
+                   help="most frames of a .cotam video part (LLaVA-OneVision hosts; default 32)")
     p.add_argument("--max-batch", type=int, default=8, help="most images in one batched tower pass")
     p.add_argument("--max-queue", type=int, default=64, help="most images waiting for the tower (then 503)")
     p.add_argument("--tower-threads", type=int, default=None, help="torch threads of the tower worker")
@@ -87,7 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
           export_dir=args.export_dir, device=args.device, dtype=args.dtype, cpu=args.cpu,
           cpu_kv_cache_gib=args.cpu_kv_cache_gib, engine_nice=args.engine_nice,
           max_bitstream_bytes=args.max_bitstream_bytes,
-          max_images=args.max_images, max_pixels=args.max_pixels, max_batch=args.max_batch, max_queue=args.max_queue,
+          max_images=args.max_images, max_pixels=args.max_pixels,
+          max_video_frames=args.max_video_frames, max_batch=args.max_batch, max_queue=args.max_queue,
           tower_threads=args.tower_threads, startup_timeout=args.startup_timeout, vllm_log=args.vllm_log,
           pid_file=args.pid_file, vllm_args=extra)
     return 0

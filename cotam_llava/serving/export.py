@@ -6,7 +6,8 @@
                   chat template, processor_config.json ("CoTAMProcessor"), cotam_processor.json
         ─▶ vLLM folder: config.json (the host's: "cotam" removed, model_type / architectures of the stock class),
                         weights with the adapter dropped and the vision model under vision_tower.vision_model.*
-                        (the llava-hf layout vLLM's LLaVA expects; transformers 5 writes vision_tower.embeddings.*),
+                        (the llava-hf layout vLLM's LLaVA and LLaVA-OneVision expect; transformers 5 writes
+                        vision_tower.embeddings.*),
                         tokenizer, chat template, processor_config.json naming the host's processor
 
 The vision tower's weights are kept although vLLM never runs them on the CoTAM route (it receives image embeddings),
@@ -33,6 +34,8 @@ __all__ = ["STOCK_ARCHITECTURES", "SUPPORTED_HOSTS", "vllm_key", "export_for_vll
 STOCK_ARCHITECTURES = {
     "cotam_llava": ("llava", "LlavaForConditionalGeneration"),
     "llava": ("llava", "LlavaForConditionalGeneration"),
+    "cotam_llava_onevision": ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+    "llava_onevision": ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
 }
 #: Hosts ``cotam serve`` serves (the embedding route is verified for these).
 SUPPORTED_HOSTS = tuple(sorted({v[0] for v in STOCK_ARCHITECTURES.values()}))
@@ -44,7 +47,7 @@ _TOWER = re.compile(r"^(?P<prefix>(?:model\.)?vision_tower\.)(?!vision_model\.)"
 #: files copied as they are (tokenizer, chat template, generation settings)
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
            "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
-           "preprocessor_config.json")
+           "preprocessor_config.json", "video_preprocessor_config.json")
 
 
 def vllm_key(key: str) -> str | None:
@@ -82,8 +85,8 @@ def default_export_dir(source: str | os.PathLike) -> Path:
 def _stock_config(config: dict[str, Any]) -> dict[str, Any]:
     model_type = config.get("model_type")
     if model_type not in STOCK_ARCHITECTURES:
-        raise ConfigError(f"cotam serve serves LLaVA hosts ({', '.join(SUPPORTED_HOSTS)}); this model is "
-                          f"{model_type!r} (LLaVA-OneVision and InternVL are not on the serving path yet)")
+        raise ConfigError(f"cotam serve serves LLaVA and LLaVA-OneVision hosts ({', '.join(SUPPORTED_HOSTS)}); this "
+                          f"model is {model_type!r} (InternVL is not on the serving path yet)")
     stock_type, arch = STOCK_ARCHITECTURES[model_type]
     out = {k: v for k, v in config.items() if k not in ("cotam", "auto_map")}
     out["model_type"] = stock_type

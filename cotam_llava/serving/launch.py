@@ -55,6 +55,7 @@ def serve(
     max_bitstream_bytes: int | None = None,
     max_images: int | None = None,
     max_pixels: int | None = None,
+    max_video_frames: int | None = None,
     max_batch: int = 8,
     max_queue: int = 64,
     tower_threads: int | None = None,
@@ -63,7 +64,7 @@ def serve(
     pid_file: str | os.PathLike | None = None,
     vllm_args: Sequence[str] = (),
 ) -> None:
-    """Serve ``model`` (a CoTAM LLaVA folder) until SIGINT / SIGTERM; see ``cotam serve --help`` for each argument.
+    """Serve ``model`` (a CoTAM LLaVA or LLaVA-OneVision folder) until SIGINT / SIGTERM; see ``cotam serve --help`` for each argument.
 
     Raises:
         ConfigError: not a local folder, an unsupported host, vLLM missing or not starting, aiohttp missing.
@@ -74,7 +75,7 @@ def serve(
     from ..codec.container import ParseLimits
     from .backend import CPU_ENGINE_NICE, VLLMBackend, default_vllm_python, free_port, vllm_command, vllm_env
     from .export import export_for_vllm
-    from .requests import DEFAULT_MAX_BITSTREAM_BYTES, DEFAULT_MAX_IMAGES
+    from .requests import DEFAULT_MAX_BITSTREAM_BYTES, DEFAULT_MAX_IMAGES, DEFAULT_MAX_VIDEO_FRAMES
     from .server import ServerSettings, make_app
     from .vision import CoTAMEmbedder, EmbedBatcher
 
@@ -111,6 +112,7 @@ def serve(
             log.info("vLLM ready at %s (pid %d)", backend.url, backend.pid)
         settings = ServerSettings(backend_url=url, max_bitstream_bytes=max_bitstream_bytes or DEFAULT_MAX_BITSTREAM_BYTES,
                                   max_images=max_images or DEFAULT_MAX_IMAGES, limits=limits,
+                                  max_video_frames=max_video_frames or DEFAULT_MAX_VIDEO_FRAMES,
                                   backend_pid=backend.pid if backend is not None else None)
         app = make_app(embedder, settings, batcher)
         if pid_file:

@@ -35,6 +35,7 @@ __all__ = [
     "COTAM_MEDIA_TYPE",
     "DEFAULT_MAX_BITSTREAM_BYTES",
     "DEFAULT_MAX_IMAGES",
+    "DEFAULT_MAX_VIDEO_FRAMES",
     "RequestError",
     "CotamPart",
     "cotam_data_uri",
@@ -53,6 +54,8 @@ COTAM_MEDIA_TYPE = "application/x-cotam"
 DEFAULT_MAX_BITSTREAM_BYTES = 4 * 1024 * 1024
 #: Most bitstreams in one request.
 DEFAULT_MAX_IMAGES = 8
+#: Most frames of one ``.cotam`` video part (video MLLMs sample 8–64).
+DEFAULT_MAX_VIDEO_FRAMES = 32
 
 #: content parts only the server itself may hand to the engine (vLLM runs with --enable-mm-embeds)
 _RESERVED_PARTS = ("image_embeds", "audio_embeds", "video_embeds")
@@ -79,11 +82,13 @@ class CotamPart:
         message: index into ``messages``.
         part: index into that message's ``content`` list.
         data: the container bytes (base64-decoded, not yet parsed).
+        video: it came in a ``video_url`` part (a container of video frames).
     """
 
     message: int
     part: int
     data: bytes
+    video: bool = False
 
     @property
     def param(self) -> str:
@@ -146,13 +151,14 @@ def find_cotam_parts(
     body: Any,
     max_bytes: int = DEFAULT_MAX_BITSTREAM_BYTES,
     max_images: int = DEFAULT_MAX_IMAGES,
+    videos: bool = False,
 ) -> list[CotamPart]:
     """The ``.cotam`` content parts of a chat-completions request body, in order.
 
     Only the request's shape is checked here (a ``messages`` list of objects, each ``content`` a string or a list of
-    objects); everything else is vLLM's to validate. A CoTAM data URI in a ``video_url`` part is refused (the
-    served hosts take images only), and so is a client's own ``image_embeds`` part: the engine accepts embeddings
-    (``--enable-mm-embeds``) only because the server makes them.
+    objects); everything else is vLLM's to validate. A CoTAM data URI in a ``video_url`` part is a video; it is
+    refused unless ``videos`` (the served host has a video path). A client's own ``image_embeds`` part is refused:
+    the engine accepts embeddings (``--enable-mm-embeds``) only because the server makes them.
 
     Raises:
         RequestError: a malformed body or part (400), too many bitstreams (413), one too large (413).
@@ -181,7 +187,8 @@ def find_cotam_parts(
             url = _cotam_url(part)
             if url is None:
                 continue
-            if part.get("type") == "video_url":
+            video = part.get("type") == "video_url"
+            if video and not videos:
                 raise RequestError("a .cotam video is not supported by this server (its host takes images); send "
                                    "each frame as an image part", param=param)
             if len(found) >= max_images:
@@ -189,7 +196,7 @@ def find_cotam_parts(
             media, data = parse_data_uri(url, max_bytes, param)
             if media != COTAM_MEDIA_TYPE:
                 raise RequestError(f"unexpected media type {media!r}", param=param)
-            found.append(CotamPart(i, j, data))
+            found.append(CotamPart(i, j, data, video))
     return found
 
 
@@ -205,20 +212,24 @@ def replace_parts(body: dict[str, Any], replacements: dict[tuple[int, int], dict
     return out
 
 
-def validate_bitstream(data: bytes, limits: Any, codec_id: bytes | None = None, max_items: int = 1) -> Any:
-    """Parse a container (bounds checks and CRCs, no entropy decoding) and check it is one image of our codec.
+def validate_bitstream(data: bytes, limits: Any, codec_id: bytes | None = None, max_items: int = 1,
+                       video: bool = False) -> Any:
+    """Parse a container (bounds checks and CRCs, no entropy decoding) and check it is one image (or, with
+    ``video``, one video's frames) of our codec.
 
     Args:
         data: container bytes.
         limits: the server's :class:`~cotam_llava.codec.container.ParseLimits`.
         codec_id: the served codec's id; a container of another codec is refused.
-        max_items: most coded items (1: one image per part).
+        max_items: most coded items (1: one image per part; a video's most frames).
+        video: the part is a video: every item must be a video frame.
 
     Returns:
         The parsed :class:`~cotam_llava.codec.container.Container`.
 
     Raises:
-        BitstreamError: malformed, corrupted, over the limits, a video, or another codec's (CodecMismatchError).
+        BitstreamError: malformed, corrupted, over the limits, frames in an image part or an image in a video
+            part, or another codec's (CodecMismatchError).
     """
     from ..codec.container import is_learned_kind, parse
 
@@ -231,10 +242,13 @@ def validate_bitstream(data: bytes, limits: Any, codec_id: bytes | None = None, 
                                  f"{codec_id.hex()}: encode with the served model's codec")
     if not container.items:
         raise BitstreamFormatError("the container holds no coded image")
+    what = "one video part takes" if video else "one image part takes"
     if len(container.items) > max_items:
-        raise BitstreamLimitError(f"the container holds {len(container.items)} items; one image part takes {max_items}")
-    if any(item.is_video_frame for item in container.items):
-        raise BitstreamFormatError("the container holds video frames; this server takes images")
+        raise BitstreamLimitError(f"the container holds {len(container.items)} items; {what} {max_items}")
+    if video and not all(item.is_video_frame for item in container.items):
+        raise BitstreamFormatError("a video part's container must hold video frames (encode the clip as a video)")
+    if not video and any(item.is_video_frame for item in container.items):
+        raise BitstreamFormatError("the container holds video frames: send it as a video_url part")
     return container
 
 

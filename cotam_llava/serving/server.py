@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -40,6 +41,7 @@ from ..codec.container import ParseLimits
 from .requests import (
     DEFAULT_MAX_BITSTREAM_BYTES,
     DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_VIDEO_FRAMES,
     RequestError,
     error_body,
     find_cotam_parts,
@@ -68,6 +70,7 @@ class ServerSettings:
         max_bitstream_bytes: largest container per part.
         max_images: most bitstreams per request.
         limits: parse limits for each container (``max_items=1``: one image per part).
+        max_video_frames: most frames of a video part (hosts with a video path); its other limits are ``limits``'.
         request_timeout: seconds a proxied request may take.
         backend_pid: the vLLM child's PID when this front started it (reported by ``/health``).
     """
@@ -76,8 +79,13 @@ class ServerSettings:
     max_bitstream_bytes: int = DEFAULT_MAX_BITSTREAM_BYTES
     max_images: int = DEFAULT_MAX_IMAGES
     limits: ParseLimits = ParseLimits(max_items=1)
+    max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES
     request_timeout: float = 600.0
     backend_pid: int | None = None
+
+    @property
+    def video_limits(self) -> ParseLimits:
+        return dataclasses.replace(self.limits, max_items=self.max_video_frames)
 
     @property
     def max_body_bytes(self) -> int:
@@ -120,6 +128,7 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
     own_batcher = batcher is None
     batcher = batcher if batcher is not None else EmbedBatcher(embedder)
     codec_id = embedder.codec_id
+    takes_video = embedder.takes_video
     app = web.Application(client_max_size=settings.max_body_bytes)
     stats = {"requests": 0, "cotam_images": 0, "refused": 0, "backend_errors": 0}
     app["cotam_stats"] = stats
@@ -163,37 +172,43 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
             stats["refused"] += 1
             return _json_error(RequestError(f"the request body is not JSON: {exc}"))
         try:
-            parts = find_cotam_parts(body, settings.max_bitstream_bytes, settings.max_images)
+            parts = find_cotam_parts(body, settings.max_bitstream_bytes, settings.max_images,
+                                     videos=takes_video)
         except RequestError as exc:
             stats["refused"] += 1
             return _json_error(exc)
         containers = []
         for part in parts:
             try:
-                containers.append(validate_bitstream(part.data, settings.limits, codec_id))
+                if part.video:
+                    container = validate_bitstream(part.data, settings.video_limits, codec_id,
+                                                   max_items=settings.max_video_frames, video=True)
+                else:
+                    container = validate_bitstream(part.data, settings.limits, codec_id)
             except Exception as exc:  # noqa: BLE001 - every parse failure is the request's
                 stats["refused"] += 1
                 return _json_error(exc, part.param)
+            containers.append((container, part.video))
         info: dict[str, Any] = {}
         if parts:
-            futures = []
             try:
-                for c in containers:
-                    futures.append(batcher.submit(c))
+                future = batcher.submit(containers)
             except ServerBusyError as exc:
-                for f in futures:  # the worker skips cancelled ones
-                    f.cancel()
                 stats["refused"] += 1
                 return _json_error(exc, status=503)
             queued = time.perf_counter()
-            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
+            try:
+                results = await asyncio.wrap_future(future)
+            except Exception as exc:  # noqa: BLE001 - the request's own bitstream failed to decode
+                stats["refused"] += 1
+                index = getattr(future, "part_index", None)
+                param = parts[index].param if index is not None else None
+                if status_for(exc) >= 500:
+                    log.exception("decoding %s failed", param or "a request's bitstreams", exc_info=exc)
+                return _json_error(exc, param)
             done = time.perf_counter()
-            for part, res in zip(parts, results):
-                if isinstance(res, BaseException):
-                    stats["refused"] += 1
-                    if status_for(res) >= 500:
-                        log.exception("decoding %s failed", part.param, exc_info=res)
-                    return _json_error(res, part.param)
+            # vLLM's LLaVA-OneVision takes no video embeddings: a video's features go as an image_embeds part (the
+            # language model reads the same vectors at the placeholder's positions; the prompt text is the same)
             replacements = {(p.message, p.part): embeds_part(r.embeds) for p, r in zip(parts, results)}
             body = replace_parts(body, replacements)
             images = []
@@ -201,7 +216,8 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
                 bits = 8 * len(part.data)
                 images.append({"bits": bits, "pixels": res.pixels, "bpp": bits / res.pixels, "quality": res.quality,
                                "tokens": int(res.embeds.shape[0]), "decode_ms": 1e3 * res.decode_s,
-                               "tower_ms": 1e3 * res.tower_s, "batch": res.batch})
+                               "tower_ms": 1e3 * res.tower_s, "batch": res.batch,
+                               **({"video": True, "frames": res.frames} if part.video else {})})
             total_bits = sum(i["bits"] for i in images)
             info = {"images": images, "bits": total_bits, "bpp": total_bits / sum(i["pixels"] for i in images),
                     "decode_ms": sum(i["decode_ms"] for i in images), "vision_ms": 1e3 * (done - queued),

@@ -2,15 +2,16 @@
 
 ::
 
-    Container ─tower.decode (entropy decode + synthesis, CPU)─▶ x̂, ŷ
-        ─tower.host_inputs (the host's image processor on x̂, ŷ on the patch grid)─▶ views, latents
+    Container ─tower.decode (entropy decode + synthesis, CPU)─▶ x̂, ŷ (an image, or a video's frames)
+        ─tower.host_inputs / frame_inputs (the host's image processing on x̂, ŷ on the patch grid)─▶ views, latents
         ─host vision encoder with Adapter(ŷ) added to its embeddings ─▶ hidden state (vision_feature_layer)
-        ─host projector─▶ (n_tokens, hidden) per image ─▶ vLLM ``image_embeds``
+        ─the host's own get_image_features / get_video_features (projector; LLaVA-OneVision: AnyRes packing with
+         image newlines, video pooling)─▶ (n_tokens, hidden) per part ─▶ vLLM ``image_embeds``
 
 :class:`CoTAMEmbedder` holds the CoTAM model without its language model (vLLM has that); :class:`EmbedBatcher`
 runs it on one worker thread and batches the requests that arrive together (one encoder + projector pass over all
-their views). Each bitstream is decoded on its own, so one that fails (a corrupted payload whose symbols do not
-check out) fails only its own request.
+their images); a request's parts stay together and it fails as a whole. Each bitstream is decoded on its own,
+so one that fails (a corrupted payload whose symbols do not check out) fails only its own request.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from ..errors import ConfigError
 
 __all__ = ["ImageEmbedding", "CoTAMEmbedder", "EmbedBatcher", "ServerBusyError"]
 
+#: a request's part for the tower: (validated container, whether it is a video)
+Part = tuple[Container, bool]
+
 
 class ServerBusyError(RuntimeError):
     """The tower's queue is full (HTTP 503)."""
@@ -39,15 +43,16 @@ class ServerBusyError(RuntimeError):
 
 @dataclass
 class ImageEmbedding:
-    """The host's embeddings of one decoded bitstream.
+    """The host's embeddings of one decoded bitstream (an image, or a video's frames).
 
     Attributes:
-        embeds: (n_tokens, hidden) projector output, in the language model's dtype, on the CPU.
+        embeds: (n_tokens, hidden) the host's features for the language model, in its dtype, on the CPU.
         decode_s: seconds of parsing-free decoding (entropy decoding + synthesis) of this bitstream.
-        tower_s: seconds of the batched encoder + adapter + projector pass this image was part of.
-        batch: images in that pass.
-        quality: the container's base quality.
-        pixels: pixels of the picture the container records (its original size).
+        tower_s: seconds of the batched encoder + adapter + projector pass this part was part of.
+        batch: parts in that pass.
+        quality: the container's base quality (its first item's).
+        pixels: pixels the container records (its items' original sizes; a video counts every frame).
+        frames: coded items (1 for an image).
     """
 
     embeds: torch.Tensor
@@ -56,10 +61,11 @@ class ImageEmbedding:
     batch: int
     quality: int
     pixels: int
+    frames: int = 1
 
 
 class CoTAMEmbedder:
-    """A CoTAM LLaVA model's vision side: decode, tower + adapter, projector.
+    """A CoTAM LLaVA or LLaVA-OneVision model's vision side: decode, tower + adapter, the host's projector.
 
     Args:
         model: a CoTAM model (e.g. from :func:`~cotam_llava.models.loading.load_cotam`); its language model may
@@ -67,11 +73,16 @@ class CoTAMEmbedder:
     """
 
     def __init__(self, model: Any) -> None:
-        from ..models.modeling_cotam import CoTAMLlavaForConditionalGeneration
+        from ..models.modeling_cotam import (CoTAMLlavaForConditionalGeneration,
+                                             CoTAMLlavaOnevisionForConditionalGeneration)
 
-        if not isinstance(model, CoTAMLlavaForConditionalGeneration):
-            raise ConfigError(f"cotam serve serves CoTAM LLaVA models; got {type(model).__name__} (LLaVA-OneVision and "
-                              "InternVL are not on the serving path yet)")
+        if isinstance(model, CoTAMLlavaOnevisionForConditionalGeneration):
+            self.host = "llava_onevision"
+        elif isinstance(model, CoTAMLlavaForConditionalGeneration):
+            self.host = "llava"
+        else:
+            raise ConfigError(f"cotam serve serves CoTAM LLaVA and LLaVA-OneVision models; got {type(model).__name__} "
+                              "(InternVL is not on the serving path yet)")
         self.model = model.eval()
         self.tower = model.model.vision_tower
         if self.tower.output_dtype is None:
@@ -81,7 +92,7 @@ class CoTAMEmbedder:
     @classmethod
     def from_pretrained(cls, model: str, cotam: str | None = None, device: str | None = None,
                         dtype: str | None = None, keep_language_model: bool = False) -> "CoTAMEmbedder":
-        """Load a CoTAM folder (or a stock LLaVA host + ``cotam`` codec folder) without its language model.
+        """Load a CoTAM folder (or a stock host + ``cotam`` codec folder) without its language model or processor.
 
         The language model is built with no decoder layers (their weights are never read), then it and ``lm_head``
         are released: a 7B host costs its tower, projector and token embeddings, not 7B. ``keep_language_model``
@@ -89,7 +100,8 @@ class CoTAMEmbedder:
         """
         from ..models.loading import load_cotam
 
-        net, _ = load_cotam(model, cotam, device=device, dtype=dtype, language_model_layers=keep_language_model)
+        net, _ = load_cotam(model, cotam, device=device, dtype=dtype, language_model_layers=keep_language_model,
+                            with_processor=False)
         out = cls(net)
         if not keep_language_model:
             out.drop_language_model()
@@ -111,35 +123,62 @@ class CoTAMEmbedder:
     def hidden_size(self) -> int:
         return int(self.model.config.text_config.hidden_size)
 
-    def decode(self, container: Container) -> tuple[Any, float]:
-        """(the decoded image, seconds) of a parsed, validated one-image container."""
+    @property
+    def takes_video(self) -> bool:
+        """Whether the host has a video path (LLaVA-OneVision)."""
+        return self.host == "llava_onevision"
+
+    def decode(self, container: Container) -> tuple[list[Any], float]:
+        """(the decoded items: one image or a video's frames, seconds) of a parsed, validated container."""
         start = time.perf_counter()
-        [[decoded]] = self.tower.decode([container])
+        [decoded] = self.tower.decode([container])
         return decoded, time.perf_counter() - start
 
-    def embed_decoded(self, decoded: Sequence[Any]) -> list[torch.Tensor]:
-        """One (n_tokens, hidden) tensor per decoded image: one batched encoder + projector pass."""
+    def embed_decoded(self, requests: Sequence[Sequence[tuple[list[Any], bool]]]) -> list[list[torch.Tensor]]:
+        """(n_tokens, hidden) per part of each request, as the host's own feature methods make them.
+
+        Args:
+            requests: per request, its parts as (decoded items, is a video).
+
+        All images of all requests go through one encoder + projector pass; each video through its own.
+        LLaVA-OneVision AnyRes-tiles every image, as the CoTAM processor (like the host processor given a flat
+        image list) counts its placeholder tokens.
+        """
         base = self.model.model
         cfg = self.model.config
-        views = self.tower.host_inputs(list(decoded), anyres=False)
-        with torch.inference_mode(), self.tower.attached_latents(views.latents):
-            # the host's own get_image_features on the cut views (what CoTAMLlavaModel does after decoding)
-            out = super(type(base), base).get_image_features(
-                pixel_values=views.pixel_values,
-                vision_feature_layer=cfg.vision_feature_layer,
-                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            )
-        feats = out.pooler_output
-        return [f.detach().to("cpu").contiguous() for f in feats]
+        host = dict(vision_feature_layer=cfg.vision_feature_layer,
+                    vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+        host_image_features = super(type(base), base).get_image_features
+        out: list[list[Any]] = [[None] * len(parts) for parts in requests]
+        images = [(r, k, items[0]) for r, parts in enumerate(requests) for k, (items, video) in enumerate(parts)
+                  if not video]
+        with torch.inference_mode():
+            if images:
+                decoded = [d for _, _, d in images]
+                if self.host == "llava_onevision":
+                    feats = base._cotam_features_of(host_image_features, base._cotam_views_of(decoded, anyres=True),
+                                                    dict(host, vision_aspect_ratio=cfg.vision_aspect_ratio),
+                                                    view_sizes=True).pooler_output
+                else:
+                    feats = base._cotam_features_of(host_image_features, base._cotam_views_of(decoded, anyres=False),
+                                                    host).pooler_output
+                for (r, k, _), f in zip(images, feats):
+                    out[r][k] = f
+            for r, parts in enumerate(requests):
+                for k, (items, video) in enumerate(parts):
+                    if video:
+                        out[r][k] = base._cotam_video_features([items], **host).pooler_output[0]
+        return [[f.detach().to("cpu").contiguous() for f in feats] for feats in out]
 
-    def embed(self, containers: Sequence[Container]) -> list[ImageEmbedding]:
-        """Decode and embed containers (no error isolation: see :class:`EmbedBatcher` for that)."""
-        decoded, times = zip(*(self.decode(c) for c in containers))
+    def embed(self, parts: Sequence[Container | Part]) -> list[ImageEmbedding]:
+        """Decode and embed one request's parts (containers, or (container, is a video)); no error isolation: see
+        :class:`EmbedBatcher` for that."""
+        parts = [p if isinstance(p, tuple) else (p, False) for p in parts]
+        decoded, times = zip(*(self.decode(c) for c, _ in parts))
         start = time.perf_counter()
-        feats = self.embed_decoded(decoded)
+        [feats] = self.embed_decoded([[(d, v) for d, (_, v) in zip(decoded, parts)]])
         tower_s = time.perf_counter() - start
-        return [ImageEmbedding(f, t, tower_s, len(feats), c.items[0].base_quality, _pixels(c))
-                for f, t, c in zip(feats, times, containers)]
+        return [_embedding(f, t, tower_s, len(feats), c) for f, t, (c, _) in zip(feats, times, parts)]
 
 
 class _Dropped(nn.Module):
@@ -149,18 +188,19 @@ class _Dropped(nn.Module):
         raise RuntimeError("this CoTAM model's language model was released: vLLM runs it")
 
 
-def _pixels(container: Container) -> int:
-    w, h = container.items[0].orig_size
-    return int(w) * int(h)
+def _embedding(embeds: torch.Tensor, decode_s: float, tower_s: float, batch: int, container: Container) -> ImageEmbedding:
+    pixels = sum(int(item.orig_size[0]) * int(item.orig_size[1]) for item in container.items)
+    return ImageEmbedding(embeds, decode_s, tower_s, batch, container.items[0].base_quality, pixels,
+                          len(container.items))
 
 
 class EmbedBatcher:
-    """Runs a :class:`CoTAMEmbedder` on one worker thread, batching requests that wait together.
+    """Runs a :class:`CoTAMEmbedder` on one worker thread, batching the requests that wait together.
 
     Args:
         embedder: the vision side.
-        max_batch: most images in one encoder pass.
-        max_queue: most images waiting; :meth:`submit` raises :class:`ServerBusyError` beyond.
+        max_batch: most parts (images and videos) in one pass; a request with more gets a pass of its own.
+        max_queue: most parts waiting; :meth:`submit` raises :class:`ServerBusyError` beyond.
         threads: torch intra-op threads of the worker (None: torch's default).
     """
 
@@ -169,79 +209,106 @@ class EmbedBatcher:
             raise ConfigError("max_batch and max_queue must be at least 1")
         self.embedder = embedder
         self.max_batch = max_batch
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: queue.Queue = queue.Queue()
+        self._waiting = 0  # parts queued, not yet taken by the worker
+        self._lock = threading.Lock()
         self._threads = threads
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="cotam-tower", daemon=True)
         self._worker.start()
 
-    def submit(self, container: Container) -> cf.Future:
-        """Queue one validated container; the future resolves to an :class:`ImageEmbedding` or its error."""
+    def submit(self, parts: Container | Sequence[Container | Part]) -> cf.Future:
+        """Queue one request's validated parts (containers, or (container, is a video)); the future resolves to
+        their :class:`ImageEmbedding` list, or to the first failing part's error (the request fails as a whole; the
+        future's ``part_index`` says which part failed to decode)."""
+        if isinstance(parts, Container):
+            parts = [parts]
+        job = [p if isinstance(p, tuple) else (p, False) for p in parts]
+        if not job:
+            raise ConfigError("nothing to embed")
         if self._stop.is_set():
             raise ServerBusyError("the CoTAM tower is shutting down")
+        with self._lock:
+            if self._waiting + len(job) > self.max_queue:
+                raise ServerBusyError(f"the CoTAM tower has {self._waiting} images waiting; retry later")
+            self._waiting += len(job)
         fut: cf.Future = cf.Future()
-        try:
-            self._queue.put_nowait((container, fut, time.perf_counter()))
-        except queue.Full:
-            raise ServerBusyError(f"the CoTAM tower has {self._queue.maxsize} images waiting; retry later") from None
+        self._queue.put((job, fut))
         return fut
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker after the batch it is on; images still waiting fail with :class:`ServerBusyError`."""
+        """Stop the worker after the batch it is on; requests still waiting fail with :class:`ServerBusyError`."""
         self._stop.set()
-        try:
-            self._queue.put_nowait((None, None, 0.0))  # wake the worker if it waits
-        except queue.Full:
-            pass  # it is busy and sees the flag after this batch
+        self._queue.put((None, None))  # wake the worker if it waits
         self._worker.join(timeout)
+
+    def _take(self, item: tuple[Any, Any]) -> tuple[Any, Any]:
+        if item[0] is not None:
+            with self._lock:
+                self._waiting -= len(item[0])
+        return item
 
     def _run(self) -> None:
         if self._threads is not None:
             torch.set_num_threads(self._threads)
+        pending = None
         while not self._stop.is_set():
-            item = self._queue.get()
+            item = pending if pending is not None else self._take(self._queue.get())
+            pending = None
             if item[0] is None:
                 break
-            batch = [item]
-            while len(batch) < self.max_batch:
+            batch, size = [item], len(item[0])
+            while size < self.max_batch:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._take(self._queue.get_nowait())
                 except queue.Empty:
                     break
                 if nxt[0] is None:
                     self._stop.set()
                     break
+                if size + len(nxt[0]) > self.max_batch:
+                    pending = nxt  # the next pass starts with it
+                    break
                 batch.append(nxt)
+                size += len(nxt[0])
             self._process(batch)
+        left = [pending] if pending is not None else []
         while True:  # fail what is left
             try:
-                _, fut, _ = self._queue.get_nowait()
+                left.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        for _, fut in left:
             if fut is not None and not fut.done():
                 fut.set_exception(ServerBusyError("the CoTAM tower stopped"))
 
-    def _process(self, batch: list[tuple[Container, cf.Future, float]]) -> None:
+    def _process(self, batch: list[tuple[list[Part], cf.Future]]) -> None:
         good = []
-        for container, fut, queued in batch:
+        for job, fut in batch:
             if not fut.set_running_or_notify_cancel():
                 continue
-            try:
-                decoded, decode_s = self.embedder.decode(container)
-            except BaseException as exc:  # noqa: BLE001 - the request's own failure, reported to it
-                fut.set_exception(exc)
-                continue
-            good.append((container, fut, decoded, decode_s))
+            decoded = []
+            for k, (container, _) in enumerate(job):
+                try:
+                    decoded.append(self.embedder.decode(container))
+                except BaseException as exc:  # noqa: BLE001 - the request's own failure, reported to it
+                    fut.part_index = k  # which part failed
+                    fut.set_exception(exc)
+                    break
+            else:
+                good.append((job, fut, decoded))
         if not good:
             return
         start = time.perf_counter()
         try:
-            feats = self.embedder.embed_decoded([g[2] for g in good])
+            feats = self.embedder.embed_decoded([[(d, v) for (d, _), (_, v) in zip(decoded, job)]
+                                                 for job, _, decoded in good])
         except BaseException as exc:  # noqa: BLE001
-            for g in good:
-                g[1].set_exception(exc)
+            for _, fut, _ in good:
+                fut.set_exception(exc)
             return
         tower_s = time.perf_counter() - start
-        for (container, fut, _, decode_s), f in zip(good, feats):
-            fut.set_result(ImageEmbedding(f, decode_s, tower_s, len(good), container.items[0].base_quality,
-                                          _pixels(container)))
+        n = sum(len(job) for job, _, _ in good)
+        for (job, fut, decoded), fs in zip(good, feats):
+            fut.set_result([_embedding(f, t, tower_s, n, c) for f, (_, t), (c, _) in zip(fs, decoded, job)])
