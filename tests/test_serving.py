@@ -632,7 +632,7 @@ def _alive(pid: int) -> bool:
 
 
 def _sharpen(model) -> None:
-    """Make a tiny random LLaVA's answers depend on its input: at init the LM is near uniform (every greedy token the
+    """Make a tiny random host's answers depend on its input: at init the LM is near uniform (every greedy token the
     same) and barely sees the image; larger language-model / projector weights and patch embeddings fix both."""
     import torch
 
@@ -643,17 +643,12 @@ def _sharpen(model) -> None:
         for p in params:
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-        model.vision_tower.encoder.embeddings.patch_embedding.weight.mul_(50)
+        [patch] = [m for name, m in model.vision_tower.encoder.named_modules() if name.endswith("patch_embedding")]
+        patch.weight.mul_(50)
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """`python -m cotam_llava serve` on a tiny CoTAM LLaVA: (url, front process, folder, model, processor)."""
-    root = tmp_path_factory.mktemp("live")
-    model, processor, _, _ = tiny_hosts.build_cotam("llava", root, width=128)
-    _sharpen(model)
-    model.save_pretrained(root / "cotam")
-    processor.save_pretrained(root / "cotam")
+def _start_server(root: Path, max_model_len: int = 256):
+    """`python -m cotam_llava serve` on the folder root/cotam; (url, process, log file) once healthy."""
     from cotam_llava.serving.backend import free_port
 
     port = free_port()
@@ -662,7 +657,8 @@ def live_server(tmp_path_factory):
     cmd = [sys.executable, "-m", "cotam_llava", "serve", "--model", str(root / "cotam"), "--port", str(port),
            "--served-model-name", "tiny", "--vllm-python", str(SERVE_PYTHON), "--cpu", "--dtype", "float32",
            "--max-bitstream-bytes", "65536", "--pid-file", str(root / "serve.pid"),
-           "--", "--max-model-len", "256", "--max-num-seqs", "8", "--limit-mm-per-prompt", '{"image": 2}']
+           "--", "--max-model-len", str(max_model_len), "--max-num-seqs", "8", "--limit-mm-per-prompt",
+           '{"image": 2}']
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
@@ -680,7 +676,10 @@ def live_server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail(f"cotam serve not healthy in 900 s:\n{(root / 'serve.log').read_text()[-4000:]}")
-    yield {"url": url, "proc": proc, "root": root, "model": model, "processor": processor}
+    return url, proc, log
+
+
+def _stop_server(proc, log) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -688,6 +687,84 @@ def live_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """`python -m cotam_llava serve` on a tiny CoTAM LLaVA: (url, front process, folder, model, processor)."""
+    root = tmp_path_factory.mktemp("live")
+    model, processor, _, _ = tiny_hosts.build_cotam("llava", root, width=128)
+    _sharpen(model)
+    model.save_pretrained(root / "cotam")
+    processor.save_pretrained(root / "cotam")
+    url, proc, log = _start_server(root)
+    yield {"url": url, "proc": proc, "root": root, "model": model, "processor": processor}
+    _stop_server(proc, log)
+
+
+def _save_host_processor_files(stock_processor, folder: Path) -> None:
+    """What a LLaVA-OneVision processor folder holds, written by hand: its video processor cannot be built here (it
+    needs torchvision), so ``save_pretrained`` cannot run. vLLM's side (.venv-serve, which has torchvision) loads it."""
+    stock_processor.tokenizer.save_pretrained(folder)
+    stock_processor.image_processor.save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(stock_processor.chat_template)
+    (folder / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaOnevisionProcessor", "num_image_tokens": stock_processor.num_image_tokens,
+        "vision_feature_select_strategy": stock_processor.vision_feature_select_strategy}))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps({
+        "video_processor_type": "LlavaOnevisionVideoProcessor", "size": {"height": 56, "width": 56}}))
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_onevision_image_and_video_requests_match_transformers_greedy(tmp_path_factory):
+    """A tiny CoTAM LLaVA-OneVision behind vLLM: an AnyRes image and a .cotam video (a video_url part) give the
+    transformers model's greedy tokens; the server starts and stops for this test alone."""
+    import numpy as np
+    import torch
+
+    from cotam_llava.serving.client import chat_image, chat_request
+
+    root = tmp_path_factory.mktemp("live-ov")
+    with tiny_hosts.no_video_processor():
+        model, processor, _, stock_processor = tiny_hosts.build_cotam("onevision", root, width=128)
+    _sharpen(model)
+    model.save_pretrained(root / "cotam")
+    _save_host_processor_files(stock_processor, root / "cotam")
+    image = processor.encode_images([make_synthetic_image(64, 112)], quality=5)[0]
+    frames = [np.asarray(make_synthetic_image(64, 96)) // (i + 1) for i in range(3)]
+    [clip] = processor.encode_videos([frames], quality=3)
+    expected = {}
+    for name, data, kind, media in (("image", image, "image", {"bitstreams": [image]}),
+                                    ("video", clip, "video", {"video_bitstreams": [clip]})):
+        inputs = processor(text=tiny_hosts.chat_prompt(processor, kind), **media)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=8, do_sample=False,
+                                 pad_token_id=processor.tokenizer.pad_token_id)
+        expected[name] = out[0, inputs["input_ids"].shape[1]:].tolist()
+    url, proc, log = _start_server(root, max_model_len=512)
+    try:
+        got = {}
+        for name, data in (("image", image), ("video", clip)):
+            status, out, _ = _post(f"{url}/v1/chat/completions",
+                                   chat_request(data, QUESTION, "tiny", max_tokens=8, video=name == "video"))
+            assert status == 200, (name, out)
+            got[name] = out["choices"][0]["token_ids"]
+            info = out["cotam"]["images"][0]
+            assert info["bits"] == 8 * len(data) and info.get("video", False) == (name == "video")
+        assert got == expected
+        assert len(set(got["image"])) > 1 and got["image"] != got["video"]
+        # the edge client sends a container of frames as a video part
+        result = chat_image(url, clip, QUESTION, max_tokens=8)
+        assert result.token_ids == expected["video"] and result.bits == 8 * len(clip)
+        # a video sent as an image part, and an image as a video part, are the client's errors
+        status, out, _ = _post(f"{url}/v1/chat/completions", chat_request(clip, QUESTION, "tiny", max_tokens=2))
+        assert status == 400 and "video_url" in out["error"]["message"]
+        status, out, _ = _post(f"{url}/v1/chat/completions",
+                               chat_request(image, QUESTION, "tiny", max_tokens=2, video=True))
+        assert status == 400 and "video frames" in out["error"]["message"]
+    finally:
+        _stop_server(proc, log)
 
 
 def _reference(model, processor, data, max_new_tokens):

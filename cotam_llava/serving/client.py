@@ -54,7 +54,8 @@ class ServerChatResult:
         answer: the generated text.
         bits: bits of the container(s) sent (8 × bytes, headers included).
         bpp: bits / pixels of the input image (the project's rate definition); None for a ``.cotam`` input.
-        bpp_coded: bits / pixels of the coded picture as the container records it (what the server reports).
+        bpp_coded: bits / pixels of the coded picture(s) as the container records them (what the server reports;
+            a video counts every frame).
         quality: the container's base quality.
         decode_ms: the server's decoding time (entropy decoding + synthesis).
         token_ids: the generated token ids (when the server returns them).
@@ -109,13 +110,13 @@ def encode_image(edge: Any, image: Any, quality: int | None = None) -> bytes:
 
 
 def chat_request(bitstreams: bytes | Sequence[bytes], question: str, model: str, max_tokens: int = 64,
-                 stream: bool = False, **extra: Any) -> dict[str, Any]:
-    """A greedy chat-completions body: the bitstreams as image parts, then the question.
+                 stream: bool = False, video: bool = False, **extra: Any) -> dict[str, Any]:
+    """A greedy chat-completions body: the bitstreams as image parts (``video``: as video parts), then the question.
 
     ``return_token_ids`` (a vLLM extension) asks for the generated ids; ``extra`` adds or overrides fields.
     """
     streams = [bitstreams] if isinstance(bitstreams, (bytes, bytearray)) else list(bitstreams)
-    content = [cotam_content_part(s) for s in streams] + [{"type": "text", "text": question}]
+    content = [cotam_content_part(s, video) for s in streams] + [{"type": "text", "text": question}]
     body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0.0, "stream": stream, "return_token_ids": True}
     body.update(extra)
@@ -170,17 +171,21 @@ def post_chat(server: str, body: dict[str, Any], api_key: str | None = None, tim
 
 def chat_image(server: str, image: Any, question: str, edge: Any = None, quality: int | None = None,
                model: str | None = None, max_tokens: int = 64, api_key: str | None = None,
-               timeout: float = 600.0) -> ServerChatResult:
-    """Ask a ``cotam serve`` server about one image: encode it on the edge (or read a ``.cotam`` file), post, answer.
+               timeout: float = 600.0, num_frames: int = 16) -> ServerChatResult:
+    """Ask a ``cotam serve`` server about one image or video: encode it on the edge (or read a ``.cotam`` file), post,
+    answer. A video (a video file, or a ``.cotam`` container of frames) goes as a ``video_url`` part (LLaVA-OneVision
+    hosts).
 
     Args:
         server: ``http://host:port``.
-        image: an image (path, PIL image, array) — needs ``edge`` — or the path of a ``.cotam`` file, or its bytes.
+        image: an image (path, PIL image, array) or a video file — needs ``edge`` — or the path of a ``.cotam``
+            file, or its bytes.
         question: the user's text.
         edge: from :func:`load_edge` (the served model's edge settings).
         quality: edge quality level (default: the model's).
         model: the served model name (default: the server's first).
         max_tokens: generation budget (greedy).
+        num_frames: frames sampled from a video file.
 
     Raises:
         ServerError: the server refused the request (its message) or cannot be reached.
@@ -199,28 +204,34 @@ def chat_image(server: str, image: Any, question: str, edge: Any = None, quality
     else:
         if edge is None:
             raise ImageInputError("an image needs the edge encoder (load_edge(model folder)) to be coded")
-        from ..imageio import image_size
+        from ..codec.video import is_video
 
-        width, height = image_size(image)
-        pixels = width * height
-        data = encode_image(edge, image, quality)
+        if isinstance(image, (str, os.PathLike)) and is_video(image):
+            [data] = edge.encode_videos([image], num_frames=num_frames, quality=quality)
+        else:
+            from ..imageio import image_size
+
+            width, height = image_size(image)
+            pixels = width * height
+            data = encode_image(edge, image, quality)
     if model is None:
         names = served_models(server, api_key)
         if not names:
             raise ServerError(0, f"{server} serves no model")
         model = names[0]
-    out, _ = post_chat(server, chat_request(data, question, model, max_tokens), api_key, timeout)
+    container = parse(data)
+    video = bool(container.items) and all(item.is_video_frame for item in container.items)
+    out, _ = post_chat(server, chat_request(data, question, model, max_tokens, video=video), api_key, timeout)
     choice = out["choices"][0]
     info = out.get("cotam") or {}
     images = info.get("images") or [{}]
     bits = 8 * len(data)
-    container = parse(data)
-    w, h = container.items[0].orig_size
+    coded_pixels = sum(int(i.orig_size[0]) * int(i.orig_size[1]) for i in container.items)  # a video: every frame
     return ServerChatResult(
         answer=(choice.get("message", {}).get("content") or "").strip(),
         bits=bits,
         bpp=bits / pixels if pixels else None,
-        bpp_coded=float(images[0].get("bpp", bits / (w * h))),
+        bpp_coded=float(images[0].get("bpp", bits / coded_pixels)),
         quality=int(images[0].get("quality", container.items[0].base_quality)),
         decode_ms=float(info.get("decode_ms", 0.0)),
         token_ids=choice.get("token_ids"),

@@ -100,9 +100,11 @@ def cotam_data_uri(data: bytes) -> str:
     return f"data:{COTAM_MEDIA_TYPE};base64,{base64.b64encode(bytes(data)).decode('ascii')}"
 
 
-def cotam_content_part(data: bytes) -> dict[str, Any]:
-    """The OpenAI chat content part carrying a ``.cotam`` container (an ``image_url`` with a CoTAM data URI)."""
-    return {"type": "image_url", "image_url": {"url": cotam_data_uri(data)}}
+def cotam_content_part(data: bytes, video: bool = False) -> dict[str, Any]:
+    """The OpenAI chat content part carrying a ``.cotam`` container: an ``image_url`` with a CoTAM data URI, or a
+    ``video_url`` for a container of video frames (``video``; hosts with a video path)."""
+    kind = "video_url" if video else "image_url"
+    return {"type": kind, kind: {"url": cotam_data_uri(data)}}
 
 
 def parse_data_uri(url: str, max_bytes: int = DEFAULT_MAX_BITSTREAM_BYTES, param: str | None = None) -> tuple[str, bytes]:
@@ -242,13 +244,13 @@ def validate_bitstream(data: bytes, limits: Any, codec_id: bytes | None = None, 
                                  f"{codec_id.hex()}: encode with the served model's codec")
     if not container.items:
         raise BitstreamFormatError("the container holds no coded image")
-    what = "one video part takes" if video else "one image part takes"
-    if len(container.items) > max_items:
-        raise BitstreamLimitError(f"the container holds {len(container.items)} items; {what} {max_items}")
     if video and not all(item.is_video_frame for item in container.items):
         raise BitstreamFormatError("a video part's container must hold video frames (encode the clip as a video)")
     if not video and any(item.is_video_frame for item in container.items):
         raise BitstreamFormatError("the container holds video frames: send it as a video_url part")
+    what = "one video part takes" if video else "one image part takes"
+    if len(container.items) > max_items:
+        raise BitstreamLimitError(f"the container holds {len(container.items)} items; {what} {max_items}")
     return container
 
 

@@ -183,8 +183,9 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
                 if part.video:
                     container = validate_bitstream(part.data, settings.video_limits, codec_id,
                                                    max_items=settings.max_video_frames, video=True)
-                else:
-                    container = validate_bitstream(part.data, settings.limits, codec_id)
+                else:  # (with a video path, parsed under the video limits so that frames sent as an image are named)
+                    container = validate_bitstream(part.data, settings.video_limits if takes_video else settings.limits,
+                                                   codec_id)
             except Exception as exc:  # noqa: BLE001 - every parse failure is the request's
                 stats["refused"] += 1
                 return _json_error(exc, part.param)
