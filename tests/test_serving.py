@@ -246,6 +246,25 @@ def test_export_for_vllm_writes_the_stock_llava_layout(cotam_folder, tmp_path):
     assert export_for_vllm(src, out) == out and (out / "model.safetensors").stat().st_mtime_ns == mtime  # reused
 
 
+def test_export_keeps_internvl_in_the_transformers_layout(tmp_path):
+    """vLLM serves transformers-format InternVL with its InternS1 model, which reads transformers' vision names."""
+    from safetensors import safe_open
+
+    from cotam_llava.serving.export import export_for_vllm
+
+    with tiny_hosts.no_video_processor():
+        model, _, _, _ = tiny_hosts.build_cotam("internvl", tmp_path)
+    model.save_pretrained(tmp_path / "cotam")
+    out = export_for_vllm(tmp_path / "cotam", tmp_path / "vllm")
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "internvl" and config["architectures"] == ["InternVLForConditionalGeneration"]
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    with safe_open(str(tmp_path / "cotam" / "model.safetensors"), "pt") as f:
+        source = {k for k in f.keys() if ".adapter." not in k}
+    assert keys == source and any(k.startswith("vision_tower.embeddings.") for k in keys)
+
+
 def test_load_edge_encodes_like_the_models_processor(tmp_path):
     """The edge client's encoder: from a CoTAM folder, and from a stock host folder + codec folder — the same bytes
     as the CoTAM processor (the model's own edge settings)."""
@@ -277,10 +296,10 @@ def test_serve_export_only(cotam_folder, tmp_path, capsys):
 def test_export_refuses_unsupported_hosts_and_foreign_folders(tmp_path, cotam_folder):
     from cotam_llava.serving.export import export_for_vllm
 
-    (tmp_path / "ivl").mkdir()
-    (tmp_path / "ivl" / "config.json").write_text(json.dumps({"model_type": "cotam_internvl"}))
-    with pytest.raises(ConfigError, match="InternVL is not on the serving path"):
-        export_for_vllm(tmp_path / "ivl", tmp_path / "out")
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    with pytest.raises(ConfigError, match="serves LLaVA, LLaVA-OneVision and InternVL hosts"):
+        export_for_vllm(tmp_path / "qwen", tmp_path / "out")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="not a cotam serve export"):
@@ -499,6 +518,27 @@ def test_onevision_embedder_gives_the_models_own_features(onevision):
     assert torch.allclose(got_with_video.embeds, alone.embeds, atol=1e-5)
 
 
+def test_internvl_embedder_gives_the_models_own_features(tmp_path):
+    import torch
+
+    from cotam_llava.codec.container import parse
+    from cotam_llava.serving.vision import CoTAMEmbedder
+
+    with tiny_hosts.no_video_processor():
+        model, processor, _, _ = tiny_hosts.build_cotam("internvl", tmp_path)
+    embedder = CoTAMEmbedder(model)
+    assert not embedder.takes_video
+    data = processor.encode_images([make_synthetic_image(64, 112)], quality=4)[0]
+    [ours] = embedder.embed([parse(data)])
+    inputs = processor(text=tiny_hosts.chat_prompt(processor), bitstreams=[data])
+    with torch.inference_mode():
+        ref = model.model.get_image_features(
+            pixel_values=inputs["pixel_values"], vision_feature_layer=model.config.vision_feature_layer,
+            vision_feature_select_strategy=model.config.vision_feature_select_strategy).pooler_output[0]
+    n_image = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    assert ours.embeds.shape[0] == n_image and torch.allclose(ours.embeds, ref, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- the front against a stand-in engine
 def test_front_replaces_cotam_parts_with_image_embeds(cotam_folder):
     """The whole front (aiohttp) with the real tiny tower, and a stand-in for vLLM that records what it gets."""
@@ -643,7 +683,7 @@ def _sharpen(model) -> None:
         for p in params:
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-        [patch] = [m for name, m in model.vision_tower.encoder.named_modules() if name.endswith("patch_embedding")]
+        [patch] = [m for m in model.vision_tower.encoder.modules() if isinstance(m, torch.nn.Conv2d)]  # patches
         patch.weight.mul_(50)
 
 
@@ -702,17 +742,17 @@ def live_server(tmp_path_factory):
     _stop_server(proc, log)
 
 
-def _save_host_processor_files(stock_processor, folder: Path) -> None:
-    """What a LLaVA-OneVision processor folder holds, written by hand: its video processor cannot be built here (it
-    needs torchvision), so ``save_pretrained`` cannot run. vLLM's side (.venv-serve, which has torchvision) loads it."""
+def _save_host_processor_files(stock_processor, folder: Path, **settings) -> None:
+    """What a LLaVA-OneVision / InternVL processor folder holds, written by hand: their video processors cannot be
+    built here (they need torchvision), so ``save_pretrained`` cannot run. vLLM's side (.venv-serve, which has
+    torchvision) loads it. ``settings``: the processor's own (processor_config.json)."""
+    name = type(stock_processor).__name__
     stock_processor.tokenizer.save_pretrained(folder)
     stock_processor.image_processor.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(stock_processor.chat_template)
-    (folder / "processor_config.json").write_text(json.dumps({
-        "processor_class": "LlavaOnevisionProcessor", "num_image_tokens": stock_processor.num_image_tokens,
-        "vision_feature_select_strategy": stock_processor.vision_feature_select_strategy}))
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": name, **settings}))
     (folder / "video_preprocessor_config.json").write_text(json.dumps({
-        "video_processor_type": "LlavaOnevisionVideoProcessor", "size": {"height": 56, "width": 56}}))
+        "video_processor_type": name.replace("Processor", "VideoProcessor"), "size": {"height": 56, "width": 56}}))
 
 
 @needs_vllm
@@ -730,7 +770,8 @@ def test_onevision_image_and_video_requests_match_transformers_greedy(tmp_path_f
         model, processor, _, stock_processor = tiny_hosts.build_cotam("onevision", root, width=128)
     _sharpen(model)
     model.save_pretrained(root / "cotam")
-    _save_host_processor_files(stock_processor, root / "cotam")
+    _save_host_processor_files(stock_processor, root / "cotam", num_image_tokens=stock_processor.num_image_tokens,
+                               vision_feature_select_strategy=stock_processor.vision_feature_select_strategy)
     image = processor.encode_images([make_synthetic_image(64, 112)], quality=5)[0]
     frames = [np.asarray(make_synthetic_image(64, 96)) // (i + 1) for i in range(3)]
     [clip] = processor.encode_videos([frames], quality=3)
@@ -763,6 +804,45 @@ def test_onevision_image_and_video_requests_match_transformers_greedy(tmp_path_f
         status, out, _ = _post(f"{url}/v1/chat/completions",
                                chat_request(image, QUESTION, "tiny", max_tokens=2, video=True))
         assert status == 400 and "video frames" in out["error"]["message"]
+    finally:
+        _stop_server(proc, log)
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_internvl_requests_match_transformers_greedy(tmp_path_factory):
+    """A tiny CoTAM InternVL (InternViT, Qwen2) behind vLLM (its InternS1 model): two images give the transformers
+    model's greedy tokens, prompt ids and log-probabilities; a video part is refused (InternVL is served for
+    images)."""
+    from cotam_llava.serving.client import chat_request
+
+    root = tmp_path_factory.mktemp("live-ivl")
+    with tiny_hosts.no_video_processor():
+        model, processor, _, stock_processor = tiny_hosts.build_cotam("internvl", root, width=128)
+    _sharpen(model)
+    model.save_pretrained(root / "cotam")
+    _save_host_processor_files(stock_processor, root / "cotam", image_seq_length=stock_processor.image_seq_length)
+    import numpy as np
+
+    streams = [processor.encode_images([image], quality=q)[0]  # a busy picture and a flat one
+               for image, q in ((make_synthetic_image(64, 112), 5), (np.full((80, 80, 3), 16, np.uint8), 2))]
+    expected = [_reference(model, processor, data, 8) for data in streams]
+    refs = [logprobs for _, logprobs, _ in expected]
+    # the tiny InternVL's answers barely depend on its image: the check below needs them apart by 10× its tolerance
+    assert max(abs(a - b) for a, b in zip(*refs)) > 2e-3
+    url, proc, log = _start_server(root)
+    try:
+        for data, (ids, logprobs, prompt) in zip(streams, expected):
+            status, out, _ = _post(f"{url}/v1/chat/completions",
+                                   chat_request(data, QUESTION, "tiny", max_tokens=8, logprobs=True))
+            assert status == 200, out
+            assert out["choices"][0]["token_ids"] == ids and out["prompt_token_ids"] == prompt
+            served = [c["logprob"] for c in out["choices"][0]["logprobs"]["content"]]
+            assert served == pytest.approx(logprobs, abs=2e-4)  # so each image's embeddings reached the model
+        assert len(set(expected[0][0])) > 1
+        status, out, _ = _post(f"{url}/v1/chat/completions",
+                               chat_request(streams[0], QUESTION, "tiny", max_tokens=2, video=True))
+        assert status == 400 and "video is not supported" in out["error"]["message"]
     finally:
         _stop_server(proc, log)
 

@@ -21,14 +21,14 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "serve",
         help="OpenAI-compatible server taking .cotam bitstreams (vLLM runs the host's language model)",
-        description="Serve a CoTAM LLaVA or LLaVA-OneVision model: chat requests may carry .cotam bitstreams as "
+        description="Serve a CoTAM LLaVA, LLaVA-OneVision or InternVL model: chat requests may carry .cotam bitstreams as "
                     "image parts (data:application/x-cotam;base64,...), and on LLaVA-OneVision as video parts "
                     "(video_url). This process decodes them and runs the vision tower, "
                     "adapter and projector; vLLM (a child process) runs the language model on the image embeddings. "
                     "vLLM engine arguments go after `--`, e.g. `cotam serve --model M -- --tensor-parallel-size 4`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="CoTAM model folder (or a stock LLaVA / LLaVA-OneVision folder with --cotam)")
+    p.add_argument("--model", required=True, help="CoTAM model folder (or a stock LLaVA / LLaVA-OneVision / InternVL folder with --cotam)")
     p.add_argument("--cotam", default=None, help="codec folder (with a stock host; replaces a CoTAM folder's codec/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)

@@ -36,7 +36,12 @@ STOCK_ARCHITECTURES = {
     "llava": ("llava", "LlavaForConditionalGeneration"),
     "cotam_llava_onevision": ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
     "llava_onevision": ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+    "cotam_internvl": ("internvl", "InternVLForConditionalGeneration"),
+    "internvl": ("internvl", "InternVLForConditionalGeneration"),
 }
+#: stock hosts whose vLLM model reads the vision tower in transformers' own layout (vLLM serves transformers-format
+#: InternVL with its InternS1 model, whose vision model is named like transformers')
+_TRANSFORMERS_TOWER_LAYOUT = {"internvl"}
 #: Hosts ``cotam serve`` serves (the embedding route is verified for these).
 SUPPORTED_HOSTS = tuple(sorted({v[0] for v in STOCK_ARCHITECTURES.values()}))
 
@@ -50,8 +55,9 @@ _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
            "preprocessor_config.json", "video_preprocessor_config.json")
 
 
-def vllm_key(key: str) -> str | None:
+def vllm_key(key: str, rename_tower: bool = True) -> str | None:
     """The name vLLM's LLaVA loads a checkpoint key under; None for a key it must not see (the adapter's).
+    ``rename_tower=False`` keeps the vision tower's names (hosts in ``_TRANSFORMERS_TOWER_LAYOUT``).
 
     >>> vllm_key("vision_tower.embeddings.patch_embedding.weight")
     'vision_tower.vision_model.embeddings.patch_embedding.weight'
@@ -62,7 +68,7 @@ def vllm_key(key: str) -> str | None:
     """
     if _ADAPTER.match(key):
         return None
-    return _TOWER.sub(r"\g<prefix>vision_model.", key, count=1)
+    return _TOWER.sub(r"\g<prefix>vision_model.", key, count=1) if rename_tower else key
 
 
 def _fingerprint(source: Path) -> str:
@@ -85,8 +91,8 @@ def default_export_dir(source: str | os.PathLike) -> Path:
 def _stock_config(config: dict[str, Any]) -> dict[str, Any]:
     model_type = config.get("model_type")
     if model_type not in STOCK_ARCHITECTURES:
-        raise ConfigError(f"cotam serve serves LLaVA and LLaVA-OneVision hosts ({', '.join(SUPPORTED_HOSTS)}); this "
-                          f"model is {model_type!r} (InternVL is not on the serving path yet)")
+        raise ConfigError(f"cotam serve serves LLaVA, LLaVA-OneVision and InternVL hosts ({', '.join(SUPPORTED_HOSTS)}); "
+                          f"this model is {model_type!r}")
     stock_type, arch = STOCK_ARCHITECTURES[model_type]
     out = {k: v for k, v in config.items() if k not in ("cotam", "auto_map")}
     out["model_type"] = stock_type
@@ -126,6 +132,7 @@ def export_for_vllm(source: str | os.PathLike, dest: str | os.PathLike | None = 
     if not (src / "config.json").is_file():
         raise CheckpointError(f"{src} is not a model folder (no config.json)")
     config = _stock_config(json.loads((src / "config.json").read_text()))
+    rename_tower = config["model_type"] not in _TRANSFORMERS_TOWER_LAYOUT
     out = Path(dest) if dest is not None else default_export_dir(src)
     fingerprint = _fingerprint(src)
     stamp = out / _STAMP
@@ -147,7 +154,7 @@ def export_for_vllm(source: str | os.PathLike, dest: str | os.PathLike | None = 
     for shard in shards:
         with safe_open(str(src / shard), "pt") as f:
             keys = list(f.keys())
-            names = {k: vllm_key(k) for k in keys}
+            names = {k: vllm_key(k, rename_tower) for k in keys}
             if all(names[k] == k for k in keys):
                 os.symlink((src / shard).resolve(), out / shard)
                 new_map.update({k: shard for k in keys})

@@ -64,7 +64,7 @@ def serve(
     pid_file: str | os.PathLike | None = None,
     vllm_args: Sequence[str] = (),
 ) -> None:
-    """Serve ``model`` (a CoTAM LLaVA or LLaVA-OneVision folder) until SIGINT / SIGTERM; see ``cotam serve --help`` for each argument.
+    """Serve ``model`` (a CoTAM LLaVA, LLaVA-OneVision or InternVL folder) until SIGINT / SIGTERM; see ``cotam serve --help`` for each argument.
 
     Raises:
         ConfigError: not a local folder, an unsupported host, vLLM missing or not starting, aiohttp missing.

@@ -65,7 +65,7 @@ class ImageEmbedding:
 
 
 class CoTAMEmbedder:
-    """A CoTAM LLaVA or LLaVA-OneVision model's vision side: decode, tower + adapter, the host's projector.
+    """A CoTAM LLaVA, LLaVA-OneVision or InternVL model's vision side: decode, tower + adapter, the host's projector.
 
     Args:
         model: a CoTAM model (e.g. from :func:`~cotam_llava.models.loading.load_cotam`); its language model may
@@ -73,16 +73,19 @@ class CoTAMEmbedder:
     """
 
     def __init__(self, model: Any) -> None:
-        from ..models.modeling_cotam import (CoTAMLlavaForConditionalGeneration,
+        from ..models.modeling_cotam import (CoTAMInternVLForConditionalGeneration,
+                                             CoTAMLlavaForConditionalGeneration,
                                              CoTAMLlavaOnevisionForConditionalGeneration)
 
         if isinstance(model, CoTAMLlavaOnevisionForConditionalGeneration):
             self.host = "llava_onevision"
         elif isinstance(model, CoTAMLlavaForConditionalGeneration):
             self.host = "llava"
+        elif isinstance(model, CoTAMInternVLForConditionalGeneration):
+            self.host = "internvl"
         else:
-            raise ConfigError(f"cotam serve serves CoTAM LLaVA and LLaVA-OneVision models; got {type(model).__name__} "
-                              "(InternVL is not on the serving path yet)")
+            raise ConfigError(f"cotam serve serves CoTAM LLaVA, LLaVA-OneVision and InternVL models; got "
+                              f"{type(model).__name__}")
         self.model = model.eval()
         self.tower = model.model.vision_tower
         if self.tower.output_dtype is None:
