@@ -17,7 +17,7 @@ KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 pytestmark = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="the shipped codec is missing")
 
 
-#: the default codec, and the continuing run's best export (not the default: the adapter is paired with elic-small)
+#: the default codec, and the continuing run's best export while it is ahead of the default (the adapter is paired with elic-small)
 CODECS = [c for c in (SHIPPED, SHIPPED.parent / "elic-small-next") if (c / "config.json").is_file()]
 
 
