@@ -237,7 +237,6 @@ class CoTAMLlavaOnevisionModel(_CoTAMBaseMixin, LlavaOnevisionModel):
             **kwargs,
         )
 
-
     def _cotam_video_features(self, videos: list[list[Any]], **host_kwargs: Any):
         """The host's ``get_video_features`` on decoded videos (each a list of frames; all the same length)."""
         tower = self.vision_tower
