@@ -179,13 +179,11 @@ def make_app(embedder: Any, settings: ServerSettings, batcher: Any = None):
             return _json_error(exc)
         containers = []
         for part in parts:
-            try:
-                if part.video:
-                    container = validate_bitstream(part.data, settings.video_limits, codec_id,
-                                                   max_items=settings.max_video_frames, video=True)
-                else:  # (with a video path, parsed under the video limits so that frames sent as an image are named)
-                    container = validate_bitstream(part.data, settings.video_limits if takes_video else settings.limits,
-                                                   codec_id)
+            try:  # with a video path, image parts too are parsed under the video limits, so that frames sent as
+                # an image are named as such instead of failing the item count
+                container = validate_bitstream(part.data, settings.video_limits if takes_video else settings.limits,
+                                               codec_id, max_items=settings.max_video_frames if part.video else 1,
+                                               video=part.video)
             except Exception as exc:  # noqa: BLE001 - every parse failure is the request's
                 stats["refused"] += 1
                 return _json_error(exc, part.param)

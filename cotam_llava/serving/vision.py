@@ -176,7 +176,7 @@ class CoTAMEmbedder:
     def embed(self, parts: Sequence[Container | Part]) -> list[ImageEmbedding]:
         """Decode and embed one request's parts (containers, or (container, is a video)); no error isolation: see
         :class:`EmbedBatcher` for that."""
-        parts = [p if isinstance(p, tuple) else (p, False) for p in parts]
+        parts = _as_parts(parts)
         decoded, times = zip(*(self.decode(c) for c, _ in parts))
         start = time.perf_counter()
         [feats] = self.embed_decoded([[(d, v) for d, (_, v) in zip(decoded, parts)]])
@@ -189,6 +189,11 @@ class _Dropped(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this CoTAM model's language model was released: vLLM runs it")
+
+
+def _as_parts(parts: Sequence[Container | Part]) -> list[Part]:
+    """(container, is a video) for each part; a bare container is an image."""
+    return [p if isinstance(p, tuple) else (p, False) for p in parts]
 
 
 def _embedding(embeds: torch.Tensor, decode_s: float, tower_s: float, batch: int, container: Container) -> ImageEmbedding:
@@ -225,9 +230,7 @@ class EmbedBatcher:
         """Queue one request's validated parts (containers, or (container, is a video)); the future resolves to
         their :class:`ImageEmbedding` list, or to the first failing part's error (the request fails as a whole; the
         future's ``part_index`` says which part failed to decode)."""
-        if isinstance(parts, Container):
-            parts = [parts]
-        job = [p if isinstance(p, tuple) else (p, False) for p in parts]
+        job = _as_parts([parts] if isinstance(parts, Container) else parts)
         if not job:
             raise ConfigError("nothing to embed")
         if self._stop.is_set():
