@@ -291,13 +291,34 @@ def test_the_registry_and_the_elic_loader_take_a_dcae_checkpoint(dcae_checkpoint
                                                                  tmp_path):
     from cotam_llava.codec.registry import get_codec
 
-    codec = get_codec("cotam-elic", checkpoint=dcae_checkpoint)
+    codec = get_codec("cotam-dcae", checkpoint=dcae_checkpoint)
+    assert codec.name == "cotam-dcae"
     decoded = codec.decode(codec.encode(synthetic_image, 6))
     assert decoded.shape == synthetic_image.shape
+    with pytest.raises(ConfigError, match="cotam-dcae checkpoint; name it cotam-dcae instead"):
+        get_codec("cotam-elic", checkpoint=dcae_checkpoint)  # a table must not call a DCAE "cotam-elic"
     elic = tiny_codec.save_pretrained(tmp_path / "elic")
     assert type(load_codec(elic)) is CoTAMELIC
     with pytest.raises(ConfigError, match="cotam-elic codec"):  # a DCAE loader refuses an ELIC checkpoint
         CoTAMDCAE.from_pretrained(elic)
+
+
+def test_bench_labels_a_dcae_checkpoint_by_its_family(dcae_checkpoint, synthetic_image, tmp_path, capsys):
+    from PIL import Image
+
+    from cotam_llava.cli import main
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(synthetic_image).save(tmp_path / "images" / "a.png")
+    out = tmp_path / "bench"
+    assert main(["bench", str(tmp_path / "images"), "--codecs", "webp,cotam-dcae", "--checkpoint", str(dcae_checkpoint),
+                 "--qualities", "cotam-dcae=2,8", "--qualities", "webp=30,80", "--out", str(out), "-q"]) == 0
+    summary = (out / "bench_summary.csv").read_text()
+    assert summary.count("cotam-dcae,") == 2 and "cotam-elic" not in summary
+    capsys.readouterr()
+    assert main(["bench", str(tmp_path / "images"), "--codecs", "cotam-elic+guidance", "--checkpoint",
+                 str(dcae_checkpoint), "--out", str(tmp_path / "b2"), "-q"]) != 0
+    assert "cotam-dcae checkpoint; name it cotam-dcae+guidance instead" in capsys.readouterr().err
 
 
 def _copy(src: Path, dst: Path) -> Path:

