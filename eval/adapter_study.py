@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.variants import VARIANTS
     from cotam_llava.evaluation.proxies import summarize
     from cotam_llava.evaluation.proxy_report import bd_tables, write_report
-    from cotam_llava.training.adapter_trainer import guidance_for, load_adapter_tower
+    from cotam_llava.training.adapter_trainer import load_adapter_tower
+    from cotam_llava.vision.edge import guidance_for
     from cotam_llava.vision.adapter import ADAPTER_WEIGHTS, adapter_codec_path, read_adapter_config
     from cotam_llava.training.data import split_files
 

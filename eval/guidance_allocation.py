@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cotam_llava.evaluation.bdrate import bd_rate
     from cotam_llava.evaluation.proxies import token_fidelity
     from cotam_llava.imageio import list_images, to_pil
-    from cotam_llava.training.adapter_trainer import guidance_for, load_adapter_tower
+    from cotam_llava.training.adapter_trainer import load_adapter_tower
+    from cotam_llava.vision.edge import guidance_for
     from cotam_llava.vision.edge import center_square
 
     try:

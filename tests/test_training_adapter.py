@@ -276,7 +276,8 @@ def test_validation_photos_from_another_folder_and_the_best_export(setup, tmp_pa
 
 def test_the_adapter_study_reuses_the_edge_files_of_its_stream_cache(setup, tmp_path, monkeypatch):
     from cotam_llava.evaluation.adapter_study import run_adapter_fidelity
-    from cotam_llava.training.adapter_trainer import guidance_for, load_adapter_tower
+    from cotam_llava.training.adapter_trainer import load_adapter_tower
+    from cotam_llava.vision.edge import guidance_for
     from cotam_llava.vision.edge import EdgeEncoder
 
     final = train_adapter(_args(setup, tmp_path / "run", max_steps=2, save_every=2), progress=False)

@@ -247,7 +247,7 @@ class CoTAMLlavaLMM(lmms):
         if s.guidance_rule == "host":
             if not guided:
                 raise ConfigError("model_args guidance_rule=host applies to codec=cotam or cotam-noadapter only")
-            from ..training.adapter_trainer import guidance_for
+            from ..vision.edge import guidance_for
 
             self.edge = EdgeEncoder(model.codec, config, guidance=guidance_for(tower, "host"))
         elif guided and config.guidance_model is None:

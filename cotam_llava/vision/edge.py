@@ -10,19 +10,40 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
-from ..codec.guidance import GuidanceConfig, load_guidance
+from ..codec.guidance import GuidanceConfig, HostGuidance, load_guidance
+from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.model import CoTAMELIC
 from ..codec.pipeline import encode_item, pack
 from ..errors import ImageInputError
 from ..imageio import ImageLike, to_pil
 from .tower_config import CoTAMTowerConfig
 
-__all__ = ["EdgeEncoder", "center_square"]
+if TYPE_CHECKING:
+    from .tower import CoTAMVisionTower
+
+__all__ = ["EdgeEncoder", "center_square", "guidance_for"]
+
+
+def guidance_for(tower: CoTAMVisionTower, allocation: str = "paper", spread: int = 1,
+                 cloud: bool = False) -> ShallowAttentionGuidance | HostGuidance:
+    """Guidance from the tower's own encoder, at the tower's input size and normalisation.
+
+    ``allocation="paper"``: shallow attention from a truncated copy (guidance keeps only the first K layers of the
+    module it is given). ``"host"``: the whole encoder's final-token error under the base level's rate
+    (:class:`~cotam_llava.codec.guidance.HostGuidance`, sharing the tower's frozen encoder; ``spread`` levels either
+    side of the base; ``cloud``: judged by the tokens the tower itself makes, adapter included)."""
+    proc = tower.image_processor
+    config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std),
+                            allocation=allocation, spread=spread)
+    if allocation == "host":
+        return HostGuidance(tower.encoder, config, tower=tower if cloud else None)
+    return ShallowAttentionGuidance(copy.deepcopy(tower.encoder), config)
 
 
 def center_square(image: Image.Image) -> Image.Image:
