@@ -93,6 +93,15 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, photo_dir):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_the_learning_rate_ramps_up_from_the_start(tmp_path, photo_dir):
+    train_codec(_args(tmp_path / "run", photo_dir, lr_ramp_steps=4, max_steps=10, save_every=10, lr_decay_at=[0.8]),
+                progress=False)
+    lrs = [float(line.split(",")[6]) for line in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4])  # then the ×0.1 drop
+    with pytest.raises(ConfigError, match="lr_ramp_steps"):
+        CodecTrainingArguments(output_dir=str(tmp_path), lr_ramp_steps=-1)
+
+
 def test_arguments_refuse_kodak_and_bad_crops(tmp_path):
     with pytest.raises(ConfigError, match="Kodak"):
         CodecTrainingArguments(output_dir=str(tmp_path), data_dirs=["../shared/data/kodak"])

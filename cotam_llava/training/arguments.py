@@ -75,6 +75,11 @@ class CodecTrainingArguments:
     lr_decay_at: list[float] = field(
         default_factory=lambda: [0.8, 0.95], metadata={"help": "fractions of max_steps where the learning rate drops ×0.1"}
     )
+    lr_ramp_steps: int = field(
+        default=0, metadata={"help": "steps of linear learning-rate ramp from 0 at the start of training (0: none). A run "
+                                     "continuing a trained codec starts with fresh Adam moments, whose first full-size "
+                                     "steps undo part of it; a ramp avoids that (docs/training.md)"},
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     rate_quantizer: str = field(
         default="noise",
@@ -103,6 +108,8 @@ class CodecTrainingArguments:
         _check_counts(self, ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"))
         if self.rate_quantizer not in ("noise", "ste"):
             raise ConfigError(f"rate_quantizer must be 'noise' or 'ste', got {self.rate_quantizer!r}")
+        if self.lr_ramp_steps < 0:
+            raise ConfigError(f"lr_ramp_steps must be ≥ 0, got {self.lr_ramp_steps}")
         if not 0.0 <= self.map_probability <= 1.0:
             raise ConfigError(f"map_probability must be in [0, 1], got {self.map_probability}")
         _check_stream(self)

@@ -185,8 +185,9 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
         torch.manual_seed(int(np.random.default_rng([args.seed, step, accelerator.process_index, 1]).integers(2**62)))
         x = torch.cat([crops.batch(r, 1) for r in rngs]).to(accelerator.device)
         qmap = torch.cat([sample_quality_maps(r, 1, grid, Q, args.map_probability) for r in rngs]).to(accelerator.device)
+        ramp = min(1.0, (step + 1) / args.lr_ramp_steps) if args.lr_ramp_steps else 1.0
         for group in optimizer.param_groups:
-            group["lr"] = args.learning_rate * lr_decay_factor(step, args)
+            group["lr"] = args.learning_rate * ramp * lr_decay_factor(step, args)
 
         out = model(x, qmap)
         rd = rate_distortion_loss(out, x, lambdas, qmap)
