@@ -1,4 +1,4 @@
-"""Check our DCAE against the authors' code: the same parameters, and the same transforms' outputs for the same weights.
+"""Check our DCAE against the authors' code: the same parameters, and the same networks' outputs for the same weights.
 
 The authors' model (LabShuHangGU/DCAE, ``models/dcae.py``) is read from a local copy, never imported into the package
 (it needs timm for two helpers, which does not import here: ``trunc_normal_`` and ``DropPath`` are stood in for by
@@ -8,10 +8,10 @@ What it measures, on the paper's size (``dcae`` preset against ``DCAE()``):
 
 - parameter counts, in all and per part (g_a, g_s, the entropy model), and which of ours the authors' lack
   (CoTAM's variable-rate gains);
-- g_a and g_s: the authors' weights (random, N(0, 0.05²)) copied into ours in order — our Swin blocks list their two
-  residual scales first, the authors' last, the only difference of order — and the largest difference of the outputs
-  for one random input (g_a: a 256² image; g_s: a 16² latent); ours run without the gains.
-
+- g_a and g_s: the authors' weights (random: N(0, 0.05²), LayerNorm gains 1 + that, relative position biases
+  N(0, 1), so attention is far from uniform) copied into ours in order — our Swin blocks list their two residual
+  scales first, the authors' last, the only difference of order — and the largest difference of the outputs for one
+  random input (g_a: a 256² image; g_s: a 16² latent); ours run without the gains;
 - the entropy model's networks, each on a random input with the same weights: h_a, both hyper-synthesis branches
   (their ``h_z_s1`` / ``h_z_s2``), every slice's μ, σ and LRP networks, and every slice's dictionary
   cross-attention (names mapped: their ``msa`` is our ``aggregation``, and so on; the dictionary copied too).
