@@ -37,3 +37,10 @@ for path in photo_files([src]):
 print(f"{len(list(Path('.gpu-data/train').rglob('*.webp')))} photos, {total / 2**20:.1f} MiB in .gpu-data/train")
 PYEOF
 du -sh .whl .gpu-data
+# what a run sends: the tracked files present in the checkout, untracked files git does not ignore, and the carry
+travel=$( { git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null; du -sb .whl .gpu-data | cut -f1; } | awk '{s+=$1} END {print s}')
+echo "a run sends $((travel / 1048576)) MiB (the device tool's limit: 64 MiB)"
+if [ "$travel" -gt $((62 * 1048576)) ]; then
+    echo "over the limit: move what the run does not need out of the checkout for the run (e.g. mv checkpoints/elic-small-next /tmp/), then back" >&2
+    exit 1
+fi
