@@ -199,7 +199,8 @@ def build_codecs(
     Returns:
         ([(codec, qualities)], the untrained preset used or None).
     """
-    from ..codec.registry import CODEC_NAMES, LEARNED_CODEC_NAMES, LearnedCodec, StandardImageCodec, check_learned_name, get_codec
+    from ..codec.registry import (CODEC_NAMES, LEARNED_CODEC_NAMES, LearnedCodec, StandardImageCodec, check_learned_name,
+                                  get_codec)
 
     overrides = parse_quality_specs(quality_specs)
     wanted = [c.strip() for c in names.split(",") if c.strip()]
