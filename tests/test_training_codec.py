@@ -102,6 +102,30 @@ def test_the_learning_rate_ramps_up_from_the_start(tmp_path, photo_dir):
         CodecTrainingArguments(output_dir=str(tmp_path), lr_ramp_steps=-1)
 
 
+def test_the_weight_average_is_what_is_exported_and_it_resumes_exactly(tmp_path, photo_dir):
+    from safetensors.torch import load_file
+
+    kw = dict(ema_decay=0.5, val_every=2)
+    straight = train_codec(_args(tmp_path / "a", photo_dir, **kw), progress=False)
+    last = tmp_path / "a" / "checkpoint-0000004"
+    average = load_file(str(last / "ema.safetensors"))
+    exported = dict(CoTAMELIC.from_pretrained(straight).named_parameters())
+    trained = dict(CoTAMELIC.from_pretrained(last / "codec").named_parameters())
+    assert average.keys() == exported.keys() == trained.keys()
+    assert all(torch.equal(average[n], exported[n].detach()) for n in average)  # final/ holds the average ...
+    assert not all(torch.equal(average[n], trained[n].detach()) for n in average)  # ... not the training weights
+    raw = [line.split(",")[0] for line in (tmp_path / "a" / "val_bdrate_raw.csv").read_text().splitlines()]
+    ema = [line.split(",")[0] for line in (tmp_path / "a" / "val_bdrate.csv").read_text().splitlines()]
+    assert raw == ema == ["step", "2", "4"]  # both validated at every validation
+    # killed after step 1 and resumed: the same average, bit for bit
+    train_codec(_args(tmp_path / "b", photo_dir, max_minutes=1e-9, **kw), progress=False)
+    train_codec(_args(tmp_path / "b", photo_dir, **kw), progress=False)
+    resumed = load_file(str(tmp_path / "b" / "checkpoint-0000004" / "ema.safetensors"))
+    assert all(torch.equal(average[n], resumed[n]) for n in average)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        CodecTrainingArguments(output_dir=str(tmp_path), ema_decay=1.0)
+
+
 def test_arguments_refuse_kodak_and_bad_crops(tmp_path):
     with pytest.raises(ConfigError, match="Kodak"):
         CodecTrainingArguments(output_dir=str(tmp_path), data_dirs=["../shared/data/kodak"])

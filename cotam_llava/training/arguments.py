@@ -90,6 +90,11 @@ class CodecTrainingArguments:
     map_probability: float = field(
         default=0.5, metadata={"help": "share of samples trained with a random spatial quality map instead of one level"}
     )
+    ema_decay: float = field(
+        default=0.0, metadata={"help": "keep an exponential moving average of the weights with this decay per step (e.g. "
+                                       "0.999) and validate, export and ship it instead of the training weights, which "
+                                       "are validated beside it (val_bdrate_raw.csv); 0: off"},
+    )
     save_every: int = field(default=200, metadata={"help": "steps between resumable checkpoints"})
     keep_checkpoints: int = field(default=2, metadata={"help": "resumable checkpoints kept"})
     val_every: int = field(default=500, metadata={"help": "steps between validations on real bitstreams (0: only at the end)"})
@@ -112,6 +117,8 @@ class CodecTrainingArguments:
             raise ConfigError(f"lr_ramp_steps must be ≥ 0, got {self.lr_ramp_steps}")
         if not 0.0 <= self.map_probability <= 1.0:
             raise ConfigError(f"map_probability must be in [0, 1], got {self.map_probability}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         _check_stream(self)
         if any("kodak" in Path(d).as_posix().lower() for d in self.data_dirs):
             raise ConfigError("Kodak is the test set: never train on it")

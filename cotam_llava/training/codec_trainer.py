@@ -29,7 +29,7 @@ from .arguments import CodecTrainingArguments
 from .data import sample_generators, sample_quality_maps, split_files, stream_position, training_crops
 from .losses import rate_distortion_loss
 from .loop import after_step, finish, lr_decay_factor, start_run
-from .state import latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
+from .state import WeightAverage, latest_checkpoint, load_optimizers, reset_logs, write_checkpoint
 
 __all__ = ["train_codec", "validate_codec"]
 
@@ -123,6 +123,12 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
         load_optimizers({"main": optimizer, "aux": aux_optimizer}, resume_from)
     model, optimizer, aux_optimizer = accelerator.prepare(model, optimizer, aux_optimizer)
     core: CoTAMELIC = accelerator.unwrap_model(model)
+    average = WeightAverage(core, args.ema_decay) if args.ema_decay else None
+    if average is not None and resume_from is not None:
+        if (resume_from / WeightAverage.FILE).is_file():
+            average.load(resume_from)
+        else:
+            tqdm.write(f"{resume_from} holds no weight average (the run kept none so far): it starts from its weights")
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
     crops = training_crops(args, train_files, args.crop_size, accelerator, resume_state)
@@ -131,35 +137,57 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     grid = (args.crop_size // 16, args.crop_size // 16)
 
     log_path, val_path, bd_path = run / "train_log.csv", run / "val_log.csv", run / "val_bdrate.csv"
+    raw_bd_path = run / "val_bdrate_raw.csv"  # with --ema_decay: the training weights' BD-rate beside the average's
     log_fields = ["step", "loss", "mse", "psnr", "bpp", "aux_loss", "lr", "sec_per_step"]
     val_fields = ["step", "quality", "bpp", "psnr"]
     if main_process:
-        reset_logs({log_path: log_fields, val_path: val_fields, bd_path: ["step", "bd_rate_vs_webp"]},
-                   start_step if resume_from is not None else None)
+        logs = {log_path: log_fields, val_path: val_fields, bd_path: ["step", "bd_rate_vs_webp"]}
+        if average is not None:
+            logs[raw_bd_path] = ["step", "bd_rate_vs_webp"]
+        reset_logs(logs, start_step if resume_from is not None else None)
     anchor: tuple[list[float], list[float]] | None = None
     best_path = run / "best" / "validation.json"
 
     def save_checkpoint(step: int) -> None:
         extra = stream_position(crops, accelerator)  # on every process: it gathers
         if main_process:
-            write_checkpoint(run, step, args.keep_checkpoints, lambda folder: core.save_pretrained(folder / "codec"),
-                             {"main": optimizer, "aux": aux_optimizer}, extra)
+            write_checkpoint(run, step, args.keep_checkpoints, save_weights, {"main": optimizer, "aux": aux_optimizer}, extra)
+
+    def save_weights(folder: Path) -> None:
+        core.save_pretrained(folder / "codec")
+        if average is not None:
+            average.save(folder)
+
+    def measure(export: CoTAMELIC) -> tuple[list[dict], dict[int, tuple[float, float]], float]:
+        nonlocal anchor
+        rows = validate_codec(export, val_files, args.val_qualities, args.val_max_side)
+        summary = _summarize_val(rows, args.val_qualities)
+        if anchor is None:
+            anchor = webp_anchor(val_files, args.val_max_side)
+        return rows, summary, held_out_bd_rate(summary, anchor)
+
+    def finalized_copy(weights: WeightAverage | None) -> CoTAMELIC:
+        export = copy.deepcopy(core).eval()
+        if weights is not None:
+            weights.copy_to(export)
+        export.finalize()
+        return export
 
     def validate_and_export(step: int, target: str) -> None:
         if not main_process:
             return
-        export = copy.deepcopy(core).eval()
-        export.finalize()
-        rows = validate_codec(export, val_files, args.val_qualities, args.val_max_side)
-        summary = _summarize_val(rows, args.val_qualities)
+        export = finalized_copy(average)
+        rows, summary, bd = measure(export)
+        note = ""
+        if average is not None:  # the training weights too, for the comparison; logged, never exported
+            raw_bd = bd if step == 0 else measure(finalized_copy(None))[2]  # at step 0 the average is the weights
+            with raw_bd_path.open("a", newline="") as f:
+                csv.writer(f).writerow([step, f"{raw_bd:.3f}"])
+            note = f" (weight average; training weights {raw_bd:+.1f} %)"
         with val_path.open("a", newline="") as f:
             writer = csv.writer(f)
             for q, (bpp, p) in summary.items():
                 writer.writerow([step, q, f"{bpp:.5f}", f"{p:.3f}"])
-        nonlocal anchor
-        if anchor is None:
-            anchor = webp_anchor(val_files, args.val_max_side)
-        bd = held_out_bd_rate(summary, anchor)
         with bd_path.open("a", newline="") as f:
             csv.writer(f).writerow([step, f"{bd:.3f}"])
         record = json.dumps({"step": step, "bd_rate_vs_webp": bd, "rows": rows}, indent=1)
@@ -170,7 +198,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
             export.save_pretrained(run / "best")
             best_path.write_text(record)
         tqdm.write("val step {}: ".format(step) + ", ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, (b, p) in summary.items())
-                   + f"; BD-rate vs WebP {bd:+.1f} %" + (" (best so far: exported to best/)" if bd < best else ""))
+                   + f"; BD-rate vs WebP {bd:+.1f} %{note}" + (" (best so far: exported to best/)" if bd < best else ""))
 
     if resume_from is None and args.init_checkpoint:
         validate_and_export(0, "latest")  # the starting point, measured the same way
@@ -200,6 +228,8 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
         aux_optimizer.zero_grad(set_to_none=True)
         accelerator.backward(aux)
         aux_optimizer.step()
+        if average is not None:
+            average.update(core)
         step += 1
         bar.update()
 

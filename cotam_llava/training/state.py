@@ -2,7 +2,8 @@
 
 A checkpoint folder ``checkpoint-0001200/`` holds ``codec/`` (config.json +
 model.safetensors), ``optimizers.safetensors`` + ``optimizers.json`` (every optimizer's
-state dict, split into tensors and JSON scalars) and ``trainer_state.json`` (the step).
+state dict, split into tensors and JSON scalars), ``trainer_state.json`` (the step) and, for runs
+that keep one, ``ema.safetensors`` (the moving average of the weights, :class:`WeightAverage`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import CheckpointError
 
 __all__ = [
     "save_optimizers", "load_optimizers", "latest_checkpoint", "prune_checkpoints", "write_checkpoint", "reset_logs",
-    "CHECKPOINT_PREFIX",
+    "CHECKPOINT_PREFIX", "WeightAverage",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -59,6 +60,41 @@ def load_optimizers(optimizers: dict[str, torch.optim.Optimizer], folder: Path) 
             entry.update({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             state[int(pid)] = entry
         opt.load_state_dict({"state": state, "param_groups": meta[name]["param_groups"]})
+
+
+class WeightAverage:
+    """Exponential moving average of a module's parameters, kept beside the training weights (which it never
+    touches): after each optimisation step ``avg ← decay·avg + (1 − decay)·w``. It starts from the module's
+    weights, so it needs no bias correction when training continues a trained model."""
+
+    FILE = "ema.safetensors"
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {name: p.detach().clone() for name, p in module.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for name, p in module.named_parameters():
+            self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        """Load the averaged weights into ``module`` (a copy of the trained one: same parameter names)."""
+        for name, p in module.named_parameters():
+            p.copy_(self.shadow[name])
+
+    def save(self, folder: Path) -> None:
+        save_file({n: t.contiguous() for n, t in self.shadow.items()}, str(folder / self.FILE))
+
+    def load(self, folder: Path) -> None:
+        try:
+            tensors = load_file(str(folder / self.FILE))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read the weight average in {folder}: {exc}") from exc
+        if tensors.keys() != self.shadow.keys() or any(tensors[n].shape != t.shape for n, t in self.shadow.items()):
+            raise CheckpointError(f"{folder / self.FILE} does not hold the weights of this model")
+        self.shadow = {n: tensors[n].to(t.dtype) for n, t in self.shadow.items()}
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
