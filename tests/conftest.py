@@ -27,6 +27,16 @@ if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
 
 
+def load_eval_script(name: str):
+    """The module of ``eval/NAME.py`` (the eval scripts are not a package), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"eval_{name}", REPO_ROOT / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_synthetic_image(height: int, width: int) -> np.ndarray:
     """Deterministic uint8 (H, W, 3) test image: gradients, a checkerboard and stripes, no RNG."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.int64)

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from PIL import Image
 
-from conftest import REPO_ROOT, make_synthetic_image
+from conftest import load_eval_script, make_synthetic_image
 
-SCRIPT = REPO_ROOT / "eval" / "bench_tower.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_tower", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("bench_tower")
 
 
 def test_bench_tower_tiny(tmp_path: Path) -> None:

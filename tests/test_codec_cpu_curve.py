@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,14 +13,12 @@ from PIL import Image
 from cotam_llava.training.arguments import CodecTrainingArguments
 from cotam_llava.training.codec_trainer import train_codec
 
-TOOL = Path(__file__).resolve().parents[1] / "eval" / "codec_cpu_curve.py"
+from conftest import load_eval_script
+
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("codec_cpu_curve", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("codec_cpu_curve")
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from conftest import load_eval_script
 
-TOOL = Path(__file__).resolve().parents[1] / "eval" / "plot_training.py"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("plot_training", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("plot_training")
 
 
 def test_codec_and_adapter_logs_are_drawn(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import load_eval_script
 from cotam_llava.codec.registry import get_codec
 from cotam_llava.evaluation.proxies import (
     ORIGINAL,
@@ -33,7 +33,6 @@ from cotam_llava.evaluation.proxies import (
 )
 from cotam_llava.evaluation.text_overlay import WORDS, draw_text_overlay, image_seed
 
-SCRIPT = REPO_ROOT / "eval" / "proxies.py"
 SMALL = (128, 96)
 FONT_SIZES = (10, 16)
 
@@ -173,10 +172,7 @@ def test_ocr_reads_large_text_and_less_after_jpeg_q5(reader, small_photos) -> No
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("eval_proxies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("proxies")
 
 
 def test_tool_help(capsys) -> None:
