@@ -2,7 +2,9 @@
 keeps its logs), as one PNG.
 
 * codec runs (``val_log.csv`` with ``psnr``): left, the validation RD curves (real bitstreams, bpp vs PSNR) at every
-  validation step, coloured by step; right, the training loss and PSNR (moving average) against the step.
+  validation step, coloured by step; middle, the training PSNR and bpp (moving average) against the step; right,
+  where the run logged it (``val_bdrate.csv``), the held-out BD-rate against WebP per validation — the number exports
+  are chosen by — with the training weights' (``val_bdrate_raw.csv``, runs with ``--ema_decay``) beside the average's.
 * adapter runs (``val_log.csv`` with ``cos_adapter``): left, validation token cosine without and with the adapter per
   quality against the step; right, the training loss (moving average).
 
@@ -44,10 +46,15 @@ def plot_run(folder: Path, output: Path) -> Path:
     import matplotlib.pyplot as plt
 
     val, train = _read_csv(folder / "val_log.csv"), _read_csv(folder / "train_log.csv")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    bdrate = folder / "val_bdrate.csv"
+    codec_run = "psnr" in val
+    if codec_run and bdrate.is_file():
+        fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.2))
+    else:
+        (fig, (left, right)), third = plt.subplots(1, 2, figsize=(11, 4.2)), None
     steps = sorted(set(val["step"].astype(int)))
     window = max(1, len(train["step"]) // 40)
-    if "psnr" in val:
+    if codec_run:
         # one curve per validation step, coloured by step on a colour bar (a legend of 100 steps would not fit)
         cmap = plt.get_cmap("viridis")
         norm = matplotlib.colors.Normalize(vmin=steps[0], vmax=max(steps[-1], steps[0] + 1))
@@ -62,6 +69,20 @@ def plot_run(folder: Path, output: Path) -> Path:
         twin = right.twinx()
         twin.plot(train["step"][window - 1:], _smooth(train["bpp"], window), color="tab:orange")
         twin.set_ylabel("training bpp (estimated)", color="tab:orange")
+        if third is not None:
+            bd = _read_csv(bdrate)
+            label = "weight average" if (folder / "val_bdrate_raw.csv").is_file() else "exported weights"
+            third.plot(bd["step"], bd["bd_rate_vs_webp"], "o-", ms=3, label=label)
+            if (folder / "val_bdrate_raw.csv").is_file():
+                raw = _read_csv(folder / "val_bdrate_raw.csv")
+                third.plot(raw["step"], raw["bd_rate_vs_webp"], "x--", ms=3, label="training weights")
+            best = int(np.nanargmin(bd["bd_rate_vs_webp"]))
+            third.annotate(f"best {bd['bd_rate_vs_webp'][best]:+.1f} %", (bd["step"][best], bd["bd_rate_vs_webp"][best]),
+                           textcoords="offset points", xytext=(0, -12), ha="center", fontsize=8)
+            third.axhline(0, color="grey", lw=0.8)
+            third.set(xlabel="step", ylabel="BD-rate vs WebP (%, PSNR; lower is better)", title="validation: held-out BD-rate")
+            third.legend(fontsize=7)
+            third.grid(alpha=0.3)
     elif "cos_adapter" in val:
         for q in sorted(set(val["quality"].astype(int))):
             sel = val["quality"] == q

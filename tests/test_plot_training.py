@@ -23,5 +23,12 @@ def test_codec_and_adapter_logs_are_drawn(tmp_path):
     (adapter / "val_log.csv").write_text("step,quality,bpp,cos_base,cos_adapter,mse_base,mse_adapter\n"
                                          "20,1,0.5,0.90,0.91,0.5,0.45\n40,1,0.5,0.90,0.93,0.5,0.40\n")
     assert tool.main([str(codec)]) == 0 and (codec / "training.png").stat().st_size > 0
+    two_panels = (codec / "training.png").read_bytes()
+    (codec / "val_bdrate.csv").write_text("step,bd_rate_vs_webp\n100,30.5\n200,28.1\n")
+    (codec / "val_bdrate_raw.csv").write_text("step,bd_rate_vs_webp\n100,30.9\n200,28.0\n")
+    assert tool.main([str(codec)]) == 0  # a third panel: the held-out BD-rate, average and training weights
+    from PIL import Image
+
+    assert Image.open(codec / "training.png").width > Image.open(__import__("io").BytesIO(two_panels)).width
     assert tool.main([str(adapter), "-o", str(tmp_path / "a.png")]) == 0 and (tmp_path / "a.png").stat().st_size > 0
     assert tool.main([str(tmp_path / "nowhere")]) == 1
