@@ -11,7 +11,7 @@ import torch
 
 from cotam_llava.codec.guidance import GuidanceConfig, HostGuidance, guided_quality_map, load_guidance
 from cotam_llava.codec.guidance.allocation import (allocate, host_distortion, map_side_bits, probe_levels,
-                                                   rate_matched_map)
+                                                   probe_standard, rate_matched_map)
 from cotam_llava.codec.pipeline import decode, encode_item, pack
 from cotam_llava.codec.quality_map import QualityMap
 from cotam_llava.errors import ConfigError
@@ -119,10 +119,52 @@ def test_rate_matched_map_lowers_the_modelled_distortion(shipped_codec, photo):
     assert d[choice, np.arange(d.shape[1])].sum() < d[base].sum()
 
 
-def test_host_rule_needs_a_learned_codec_and_one_view(shipped_codec, photo):
+def test_host_rule_needs_one_view_and_per_region_quality(shipped_codec, photo):
+    from cotam_llava.codec.standard import StandardCodec
+
     host = HostGuidance(make_tiny_vit("dinov2", layers=2), GuidanceConfig(allocation="host", grid=4))
     with pytest.raises(ConfigError, match="one view"):
         encode_item(shipped_codec, photo, 3, guidance=host, tiles=(1, 2))
+    with pytest.raises(ConfigError, match="no per-region quality"):
+        encode_item(StandardCodec("av1"), photo, 3, guidance=host)
+
+
+def test_hevc_probe_is_what_real_files_say(photo):
+    from cotam_llava.codec.standard import StandardCodec
+
+    codec = StandardCodec("hevc")
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    probe = probe_standard(codec, x, [3, 4], (2, 2), 4)
+    uniform = len(codec.compress_image(photo, 4).streams[0])
+    assert probe.bits[1].sum() == pytest.approx(8 * uniform)  # the uniform choice is the base file
+    cells = np.full((2, 2), 4)
+    cells[1, 0] = 3
+    item, picture = codec.roundtrip(photo, 4, QualityMap(cells))
+    assert probe.bits[0, 2] == pytest.approx(8 * (len(item.streams[0]) - uniform) + 2 * uniform)
+    assert torch.equal(probe.splice(1, 2, 0), torch.from_numpy(picture).permute(2, 0, 1).float() / 255)
+    assert probe.bits[0].sum() < probe.bits[1].sum()  # a level down in every cell: fewer bits
+    with pytest.raises(ConfigError, match="no latents"):
+        probe.splice_coded(1, 2, 0)
+
+
+@pytest.mark.parametrize("quality", [3, 6])
+def test_hevc_host_maps_keep_the_uniform_rate_and_decode(photo, quality):
+    from cotam_llava.codec import standard
+    from cotam_llava.codec.standard import StandardCodec
+
+    torch.manual_seed(0)
+    codec = StandardCodec("hevc")
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2, size=112), GuidanceConfig(allocation="host", grid=4))
+    uniform = codec.encode(photo, quality)
+    enc = encode_item(codec, photo, quality, guidance=host)
+    data = pack(codec, [enc.item])
+    assert len(data) <= len(uniform) * (1 + host.config.rate_tolerance)
+    assert enc.importance.shape == (4, 4)
+    assert enc.item.quality_map is not None  # a real map (cells differ to the tiny random host)
+    assert set(enc.item.quality_map.levels()) <= {quality - 1, quality, quality + 1}
+    (decoded,) = standard.decode(data)
+    assert decoded.to_pil().size == (256, 256)
+    assert pack(codec, [encode_item(codec, photo, quality, guidance=host).item]) == data  # the same file every time
 
 
 def test_cloud_maps_judge_the_tokens_the_tower_makes_adapter_included(shipped_codec, photo):

@@ -189,10 +189,16 @@ def test_serve_and_chat_server_are_cotam_commands(capsys, tmp_path):
     assert "--model is required" in capsys.readouterr().err
 
 
-def test_host_guidance_rule_refuses_standard_codecs_and_tiles(photos, tmp_path, capsys):
+def test_host_guidance_rule_refuses_tiles_and_av1_and_guides_hevc(photos, tmp_path, capsys):
     out = tmp_path / "h.cotam"
-    for extra in (["--codec", "hevc"], ["--tiles", "2x2"]):
-        code = main(["encode", str(photos[0]), "-o", str(out), "--guidance", "dinov2-imgfocus", "--guidance-rule", "host",
-                     "-q", *extra])
-        assert code != 0 and "--guidance-rule host needs the learned codec and one view" in capsys.readouterr().err
+    host = [str(photos[0]), "-o", str(out), "--guidance", "dinov2-imgfocus", "--guidance-rule", "host", "-q"]
+    assert main(["encode", *host, "--tiles", "2x2"]) != 0
+    assert "--guidance-rule host judges one view" in capsys.readouterr().err
+    assert main(["encode", *host, "--codec", "av1"]) != 0
+    assert "no per-region quality" in capsys.readouterr().err
     assert not out.exists()
+    plain = tmp_path / "u.cotam"
+    assert main(["encode", str(photos[0]), "-o", str(plain), "--codec", "hevc", "--canvas", "128", "-q"]) == 0
+    assert main(["encode", *host, "--codec", "hevc", "--canvas", "128"]) == 0
+    assert out.stat().st_size <= plain.stat().st_size * 1.005  # the host rule's map never costs bits
+    assert main(["decode", str(out), "-o", str(tmp_path / "h.png"), "-q"]) == 0

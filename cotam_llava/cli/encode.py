@@ -102,8 +102,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             raise ConfigError("--guidance and --quality-map are exclusive")
         from ..codec.guidance import GuidanceConfig, load_guidance
 
-        if args.guidance_rule == "host" and (tiles is not None or args.codec != "learned"):
-            raise ConfigError("--guidance-rule host needs the learned codec and one view (no --tiles)")
+        if args.guidance_rule == "host" and tiles is not None:
+            raise ConfigError("--guidance-rule host judges one view (no --tiles)")
         guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step, allocation=args.guidance_rule,
                                                                spread=args.guidance_spread))
     if not single_file:
@@ -162,7 +162,7 @@ def register(sub: Any) -> None:
     p.add_argument("--guidance-rule", choices=["paper", "host"], default="paper",
                    help="paper: μ ± kσ on the ViT's first 3 layers' attention (default); host: the whole ViT's own "
                         "final-token error picks each region's level, the file no larger than the uniform one "
-                        "(loads the whole ViT; learned codec, one view)")
+                        "(loads the whole ViT; one view; with --codec hevc each region's bits come from real x265 encodes)")
     p.add_argument("--guidance-spread", type=int, default=1, help="host rule: levels either side of --quality (default 1)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")

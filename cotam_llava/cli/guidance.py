@@ -30,8 +30,8 @@ def cmd_guidance(args: argparse.Namespace) -> int:
         model = StandardCodec("hevc")
     else:
         model = load_codec(args.checkpoint)
-    if args.guidance_rule == "host" and (args.codec != "learned" or tiles is not None):
-        raise ConfigError("--guidance-rule host needs the learned codec and one view (no --tiles)")
+    if args.guidance_rule == "host" and tiles is not None:
+        raise ConfigError("--guidance-rule host judges one view (no --tiles)")
     guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step, allocation=args.guidance_rule))
     coded = encode_item(model, args.image, args.quality, guidance=guidance, tiles=tiles, canvas=canvas,
                         estimate=args.codec == "learned")

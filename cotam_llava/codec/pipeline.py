@@ -152,11 +152,17 @@ def encode_item(
         if quality_map is not None:
             raise ConfigError("guidance and a fixed quality map are exclusive")
         if guidance.config.allocation == "host":
-            if is_standard_codec(codec) or tiles is not None:
-                raise ConfigError("host guidance needs a learned codec and one view (no AnyRes tiles); "
-                                  "use the paper's rule (allocation='paper') there")
-            x = _to_canvas(image, canvas)[0].to(next(codec.parameters()).device)
-            quality_map, importance = guidance.quality_map(codec, x, codec.config.check_quality(quality))
+            if tiles is not None:
+                raise ConfigError("host guidance judges one view (no AnyRes tiles); use the paper's rule "
+                                  "(allocation='paper') there")
+            x = _to_canvas(image, canvas)[0]  # the standard codec's canvas too (the same resize and padding rules)
+            if is_standard_codec(codec):
+                if not codec.supports_map:
+                    raise ConfigError(f"{codec.kind} has no per-region quality here, so guidance cannot steer it; use hevc")
+                quality = codec.check_quality(quality)
+            else:
+                x, quality = x.to(next(codec.parameters()).device), codec.config.check_quality(quality)
+            quality_map, importance = guidance.quality_map(codec, x, quality)
         else:
             from .guidance import guided_quality_map
 

@@ -19,6 +19,11 @@ Two distortion models (``eval/guidance_allocation.py`` compares them; the produc
 
 The estimate is additive across cells; ``eval/guidance_anatomy.py`` measured that a cell's bits and PSNR inside
 a mixed map are within 1–2 % and 0.1 dB of the same cell in a uniform file, which is what makes it hold.
+
+A standard base (hevc) has no entropy model to ask, so :func:`probe_standard` measures instead: one real encode per
+cell and candidate level with only that cell moved (its QP offset), whose file size gives the cell's bits and whose
+decoded picture is what the host judges — intra prediction and CABAC make cells interact, which the real-file check
+of :func:`rate_matched_map` absorbs.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ConfigError
+from ..loading import is_standard_codec
 from ..quality_map import QualityMap
 
-__all__ = ["CellProbe", "probe_levels", "allocate", "weighted_mse_distortion", "host_distortion", "cell_index", "host_gradient_distortion",
+__all__ = ["CellProbe", "probe_levels", "probe_standard", "allocate", "weighted_mse_distortion", "host_distortion", "cell_index", "host_gradient_distortion",
            "map_side_bits", "rate_matched_map"]
 
 
@@ -67,6 +73,8 @@ class CellProbe:
         recon: (L, 3, H, W) the reconstructions, clamped to [0, 1].
         pixel_cells: (H, W) cell number of each pixel.
         latents: (L, M, H/16, W/16) the rounded ŷ of each level (what the adapter reads in the cloud).
+        cell_recon: (L, C, 3, H, W) uint8, for a standard base: the real decoded picture with only cell c at level
+            l (the rest at the base level); :meth:`splice` returns it instead of pasting pixels.
     """
 
     levels: list[int]
@@ -76,6 +84,7 @@ class CellProbe:
     recon: Tensor
     pixel_cells: np.ndarray
     latents: Tensor | None = None
+    cell_recon: Tensor | None = None
 
     def bits_at(self, choice: np.ndarray) -> float:
         """Estimated payload bits of a choice (index into ``levels`` per cell)."""
@@ -83,11 +92,15 @@ class CellProbe:
 
     def splice(self, base: int, cell: int, level: int) -> Tensor:
         """The base reconstruction with one cell's pixels from ``level``'s (indices into ``levels``)."""
+        if self.cell_recon is not None and level != base:
+            return self.cell_recon[level, cell].float() / 255
         mask = torch.from_numpy(self.pixel_cells == cell).to(self.recon.device)
         return torch.where(mask, self.recon[level], self.recon[base])
 
     def splice_coded(self, base: int, cell: int, level: int) -> tuple[Tensor, Tensor, Tensor]:
         """What the cloud decodes when only ``cell`` is at ``level``: (x̂ (3, H, W), ŷ (M, h, w), levels (h, w))."""
+        if self.latents is None:
+            raise ConfigError("this probe has no latents (a standard base): judge the host's tokens, not the cloud's")
         latent_cells = torch.from_numpy(self.pixel_cells[::16, ::16] == cell)
         levels = torch.where(latent_cells, self.levels[level], self.levels[base]).long()
         y = torch.where(latent_cells.to(self.latents.device), self.latents[level], self.latents[base])
@@ -127,6 +140,55 @@ def probe_levels(codec, x: Tensor, levels: Sequence[int], grid: tuple[int, int])
         codec.train(was_training)
     return CellProbe(levels=levels, grid=tuple(grid), bits=torch.stack(bits).numpy(), mse=torch.stack(mse).numpy(),
                      recon=torch.stack(recon), pixel_cells=pixel_cells, latents=torch.stack(latents))
+
+
+def _canvas_uint8(x: Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] → (H, W, 3) uint8 (exact for pictures that came from uint8 pixels)."""
+    return x[0].detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+@torch.no_grad()
+def probe_standard(codec, x: Tensor, levels: Sequence[int], grid: tuple[int, int], base_quality: int) -> CellProbe:
+    """Real encodes of a standard base (``StandardCodec`` with per-region quality) of the canvas picture ``x``.
+
+    Per candidate level l: the uniform picture at l (``recon``, ``mse``), and for l ≠ base each cell c alone at l in
+    a base-level picture: its file gives ``bits[l, c]`` = 8·(its bytes − the uniform base file's) + the base file's
+    bits / C (so a uniform choice sums to the base file), its decode ``cell_recon[l, c]``. 1 + (L − 1)·(C + 1) encodes.
+    """
+    levels = sorted({int(q) for q in levels})
+    base = levels.index(int(base_quality))
+    rgb = _canvas_uint8(x)
+    h, w = rgb.shape[0] // 16, rgb.shape[1] // 16
+    cells = cell_index(h, w, grid)
+    n = grid[0] * grid[1]
+    block_cells = np.arange(n).reshape(grid)
+    pixel_cells = np.repeat(np.repeat(cells, 16, 0), 16, 1)
+    pix = torch.from_numpy(pixel_cells.reshape(-1))
+    counts = torch.bincount(pix, minlength=n).double()
+
+    def code(quality: int, qmap: QualityMap | None = None) -> tuple[int, Tensor]:
+        item, out = codec.roundtrip(rgb, quality, qmap)
+        return len(item.streams[0]), torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+
+    uniform = [code(q) for q in levels]
+    base_bytes = uniform[base][0]
+    share = 8.0 * base_bytes / n
+    bits = np.full((len(levels), n), share)
+    cell_recon = torch.empty((len(levels), n, *uniform[base][1].shape), dtype=torch.uint8)
+    for l, q in enumerate(levels):
+        if l == base:
+            cell_recon[l] = uniform[base][1]
+            continue
+        for c in range(n):
+            size, out = code(int(base_quality), QualityMap(np.where(block_cells == c, q, int(base_quality)).astype(np.int64)))
+            bits[l, c] = share + 8.0 * (size - base_bytes)
+            cell_recon[l, c] = out
+    recon = torch.stack([u[1] for u in uniform]).float() / 255
+    target = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    mse = np.stack([(torch.zeros(n, dtype=torch.float64).index_add_(
+        0, pix, (r - target).pow(2).mean(dim=0).reshape(-1).double()) / counts).numpy() for r in recon])
+    return CellProbe(levels=levels, grid=tuple(grid), bits=bits, mse=mse, recon=recon, pixel_cells=pixel_cells,
+                     cell_recon=cell_recon)
 
 
 def weighted_mse_distortion(probe: CellProbe, importance: Tensor | np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -247,9 +309,13 @@ def allocate(bits: np.ndarray, distortion: np.ndarray, budget: float, fallback: 
         choice[c] = l
 
 
-def _coded_bytes(codec, x: Tensor, quality: int | Tensor) -> int:
-    """Bytes of the rANS streams of ``x`` at ``quality`` (a level or an (h, w) latent map)."""
-    return sum(len(s) for s in codec.compress(x, quality).strings)
+def _coded_bytes(codec, x: Tensor, quality: int, qmap: QualityMap | None = None) -> int:
+    """Payload bytes of ``x`` coded at ``quality``, or with the map ``qmap`` (rANS streams or the standard picture)."""
+    if is_standard_codec(codec):
+        return len(codec.compress_image(_canvas_uint8(x), quality, qmap).streams[0])
+    h, w = x.shape[-2] // 16, x.shape[-1] // 16
+    level = quality if qmap is None else torch.from_numpy(qmap.expand(h, w).astype(np.int64))
+    return sum(len(s) for s in codec.compress(x, level).strings)
 
 
 def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of: Callable[[CellProbe, int], np.ndarray],
@@ -261,7 +327,8 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
     excess and allocates again, ``config.rate_rounds`` times at most; then gives up (None: code uniformly).
 
     Args:
-        codec: a finalized learned codec.
+        codec: a finalized learned codec, or a standard one with per-region quality (hevc: probed by real encodes,
+            :func:`probe_standard`).
         x: the canvas picture (1, 3, H, W) in [0, 1] (H, W multiples of 64).
         base_quality: the uniform level whose bits the map may spend.
         config: a :class:`~.configuration.GuidanceConfig` (grid — at most the latent grid —, spread, rate_tolerance,
@@ -272,12 +339,13 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
     Returns:
         (the map, or None for a uniform file; the probe; the distortion table).
     """
-    Q = codec.config.num_qualities
+    standard = is_standard_codec(codec)
+    Q = codec.num_qualities if standard else codec.config.num_qualities
     s = config.spread
     levels = sorted(levels or [l for l in range(base_quality - s, base_quality + s + 1) if 0 <= l < Q])
     h, w = x.shape[-2] // 16, x.shape[-1] // 16
     grid = (min(config.grid, h), min(config.grid, w))  # a cell is at least one latent position
-    probe = probe_levels(codec, x, levels, grid)
+    probe = probe_standard(codec, x, levels, grid, base_quality) if standard else probe_levels(codec, x, levels, grid)
     base = probe.levels.index(base_quality)
     d = distortion_of(probe, base)
     uniform = _coded_bytes(codec, x, base_quality)
@@ -287,7 +355,7 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
         if (cells == base_quality).all():
             return None, probe, d
         qmap = QualityMap(cells.astype(np.int64))
-        coded = _coded_bytes(codec, x, torch.from_numpy(qmap.expand(h, w).astype(np.int64)))
+        coded = _coded_bytes(codec, x, base_quality, qmap)
         excess = 8 * (coded + len(qmap.to_bytes()) - uniform)
         if excess <= config.rate_tolerance * 8 * uniform:
             return qmap, probe, d

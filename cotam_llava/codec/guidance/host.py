@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ...encoders import family_of, pair
 from ...errors import ConfigError
+from ..loading import is_standard_codec
 from ..quality_map import QualityMap
 from .allocation import host_distortion, rate_matched_map
 from .configuration import GuidanceConfig
@@ -86,8 +87,12 @@ class HostGuidance(nn.Module):
 
     def quality_map(self, codec, x: Tensor, base_quality: int) -> tuple[QualityMap | None, Tensor]:
         """(map, or None for a uniform file; (G, G) token error one level up removes in each cell) of the
-        canvas picture ``x`` (1, 3, H, W) in [0, 1]."""
+        canvas picture ``x`` (1, 3, H, W) in [0, 1], for a learned ``codec`` or a standard one with per-region
+        quality (hevc: each cell's bits and picture from real encodes, :func:`~.allocation.probe_standard`)."""
         if self._tower:
+            if is_standard_codec(codec):
+                raise ConfigError("host guidance judged by the cloud's tokens (adapter included) needs a learned codec; "
+                                  "over a standard base the host's own tokens judge the map")
             error, coded = self.cloud_error(x), True
         else:
             with torch.no_grad():
