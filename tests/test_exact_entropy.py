@@ -185,16 +185,12 @@ def test_codecs_without_a_fixed_point_form_refuse_it(tiny_codec, synthetic_image
 
 
 def test_cross_device_script_counts_exact_decodes(tiny_codec, synthetic_image, tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
+    from conftest import load_eval_script
     from PIL import Image
 
-    script = Path(__file__).resolve().parents[1] / "eval" / "cross_device.py"
-    spec = importlib.util.spec_from_file_location("cross_device", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_eval_script("cross_device")
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(synthetic_image).save(photos / "a.png")

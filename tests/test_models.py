@@ -225,7 +225,7 @@ def test_anyres_edge_uses_hierarchical_guidance_and_the_model_reads_it(tmp_path)
     from cotam_llava.codec.guidance import GuidanceConfig, ShallowAttentionGuidance
     from cotam_llava.codec.container import parse
     from cotam_llava.vision.edge import EdgeEncoder
-    from conftest import KODAK_DIR, make_tiny_vit
+    from conftest import make_tiny_vit
 
     model, proc, _, _ = tiny_hosts.build_cotam("onevision", tmp_path)
     guidance = ShallowAttentionGuidance(make_tiny_vit("siglip", layers=2, size=56), GuidanceConfig(num_layers=2, grid=4))

@@ -1,11 +1,11 @@
 """The extra-photo fetcher's rules (photo / resolution / duplicate / family / split) on synthetic files."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_eval_script
 from PIL import Image
 
 from cotam_llava.training.photo_sources import (
@@ -111,9 +111,7 @@ def test_scan_and_select_drop_copies_partners_and_duplicates(tmp_path):
     (["--exclude", "/nonexistent/kodak"], "not found"),
 ])
 def test_script_refuses_bad_arguments(args, message, capsys):
-    spec = importlib.util.spec_from_file_location("fetch_photos", REPO / "eval" / "fetch_photos.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_eval_script("fetch_photos")
     with pytest.raises(SystemExit) as exc:
         script.main(args)
     assert exc.value.code != 0

@@ -6,12 +6,10 @@ picture); every container is a real bitstream coded here.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

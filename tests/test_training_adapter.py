@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_adapter_training_folder, make_tiny_vit
+from conftest import load_eval_script, make_adapter_training_folder, make_tiny_vit
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -133,12 +133,8 @@ def test_help_names_the_defaults_and_the_off_switches(capsys):
 
 
 def test_adapter_study_tool_writes_its_report(setup, tmp_path):
-    import importlib.util
-
     final = train_adapter(_args(setup, tmp_path / "run", max_steps=2, save_every=2), progress=False)
-    spec = importlib.util.spec_from_file_location("adapter_study", Path(__file__).resolve().parents[1] / "eval" / "adapter_study.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_eval_script("adapter_study")
     out = tmp_path / "study"
     assert tool.main(["--adapter", str(final), "--images", str(setup["photos"]), "--limit", "2", "--qualities", "2,8",
                       "--classical", "jpeg", "--classical-qualities", "10,90", "--out", str(out), "--no-progress"]) == 0
@@ -293,12 +289,8 @@ def test_the_adapter_study_reuses_the_edge_files_of_its_stream_cache(setup, tmp_
 
 
 def test_the_adapter_study_can_take_the_quality_conditioning_away(setup, tmp_path):
-    import importlib.util
-
     final = train_adapter(_args(setup, tmp_path / "run", max_steps=4, save_every=4, guidance=False), progress=False)
-    spec = importlib.util.spec_from_file_location("adapter_study", Path(__file__).resolve().parents[1] / "eval" / "adapter_study.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_eval_script("adapter_study")
     points = {}
     for blind in (False, True):
         out = tmp_path / f"study{blind}"
