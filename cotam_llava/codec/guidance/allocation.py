@@ -348,7 +348,8 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
     probe = probe_standard(codec, x, levels, grid, base_quality) if standard else probe_levels(codec, x, levels, grid)
     base = probe.levels.index(base_quality)
     d = distortion_of(probe, base)
-    uniform = _coded_bytes(codec, x, base_quality)
+    # the standard probe's uniform row sums to the real base file; a learned codec's estimate is only close to it
+    uniform = round(probe.bits[base].sum() / 8) if standard else _coded_bytes(codec, x, base_quality)
     budget = probe.bits[base].sum() - map_side_bits(grid[0] * grid[1], len(levels))
     for _ in range(config.rate_rounds):
         cells = np.asarray(probe.levels)[allocate(probe.bits, d, budget)].reshape(grid)  # uniform never fits: map bytes
