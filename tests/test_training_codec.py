@@ -93,6 +93,21 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path, photo_dir):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_multi_scale_crops_train_and_resume_exactly(tmp_path, photo_dir):
+    """--crop_zoom_out (multi-scale sampling) changes what the codec sees, and a killed run still resumes bit for bit."""
+    native = train_codec(_args(tmp_path / "native", photo_dir, max_steps=2), progress=False)
+    zoom = dict(crop_zoom_out=1.0, max_steps=2)
+    straight = train_codec(_args(tmp_path / "a", photo_dir, **zoom), progress=False)
+    train_codec(_args(tmp_path / "b", photo_dir, max_minutes=1e-9, **zoom), progress=False)
+    resumed = train_codec(_args(tmp_path / "b", photo_dir, **zoom), progress=False)
+    n, a, b = (CoTAMELIC.from_pretrained(p).canonical_state() for p in (native, straight, resumed))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not all(torch.equal(a[name], n[name]) for name in a)  # other crops, other weights
+    assert json.loads((tmp_path / "a" / "training_args.json").read_text())["crop_zoom_out"] == 1.0
+    with pytest.raises(ConfigError, match="crop_zoom_out"):
+        CodecTrainingArguments(output_dir=str(tmp_path), crop_zoom_out=1.5)
+
+
 def test_the_learning_rate_ramps_up_from_the_start(tmp_path, photo_dir):
     train_codec(_args(tmp_path / "run", photo_dir, lr_ramp_steps=4, max_steps=10, save_every=10, lr_decay_at=[0.8]),
                 progress=False)

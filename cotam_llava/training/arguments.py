@@ -28,6 +28,8 @@ def _check_stream(args: CodecTrainingArguments | AdapterTrainingArguments) -> No
         raise ConfigError(f"shuffle_buffer must be ≥ 1, got {args.shuffle_buffer}")
     if args.train_dataset is not None and "kodak" in args.train_dataset.lower():
         raise ConfigError("Kodak is the test set: never train on it")
+    if not 0.0 <= args.crop_zoom_out <= 1.0:
+        raise ConfigError(f"crop_zoom_out must be in [0, 1], got {args.crop_zoom_out}")
 
 
 def _check_counts(args: CodecTrainingArguments | AdapterTrainingArguments, names: tuple[str, ...]) -> None:
@@ -39,7 +41,8 @@ def _check_counts(args: CodecTrainingArguments | AdapterTrainingArguments, names
 
 
 def _stream_fields() -> dict:
-    """``--train_dataset`` and its options, shared by the codec and adapter trainers (data_dirs still validate)."""
+    """``--train_dataset`` and its options, and how crops are taken, shared by the codec and adapter trainers
+    (data_dirs still validate)."""
     return {
         "train_dataset": field(default=None, metadata={"help": (
             "train on images streamed from a dataset too large to download instead of --data_dirs: webdataset shards "
@@ -48,6 +51,10 @@ def _stream_fields() -> dict:
         "train_dataset_split": field(default="train", metadata={"help": "split of --train_dataset"}),
         "image_column": field(default=None, metadata={"help": "image column of --train_dataset (default: its first image feature)"}),
         "shuffle_buffer": field(default=1000, metadata={"help": "images in the shuffle buffer of --train_dataset"}),
+        "crop_zoom_out": field(default=0.0, metadata={"help": (
+            "share of training crops that are zoomed-out views (a random square between the crop side and the "
+            "photo's short side, log-uniform, resized to the crop; for the adapter this is a user's picture at the "
+            "canvas, for the codec multi-scale sampling) instead of native-scale windows; 0: none")}),
     }
 
 
@@ -68,6 +75,7 @@ class CodecTrainingArguments:
     shuffle_buffer: int = _stream_fields()["shuffle_buffer"]
     val_every_nth: int = field(default=25, metadata={"help": "every n-th image (sorted by path) is held out for validation"})
     crop_size: int = field(default=256, metadata={"help": "random crop side (multiple of 64)"})
+    crop_zoom_out: float = _stream_fields()["crop_zoom_out"]
     batch_size: int = field(default=8, metadata={"help": "crops per step and process"})
     max_steps: int = field(default=100_000, metadata={"help": "optimisation steps"})
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate of the codec"})
@@ -179,12 +187,7 @@ class AdapterTrainingArguments:
         metadata={"help": "validate on the photos in these folders (e.g. the `choose` split of eval/fetch_photos.py) "
                           "instead of the held-out training photos; never Kodak"},
     )
-    crop_zoom_out: float = field(
-        default=0.0,
-        metadata={"help": "share of training crops that are zoomed-out views (a random square between the canvas and "
-                          "the photo's short side, resized to the canvas, as a user's picture is) instead of "
-                          "native-scale windows"},
-    )
+    crop_zoom_out: float = _stream_fields()["crop_zoom_out"]
     batch_size: int = field(default=8, metadata={"help": "crops (at the codec canvas) per step and process"})
     max_steps: int = field(default=2000, metadata={"help": "optimisation steps"})
     warmup_fraction: float = field(default=0.2, metadata={"help": "share of steps with the low-level term only (paper: 1 of 5 epochs)"})
@@ -235,8 +238,6 @@ class AdapterTrainingArguments:
         _check_counts(self, ("batch_size", "max_steps", "save_every", "log_every", "val_every_nth", "keep_checkpoints"))
         if self.val_images < (0 if self.val_dirs else 1):
             raise ConfigError(f"val_images must be ≥ 1 (≥ 0 with --val_dirs), got {self.val_images}")
-        if not 0.0 <= self.crop_zoom_out <= 1.0:
-            raise ConfigError(f"crop_zoom_out must be in [0, 1], got {self.crop_zoom_out}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.adapter_layers is not None and not 1 <= self.adapter_layers <= 24:

@@ -131,7 +131,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
             tqdm.write(f"{resume_from} holds no weight average (the run kept none so far): it starts from its weights")
 
     train_files, val_files = split_files(args.data_dirs, args.val_every_nth)
-    crops = training_crops(args, train_files, args.crop_size, accelerator, resume_state)
+    crops = training_crops(args, train_files, args.crop_size, accelerator, resume_state, zoom_out=args.crop_zoom_out)
     Q = core.config.num_qualities
     lambdas = torch.tensor([core.config.lambda_for_quality(q) for q in range(Q)])
     grid = (args.crop_size // 16, args.crop_size // 16)
