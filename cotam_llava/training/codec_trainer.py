@@ -12,10 +12,12 @@ The same code runs on one CPU, one GPU or many (``accelerate launch``; ``torchru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,29 @@ def validate_codec(model: CoTAMELIC, files: list[Path], qualities: list[int], ma
             rec = to_uint8_array(decode(model, data)[0].to_pil())
             rows.append({"image": name, "quality": q, "bpp": len(data) * 8 / crop[..., 0].size, "psnr": psnr(rec, crop)})
     return rows
+
+
+def compile_transforms(core: CoTAMELIC) -> tuple:
+    """``torch.compile``d analysis and synthesis transforms of ``core``, for :func:`using_transforms`.
+
+    Only the transforms: with the entropy models too, the Python control flow breaks the graph and compiling takes
+    minutes for no further gain (measured, docs/training.md)."""
+    return torch.compile(core.analysis), torch.compile(core.synthesis)
+
+
+@contextlib.contextmanager
+def using_transforms(core: CoTAMELIC, transforms: tuple | None) -> Iterator[None]:
+    """While open, ``core`` runs ``transforms`` (from :func:`compile_transforms`; None: unchanged). Only around the
+    training forward: a deep copy made for validation or export would otherwise carry functions bound to the
+    training weights, and validation's varying crop sizes would recompile."""
+    if transforms is None:
+        yield
+        return
+    core.analysis, core.synthesis = transforms
+    try:
+        yield
+    finally:
+        del core.analysis, core.synthesis
 
 
 def _center_crops(files: list[Path], max_side: int) -> list[tuple[str, np.ndarray]]:
@@ -124,6 +149,7 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
     model, optimizer, aux_optimizer = accelerator.prepare(model, optimizer, aux_optimizer)
     core: CoTAMELIC = accelerator.unwrap_model(model)
     average = WeightAverage(core, args.ema_decay) if args.ema_decay else None
+    transforms = compile_transforms(core) if args.compile else None
     if average is not None and resume_from is not None:
         if (resume_from / WeightAverage.FILE).is_file():
             average.load(resume_from)
@@ -217,7 +243,8 @@ def train_codec(args: CodecTrainingArguments, progress: bool = True) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = args.learning_rate * ramp * lr_decay_factor(step, args)
 
-        out = model(x, qmap)
+        with using_transforms(core, transforms):
+            out = model(x, qmap)
         rd = rate_distortion_loss(out, x, lambdas, qmap)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(rd.loss)
