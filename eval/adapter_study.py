@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "host encoder's own token error at the base level's rate, or (host+adapter) the error of the "
                         "tokens the cloud makes, the adapter included (default paper)")
     p.add_argument("--spread", type=int, default=1, help="host rule: levels either side of the base (default 1)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="host rule: candidate maps judged on real files by the host against the uniform file (0: the "
+                        "first map, unjudged, the rule before 2026-12-07; default: GuidanceConfig's)")
     p.add_argument("--quality-blind", action="store_true",
                    help="replace the adapter's per-level embeddings by their mean (the adapter no longer knows each "
                         "position's level): what quality conditioning brings, on the same files")
@@ -132,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not files:
             raise CheckpointError(f"no photos in {args.images}")
         rule, _, cloud = args.guidance_rule.partition("+")
-        guidance = guidance_for(tower, rule, args.spread, cloud=bool(cloud))
+        guidance = guidance_for(tower, rule, args.spread, cloud=bool(cloud), candidates=args.candidates)
         rows = run_adapter_fidelity(tower, files, args.qualities, guidance, progress=not args.no_progress,
                                     classical={name: args.classical_qualities for name in args.classical},
                                     standard={name: args.standard_qualities for name in args.standard},
@@ -149,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"; centre squares, canvas {tower.cotam_config.canvas_size}; qualities {args.qualities}; bpp counts every byte "
         f"of the real .cotam file",
         f"guidance: {args.guidance_rule} rule" + (f" (the host's token error at the base rate, levels q ± {args.spread}"
-                                                  f"{'; the tokens the cloud makes, adapter included' if cloud else ''})"
+                                                  f"{'; the tokens the cloud makes, adapter included' if cloud else ''}"
+                                                  + (f"; {guidance.config.candidates} candidate map(s) judged on real files"
+                                                     if guidance.config.verify else "; maps unjudged") + ")"
                                                   if rule == "host" else " (μ ± kσ on shallow attention)"),
         *(["quality-blind adapter: its per-level embeddings replaced by their mean"] if args.quality_blind else []),
         "variants: " + "; ".join(f"{v.name} = guidance {'on' if v.guidance else 'off'}, adapter "

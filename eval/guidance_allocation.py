@@ -11,6 +11,9 @@ Rules (``--rules``, comma-separated):
 - ``wmse:G``: rate-constrained, the attention map as weights (γ = G) on each cell's pixel MSE.
 - ``host:S``: rate-constrained, the host's own token error cell by cell, levels q − S … q + S (default S: --spread;
   ``cotam_llava.codec.guidance.HostGuidance``; needs the whole host at the edge).
+- ``hostv:N``: as ``host`` (levels q ± --spread), the maps judged on real files (``GuidanceConfig(verify=True,
+  candidates=N)``): N candidate maps with growing penalties on changed cells, each decoded and judged by the host
+  against the uniform file; the least error wins, uniform on ties. Shares ``host``'s cell probe (computed once).
 - ``hostgrad:S``: as ``host:S`` with the token error to first order (one host forward and backward pass).
 - ``random``: rate-constrained, random weights (a control: what any reshuffling of bits does).
 
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                       image_mean=list(proc.image_mean), image_std=list(proc.image_std)))
 
     rows = []
+    host_tables: dict = {}  # (photo, q, spread) → the host's distortion table: host rules share one cell probe
     bar = tqdm(total=len(files) * len(qualities) * len(rules), desc="allocation", unit="file", disable=args.quiet)
     with torch.no_grad(), tower.variant(adapter=False):
         for path in files:
@@ -99,9 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     qmap = None
                     if name == "paper":
                         qmap = levels_to_quality_map(quantize_levels(importance, 3, 0.75), q, args.step, 3, Q)
-                    elif name in ("wmse", "host", "hostgrad", "random"):
-                        spread = int(arg) if name.startswith("host") and arg else args.spread
+                    elif name in ("wmse", "host", "hostv", "hostgrad", "random"):
+                        spread = int(arg) if name in ("host", "hostgrad") and arg else args.spread
+                        judge = None
                         cfg = GuidanceConfig(grid=GRID, spread=spread)
+                        if name == "hostv":
+                            cfg = GuidanceConfig(grid=GRID, spread=spread, verify=True, candidates=int(arg or 1))
+                            with torch.no_grad():
+                                judge = host.judge(host.token_error(host.tokens(x)))
                         if name == "wmse":
                             def dist(probe, base, gamma=float(arg or 1)):
                                 return weighted_mse_distortion(probe, importance, gamma)
@@ -114,11 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     ref = host.tokens(x)
                                 return host_gradient_distortion(probe, base, host.token_error(ref))
                         else:
-                            def dist(probe, base):
-                                with torch.no_grad():
-                                    ref = host.tokens(x)
-                                return host_distortion(probe, base, host.token_error(ref))
-                        qmap, _, _ = rate_matched_map(codec, x, q, cfg, dist)
+                            def dist(probe, base, key=(path, q, spread)):
+                                if key not in host_tables:
+                                    with torch.no_grad():
+                                        ref = host.tokens(x)
+                                    host_tables[key] = host_distortion(probe, base, host.token_error(ref))
+                                return host_tables[key]
+                        qmap, _, _ = rate_matched_map(codec, x, q, cfg, dist, judge=judge)
                     elif name != "uniform":
                         parser.error(f"unknown rule {rule!r}")
                     data = pack(codec, [encode_item(codec, picture, q, quality_map=qmap, canvas=canvas).item])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cotam_llava.codec.guidance import GuidanceConfig, HostGuidance, guided_quality_map, load_guidance
-from cotam_llava.codec.guidance.allocation import (allocate, host_distortion, map_side_bits, probe_levels,
-                                                   probe_standard, rate_matched_map)
+from cotam_llava.codec.guidance.allocation import (allocate, change_penalties, host_distortion, map_side_bits,
+                                                   probe_levels, probe_standard, rate_matched_map)
 from cotam_llava.codec.pipeline import decode, encode_item, pack
 from cotam_llava.codec.quality_map import QualityMap
 from cotam_llava.errors import ConfigError
@@ -117,6 +117,61 @@ def test_rate_matched_map_lowers_the_modelled_distortion(shipped_codec, photo):
     assert qmap is not None
     choice = np.searchsorted(probe.levels, qmap.grid.reshape(-1))
     assert d[choice, np.arange(d.shape[1])].sum() < d[base].sum()
+
+
+def test_change_penalties_start_at_zero_and_grow():
+    d = np.array([[5.0, 1.0, 3.0, 2.0], [4.0, 1.0, 2.0, 2.0], [0.0, 0.5, 2.5, 2.0]])
+    assert change_penalties(d, 1, 1) == [0.0]
+    p = change_penalties(d, 1, 3)  # |changes|: 1, 0, 1, 0 and 4, 0.5, 0.5, 0: medians then 3rd quartile
+    assert p[0] == 0.0 and p[1] == pytest.approx(0.5) and p[2] == pytest.approx(1.0)
+
+
+def _judged(shipped_codec, x, quality, judge_errors, candidates=3):
+    """rate_matched_map with a judge that records what it is shown and answers ``judge_errors(n)``."""
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2, size=112),
+                        GuidanceConfig(allocation="host", grid=4, verify=True, candidates=candidates))
+    error = host.token_error(host.tokens(x))
+    seen = []
+
+    def judge(files):
+        seen.extend(files)
+        return judge_errors(len(files))
+    qmap, _, _ = rate_matched_map(shipped_codec, x, quality, host.config, lambda p, b: host_distortion(p, b, error),
+                                  judge=judge)
+    return qmap, seen
+
+
+def test_judged_maps_are_real_files_and_the_least_error_wins(shipped_codec, photo):
+    torch.manual_seed(0)
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    qmap, seen = _judged(shipped_codec, x, 4, lambda n: np.linspace(1.0, 0.5, n))  # the last candidate is best
+    assert len(seen) >= 2 and qmap is not None
+    uniform = pack(shipped_codec, [encode_item(shipped_codec, photo, 4).item])
+    assert seen[0].levels.unique().tolist() == [4]
+    assert torch.equal(seen[0].x_hat, decode(shipped_codec, uniform)[0].x_hat[0])
+    chosen = pack(shipped_codec, [encode_item(shipped_codec, photo, 4, quality_map=qmap).item])
+    (decoded,) = decode(shipped_codec, chosen)  # the judge saw exactly what the cloud decodes from the chosen file
+    assert torch.equal(seen[-1].x_hat, decoded.x_hat[0])
+    assert torch.equal(seen[-1].levels, torch.from_numpy(qmap.expand(16, 16).astype(np.int64)))
+    assert len(chosen) <= len(uniform) * 1.005
+    # candidates differ, and the uniform file wins when no map beats it (ties included)
+    assert len({tuple(f.levels.reshape(-1).tolist()) for f in seen}) == len(seen)
+    assert _judged(shipped_codec, x, 4, lambda n: np.r_[0.5, np.full(n - 1, 0.5)])[0] is None
+
+
+def test_verified_host_maps_never_judge_worse_than_uniform(shipped_codec, photo):
+    torch.manual_seed(0)
+    host = HostGuidance(make_tiny_vit("dinov2", layers=2, size=112),
+                        GuidanceConfig(allocation="host", grid=4, verify=True, candidates=2))
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    error = host.token_error(host.tokens(x))
+    for q in (2, 5):
+        enc = encode_item(shipped_codec, photo, q, guidance=host)
+        files = [pack(shipped_codec, [encode_item(shipped_codec, photo, q).item]), pack(shipped_codec, [enc.item])]
+        pictures = [decode(shipped_codec, f)[0].x_hat[0] for f in files]
+        e_uniform, e_guided = error(torch.stack(pictures)).tolist()
+        assert e_guided <= e_uniform
+        assert len(files[1]) <= len(files[0]) * (1 + host.config.rate_tolerance)
 
 
 def test_host_rule_needs_one_view_and_per_region_quality(shipped_codec, photo):

@@ -196,6 +196,8 @@ def test_host_guidance_rule_refuses_tiles_and_av1_and_guides_hevc(photos, tmp_pa
     assert "--guidance-rule host judges one view" in capsys.readouterr().err
     assert main(["encode", *host, "--codec", "av1"]) != 0
     assert "no per-region quality" in capsys.readouterr().err
+    assert main(["encode", *host, "--codec", "hevc", "--guidance-candidates", "-1"]) != 0
+    assert "candidate maps must be ≥ 0" in capsys.readouterr().err
     assert not out.exists()
     plain = tmp_path / "u.cotam"
     assert main(["encode", str(photos[0]), "-o", str(plain), "--codec", "hevc", "--canvas", "128", "-q"]) == 0

@@ -101,11 +101,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if fixed_map is not None:
             raise ConfigError("--guidance and --quality-map are exclusive")
         from ..codec.guidance import GuidanceConfig, load_guidance
+        from ..codec.guidance.configuration import judged_options
 
         if args.guidance_rule == "host" and tiles is not None:
             raise ConfigError("--guidance-rule host judges one view (no --tiles)")
         guidance = load_guidance(args.guidance, GuidanceConfig(step=args.guidance_step, allocation=args.guidance_rule,
-                                                               spread=args.guidance_spread))
+                                                               spread=args.guidance_spread,
+                                                               **judged_options(args.guidance_candidates)))
     if not single_file:
         make_folder(out)
 
@@ -164,6 +166,9 @@ def register(sub: Any) -> None:
                         "final-token error picks each region's level, the file no larger than the uniform one "
                         "(loads the whole ViT; one view; with --codec hevc each region's bits come from real x265 encodes)")
     p.add_argument("--guidance-spread", type=int, default=1, help="host rule: levels either side of --quality (default 1)")
+    p.add_argument("--guidance-candidates", type=int, default=None,
+                   help="host rule: candidate maps coded, decoded and judged by the ViT against the uniform file, the "
+                        "best kept (0: the first map, unjudged; default: GuidanceConfig's)")
     p.add_argument("--tiles", metavar="ROWSxCOLS", help="hierarchical guidance over an AnyRes tile grid, e.g. 2x2")
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from each video input (default 16)")
     p.add_argument("--codec", choices=["learned", "hevc", "av1"], default="learned",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 from PIL import Image
 
 from ..codec.guidance import GuidanceConfig, HostGuidance, load_guidance
+from ..codec.guidance.configuration import judged_options
 from ..codec.guidance.attention import ShallowAttentionGuidance
 from ..codec.model import CoTAMELIC
 from ..codec.pipeline import encode_item, pack
@@ -31,16 +32,17 @@ __all__ = ["EdgeEncoder", "center_square", "guidance_for"]
 
 
 def guidance_for(tower: CoTAMVisionTower, allocation: str = "paper", spread: int = 1,
-                 cloud: bool = False) -> ShallowAttentionGuidance | HostGuidance:
+                 cloud: bool = False, candidates: int | None = None) -> ShallowAttentionGuidance | HostGuidance:
     """Guidance from the tower's own encoder, at the tower's input size and normalisation.
 
     ``allocation="paper"``: shallow attention from a truncated copy (guidance keeps only the first K layers of the
     module it is given). ``"host"``: the whole encoder's final-token error under the base level's rate
     (:class:`~cotam_llava.codec.guidance.HostGuidance`, sharing the tower's frozen encoder; ``spread`` levels either
-    side of the base; ``cloud``: judged by the tokens the tower itself makes, adapter included)."""
+    side of the base; ``cloud``: judged by the tokens the tower itself makes, adapter included; ``candidates``: maps
+    judged on real files, 0 for none — the unjudged rule —, None for ``GuidanceConfig``'s default)."""
     proc = tower.image_processor
     config = GuidanceConfig(image_size=tower.input_side, image_mean=list(proc.image_mean), image_std=list(proc.image_std),
-                            allocation=allocation, spread=spread)
+                            allocation=allocation, spread=spread, **judged_options(candidates))
     if allocation == "host":
         return HostGuidance(tower.encoder, config, tower=tower if cloud else None)
     return ShallowAttentionGuidance(copy.deepcopy(tower.encoder), config)

@@ -41,8 +41,8 @@ from ...errors import ConfigError
 from ..loading import is_standard_codec
 from ..quality_map import QualityMap
 
-__all__ = ["CellProbe", "probe_levels", "probe_standard", "allocate", "weighted_mse_distortion", "host_distortion", "cell_index", "host_gradient_distortion",
-           "map_side_bits", "rate_matched_map"]
+__all__ = ["CellProbe", "CodedPicture", "probe_levels", "probe_standard", "allocate", "weighted_mse_distortion", "host_distortion",
+           "cell_index", "host_gradient_distortion", "change_penalties", "map_side_bits", "rate_matched_map"]
 
 
 def cell_index(h: int, w: int, grid: tuple[int, int]) -> np.ndarray:
@@ -309,22 +309,65 @@ def allocate(bits: np.ndarray, distortion: np.ndarray, budget: float, fallback: 
         choice[c] = l
 
 
-def _coded_bytes(codec, x: Tensor, quality: int, qmap: QualityMap | None = None) -> int:
-    """Payload bytes of ``x`` coded at ``quality``, or with the map ``qmap`` (rANS streams or the standard picture)."""
-    if is_standard_codec(codec):
-        return len(codec.compress_image(_canvas_uint8(x), quality, qmap).streams[0])
+@dataclass
+class CodedPicture:
+    """A real file of the canvas picture and what the cloud decodes from it.
+
+    Attributes:
+        nbytes: payload bytes (rANS streams, or the standard codec's picture), without the container or the map.
+        x_hat: (3, H, W) the decoded picture in [0, 1].
+        y_hat: (M, h, w) the decoded latent (learned codec), or None (a standard base has none).
+        levels: (h, w) each latent position's quality level.
+    """
+
+    nbytes: int
+    x_hat: Tensor | None = None
+    y_hat: Tensor | None = None
+    levels: Tensor | None = None
+
+
+def _code(codec, x: Tensor, quality: int, qmap: QualityMap | None = None, decode: bool = False) -> CodedPicture:
+    """``x`` coded for real at ``quality`` (or with the map ``qmap``); with ``decode``, also what the decoder makes of it."""
     h, w = x.shape[-2] // 16, x.shape[-1] // 16
-    level = quality if qmap is None else torch.from_numpy(qmap.expand(h, w).astype(np.int64))
-    return sum(len(s) for s in codec.compress(x, level).strings)
+    level = torch.full((h, w), quality, dtype=torch.long) if qmap is None else \
+        torch.from_numpy(qmap.expand(h, w).astype(np.int64))
+    if is_standard_codec(codec):
+        if not decode:
+            return CodedPicture(len(codec.compress_image(_canvas_uint8(x), quality, qmap).streams[0]))
+        item, out = codec.roundtrip(_canvas_uint8(x), quality, qmap)
+        return CodedPicture(len(item.streams[0]), torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float() / 255,
+                            None, level)
+    coded = codec.compress(x, quality if qmap is None else level)
+    nbytes = sum(len(s) for s in coded.strings)
+    if not decode:
+        return CodedPicture(nbytes)
+    out = codec.decompress(coded.strings, coded.y_shape, quality if qmap is None else level)
+    return CodedPicture(nbytes, out.x_hat[0], out.y_hat[0], level)
+
+
+def change_penalties(d: np.ndarray, base: int, count: int) -> list[float]:
+    """``count`` penalties per changed cell for the candidate maps: 0 (the plain allocation), then the quantiles
+    1 − 2^-j of the cells' |distortion change| (j = 1 … count − 1): each candidate moves fewer cells, the ones
+    whose single-cell measurement is largest — where the additive model is least likely to be wrong."""
+    delta = np.abs(np.delete(d, base, axis=0) - d[base][None, :]).reshape(-1)
+    return [0.0] + [float(np.quantile(delta, 1 - 0.5 ** j)) for j in range(1, count)]
 
 
 def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of: Callable[[CellProbe, int], np.ndarray],
-                     levels: Sequence[int] | None = None) -> tuple[QualityMap | None, CellProbe, np.ndarray]:
+                     levels: Sequence[int] | None = None,
+                     judge: Callable[[list[CodedPicture]], np.ndarray] | None = None,
+                     ) -> tuple[QualityMap | None, CellProbe, np.ndarray]:
     """The map of least ``distortion_of`` whose real file is at most the uniform file's size.
 
     Allocates on the estimated bits (:func:`allocate`), codes the picture for real, and while the file (streams
     plus the map's bytes) exceeds the uniform one by more than ``config.rate_tolerance``, shrinks the budget by the
     excess and allocates again, ``config.rate_rounds`` times at most; then gives up (None: code uniformly).
+
+    With a ``judge`` the maps are checked on real files, not only on the model's sum of single-cell errors (which
+    overestimates what many changed cells gain together, and sometimes is wrong in sign): ``config.candidates``
+    maps are made, the first as above and the others with a penalty on every changed cell
+    (:func:`change_penalties`), each is coded and decoded for real with the uniform file beside them, and the
+    judge's least error wins; the uniform file wins ties (None).
 
     Args:
         codec: a finalized learned codec, or a standard one with per-region quality (hevc: probed by real encodes,
@@ -332,9 +375,10 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
         x: the canvas picture (1, 3, H, W) in [0, 1] (H, W multiples of 64).
         base_quality: the uniform level whose bits the map may spend.
         config: a :class:`~.configuration.GuidanceConfig` (grid — at most the latent grid —, spread, rate_tolerance,
-            rate_rounds).
+            rate_rounds, candidates).
         distortion_of: (probe, index of the base level in ``probe.levels``) → (L, C) distortion.
         levels: candidate levels (default: base ± spread, within the codec's range).
+        judge: decoded real files → (N,) their errors (lower is better), e.g. the host's final-token error.
 
     Returns:
         (the map, or None for a uniform file; the probe; the distortion table).
@@ -348,17 +392,32 @@ def rate_matched_map(codec, x: Tensor, base_quality: int, config, distortion_of:
     probe = probe_standard(codec, x, levels, grid, base_quality) if standard else probe_levels(codec, x, levels, grid)
     base = probe.levels.index(base_quality)
     d = distortion_of(probe, base)
-    # the standard probe's uniform row sums to the real base file; a learned codec's estimate is only close to it
-    uniform = round(probe.bits[base].sum() / 8) if standard else _coded_bytes(codec, x, base_quality)
-    budget = probe.bits[base].sum() - map_side_bits(grid[0] * grid[1], len(levels))
-    for _ in range(config.rate_rounds):
-        cells = np.asarray(probe.levels)[allocate(probe.bits, d, budget)].reshape(grid)  # uniform never fits: map bytes
-        if (cells == base_quality).all():
-            return None, probe, d
-        qmap = QualityMap(cells.astype(np.int64))
-        coded = _coded_bytes(codec, x, base_quality, qmap)
-        excess = 8 * (coded + len(qmap.to_bytes()) - uniform)
-        if excess <= config.rate_tolerance * 8 * uniform:
-            return qmap, probe, d
-        budget -= excess
-    return None, probe, d
+    uniform = _code(codec, x, base_quality, decode=judge is not None)
+    side = map_side_bits(grid[0] * grid[1], len(levels))
+    changed = (np.arange(len(probe.levels)) != base)[:, None]
+
+    def fit(table: np.ndarray) -> tuple[QualityMap, CodedPicture] | None:
+        budget = probe.bits[base].sum() - side
+        for _ in range(config.rate_rounds):
+            cells = np.asarray(probe.levels)[allocate(probe.bits, table, budget)].reshape(grid)  # uniform never fits: map bytes
+            if (cells == base_quality).all():
+                return None
+            qmap = QualityMap(cells.astype(np.int64))
+            coded = _code(codec, x, base_quality, qmap, decode=judge is not None)
+            excess = 8 * (coded.nbytes + len(qmap.to_bytes()) - uniform.nbytes)
+            if excess <= config.rate_tolerance * 8 * uniform.nbytes:
+                return qmap, coded
+            budget -= excess
+        return None
+
+    penalties = change_penalties(d, base, config.candidates) if judge is not None else [0.0]
+    found: list[tuple[QualityMap, CodedPicture]] = []
+    for kappa in penalties:
+        made = fit(d + kappa * changed)
+        if made is not None and not any(np.array_equal(made[0].grid, m.grid) for m, _ in found):
+            found.append(made)
+    if judge is None or not found:
+        return (found[0][0] if found else None), probe, d
+    errors = np.asarray(judge([uniform] + [c for _, c in found]), dtype=np.float64)
+    best = int(errors[1:].argmin()) + 1
+    return (found[best - 1][0] if errors[best] < errors[0] else None), probe, d

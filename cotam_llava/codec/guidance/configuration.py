@@ -38,6 +38,11 @@ class GuidanceConfig:
         spread: host maps pick each cell's level from base − spread … base + spread.
         rate_tolerance: host maps make files at most this share larger than the uniform file (else uniform).
         rate_rounds: host maps' real encodes to meet the rate (the budget shrinks by each overshoot).
+        verify: host maps are judged on real files: each candidate map's file is decoded and the host's error on it
+            compared with the uniform file's; the least wins, and the uniform file wins ties (False: the first map
+            that meets the rate is used unjudged, the rule before 2026-12-07).
+        candidates: with ``verify``, how many maps are tried: the plain allocation, then ones with a growing
+            penalty on every changed cell (fewer, surer changes; ``allocation.change_penalties``).
     """
 
     num_layers: int = 3
@@ -52,6 +57,8 @@ class GuidanceConfig:
     spread: int = 1
     rate_tolerance: float = 0.005
     rate_rounds: int = 3
+    verify: bool = True
+    candidates: int = 4
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_layers <= 64:
@@ -74,6 +81,8 @@ class GuidanceConfig:
             raise ConfigError(f"rate_tolerance must be in [0, 0.5], got {self.rate_tolerance}")
         if not 1 <= self.rate_rounds <= 10:
             raise ConfigError(f"rate_rounds must be in [1, 10], got {self.rate_rounds}")
+        if not 1 <= self.candidates <= 8:
+            raise ConfigError(f"candidates must be in [1, 8], got {self.candidates}")
         for name in ("image_mean", "image_std"):
             v = getattr(self, name)
             if v is not None and (len(v) != 3 or (name == "image_std" and min(v) <= 0)):
@@ -98,3 +107,14 @@ class GuidanceConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def judged_options(candidates: int | None) -> dict[str, Any]:
+    """:class:`GuidanceConfig` keywords for a command line's count of judged candidate maps (host rule): 0 turns
+    the judging off (the first map, unjudged), N ≥ 1 judges N maps, None keeps the defaults."""
+    if candidates is None:
+        return {}
+    if candidates < 0:
+        raise ConfigError(f"the number of candidate maps must be ≥ 0 (0: unjudged), got {candidates}")
+    return {"verify": candidates > 0, "candidates": max(candidates, 1)}
+
