@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import importlib.util
 
 import numpy as np
@@ -111,6 +113,16 @@ def test_a_trained_adapter_folder_of_any_depth_loads_with_the_host(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(cls.from_pretrained(tmp_path / "cotam").eval()(**inputs).logits,
                                    loaded(**inputs).logits, rtol=0, atol=0)
+    # a calibrated export's per-level factors (adapter_config.json, `cotam calibrate-adapter`) come along and are saved
+    scale = [0.25 + 0.1 * q for q in range(loaded.vision_tower.adapter.config.num_qualities)]
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"tower": {"adapter": {"level_scale": scale}}}))
+    scaled = cls.from_host_pretrained(tmp_path / "host", model.codec, image_processor=proc.image_processor,
+                                      adapter=tmp_path / "adapter").eval()
+    assert scaled.vision_tower.adapter.config.level_scale == pytest.approx(scale)
+    scaled.save_pretrained(tmp_path / "scaled")
+    assert cls.from_pretrained(tmp_path / "scaled").vision_tower.adapter.config.level_scale == pytest.approx(scale)
+    with torch.no_grad():
+        assert not torch.equal(scaled(**inputs).logits, loaded(**inputs).logits)
     save_file({"proj_in.weight": torch.zeros(3, 3)}, str(tmp_path / "adapter" / "adapter.safetensors"))
     with pytest.raises(CheckpointError, match="does not fit"):
         cls.from_host_pretrained(tmp_path / "host", model.codec, image_processor=proc.image_processor,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import CoTAMError
-from ._common import make_folder, usage_error
+from ._common import check_output, make_folder, usage_error
 
 
 def _training_parser(arguments: type, prog: str, description: str) -> argparse.ArgumentParser:
@@ -79,6 +79,46 @@ def cmd_train_mllm(argv: Sequence[str]) -> int:
     return 0
 
 
+def _factors(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated levels, got {text!r}") from None
+
+
+def cmd_calibrate_adapter(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..imageio import list_images
+    from ..training.adapter_trainer import load_adapter_tower
+    from ..training.calibrate import (DEFAULT_SCALES, calibrate_level_scale, check_calibration_output,
+                                      write_calibrated_adapter)
+
+    if "kodak" in Path(args.images).as_posix().lower():
+        usage_error("cotam calibrate-adapter", "Kodak is the test set: calibrate on held-out photos (e.g. the `choose` "
+                    "split of eval/fetch_photos.py)")
+    check_calibration_output(args.adapter, check_output(args.out, folder=True))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = list_images(args.images)[: args.limit or None]
+    tower = load_adapter_tower(args.adapter, args.codec)
+    result = calibrate_level_scale(tower, files, scales=DEFAULT_SCALES if args.scales is None else args.scales,
+                                   qualities=args.qualities,
+                                   progress=not args.quiet)
+    out = write_calibrated_adapter(args.adapter, args.out, result, images_from=str(args.images))
+    if not args.quiet:
+        print(result.markdown())
+        print(f"level_scale {list(result.level_scale)} → {out}")
+    return 0
+
+
 def cmd_tiny_instruct(args: argparse.Namespace) -> int:
     from ..training.instruct import write_tiny_instruct
 
@@ -99,6 +139,27 @@ def register(sub: Any) -> None:
     sub.add_parser("train-adapter", help="train the latent feature adapter (see `cotam train-adapter --help`)", add_help=False)
     sub.add_parser("train-mllm", help="fine-tune the host MLLM on CoTAM inputs: LoRA / QLoRA, projector, adapter, codec "
                    "(see `cotam train-mllm --help`)", add_help=False)
+
+    p = sub.add_parser(
+        "calibrate-adapter", help="fit a trained adapter's per-level strength on held-out photos (a new export)",
+        description="For each quality level, code every photo's centre square at that level (uniform, real "
+                    "bitstreams), run the tower with the adapter's enhancement × each factor (0 = off, 1 = as "
+                    "trained) and keep the factor with the best mean final-token cosine against the stock encoder "
+                    "on the original. Writes a copy of the adapter with tower.adapter.level_scale set, plus "
+                    "calibration.json / calibration.md. Choose on photos you will not report on; never Kodak.")
+    p.add_argument("adapter", metavar="ADAPTER", help="exported adapter folder (adapter.safetensors + adapter_config.json)")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of held-out photos (not searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder for the calibrated adapter")
+    p.add_argument("--codec", metavar="CODEC", help="the codec checkpoint it was trained with, or hevc / av1 "
+                   "(default: the one adapter_config.json names)")
+    p.add_argument("--scales", type=_factors, default=None,
+                   help="factors to try, comma-separated, in [0, 8] (default 0,0.25,0.5,0.75,1,1.25,1.5,2)")
+    p.add_argument("--qualities", type=_levels, default=None,
+                   help="levels to calibrate, comma-separated (default: all; the others keep 1)")
+    p.add_argument("--limit", type=int, default=0, help="use the first N photos (default 0: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_calibrate_adapter)
 
     p = sub.add_parser("tiny-instruct", help="write a tiny generated instruction set (LLaVA JSON + pictures) for train-mllm",
                        description="Generated offline: one shape on a plain background per picture (64-128 px), one or "

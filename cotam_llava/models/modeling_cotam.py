@@ -52,7 +52,7 @@ from ..codec.model import CoTAMELIC
 from ..codec.standard import STANDARD_MODEL_TYPE
 from ..encoders import family_for_model_type, num_prefix_tokens, pair
 from ..errors import CheckpointError, ConfigError
-from ..vision.adapter import PIXEL_STEM_CHANNELS, LatentAdapterConfig, load_adapter_weights, num_blocks_in
+from ..vision.adapter import PIXEL_STEM_CHANNELS, LatentAdapterConfig, load_adapter_for
 from ..codec.transport import is_packed_bitstreams
 from ..vision.tower import CoTAMVisionTower, HostVisionInputs
 from ..vision.tower_config import CoTAMTowerConfig
@@ -407,9 +407,7 @@ class _CoTAMGenerationMixin:
         _keep_unquantized(kwargs)
         model = cls._cotam_host_class.from_pretrained(host, **kwargs)
         tower = default_tower_config(model.config, image_processor, codec_model, quality, guidance, guidance_model)
-        adapter_state = load_adapter_weights(adapter) if adapter is not None else None
-        if adapter_state is not None:
-            tower.adapter["num_layers"] = num_blocks_in(adapter_state)
+        adapter_state = load_adapter_for(adapter, tower.adapter) if adapter is not None else None
         config_dict = model.config.to_dict()
         config_dict.pop("model_type", None)
         config = cls.config_class.from_dict({**config_dict, "cotam": tower.to_dict()})

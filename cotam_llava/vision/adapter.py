@@ -45,7 +45,7 @@ from .views import LATENT_STRIDE
 
 __all__ = ["LatentAdapterConfig", "LatentFeatureAdapter", "num_blocks_in", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG",
            "ADAPTER_INPUTS", "PIXEL_STEMS", "PIXEL_STEM_CHANNELS",
-           "load_adapter_weights", "read_adapter_config", "adapter_codec_path", "adapter_depth"]
+           "load_adapter_weights", "load_adapter_for", "read_adapter_config", "adapter_codec_path", "adapter_depth"]
 
 #: An adapter folder (``cotam train-adapter``'s export, a LLaVA tower folder): the weights, and — for exports —
 #: ``adapter_config.json`` with the tower config, the encoder, the codec it was trained with and the step.
@@ -78,6 +78,11 @@ class LatentAdapterConfig:
         input: ``"latent"`` (the learned codec's ŷ, the paper's adapter) or ``"pixels"`` (the decoded picture
             through a stem: bases without a latent).
         stem: the pixel stem, ``"conv"`` or ``"patch"`` (ignored for ``input = "latent"``).
+        level_scale: with quality conditioning, one factor per level multiplying the enhancement of the positions
+            coded at that level (linearly interpolated for fractional levels; the prefix tokens take the mean of
+            their picture's factors); ``None`` (the paper) is 1 everywhere. Fitted after training on held-out photos
+            by ``cotam calibrate-adapter``: an adapter that learnt the low levels' corrections but slightly hurts
+            near-lossless ones is switched down there instead of retrained.
     """
 
     latent_channels: int
@@ -91,6 +96,7 @@ class LatentAdapterConfig:
     num_layers: int = 1
     input: str = "latent"
     stem: str = "conv"
+    level_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
@@ -116,6 +122,16 @@ class LatentAdapterConfig:
             raise ConfigError(f"adapter stem must be one of {', '.join(PIXEL_STEMS)}, got {self.stem!r}")
         if self.input == "pixels" and self.latent_channels > 1024:
             raise ConfigError(f"a pixel stem makes at most 1024 channels, got latent_channels {self.latent_channels}")
+        if self.level_scale is not None:
+            try:
+                self.level_scale = tuple(float(v) for v in self.level_scale)  # type: ignore[assignment]
+            except (TypeError, ValueError):
+                raise ConfigError(f"level_scale must be a list of numbers, got {self.level_scale!r}") from None
+            if len(self.level_scale) != self.num_qualities or not self.num_qualities:
+                raise ConfigError(f"level_scale needs one factor per quality level ({self.num_qualities}), "
+                                  f"got {len(self.level_scale)}")
+            if not all(0.0 <= v <= 8.0 for v in self.level_scale):  # also rejects NaN
+                raise ConfigError(f"level_scale factors must be in [0, 8], got {list(self.level_scale)}")
 
     @property
     def reads_pixels(self) -> bool:
@@ -130,6 +146,8 @@ class LatentAdapterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["grid"] = list(self.grid)
+        if self.level_scale is not None:
+            d["level_scale"] = list(self.level_scale)
         return d
 
     @classmethod
@@ -252,13 +270,18 @@ class LatentFeatureAdapter(nn.Module):
         patch = F.interpolate(patch, size=grid, mode="bicubic", align_corners=False)
         return torch.cat([self.position_embedding[:, :p], patch.flatten(2).transpose(1, 2)], dim=1)
 
-    def _quality_tokens(self, levels: Tensor) -> Tensor:
-        """(B, gh·gw) levels (fractional allowed) → (B, gh·gw, D), interpolating between neighbouring levels."""
+    def _per_level(self, table: Tensor, levels: Tensor) -> Tensor:
+        """``table`` (num_qualities, …) at (B, gh·gw) levels (fractional allowed), interpolating between
+        neighbouring levels → (B, gh·gw, …)."""
         q = levels.clamp(0, self.config.num_qualities - 1)
         lo = q.floor().long()
         hi = (lo + 1).clamp(max=self.config.num_qualities - 1)
-        w = (q - lo).unsqueeze(-1).to(self.quality_embedding.dtype)
-        return (1 - w) * self.quality_embedding[lo] + w * self.quality_embedding[hi]
+        w = (q - lo).to(table.dtype).reshape(*q.shape, *([1] * (table.dim() - 1)))
+        return (1 - w) * table[lo] + w * table[hi]
+
+    def _quality_tokens(self, levels: Tensor) -> Tensor:
+        """(B, gh·gw) levels → (B, gh·gw, D): the learned per-level embeddings."""
+        return self._per_level(self.quality_embedding, levels)
 
     def features(self, x_hat: Tensor) -> Tensor:
         """What the adapter reads from a decoded picture: its stem's features (B, C, ceil(H/16), ceil(W/16)) for a
@@ -291,7 +314,13 @@ class LatentFeatureAdapter(nn.Module):
         tokens = self.pre_layernorm(tokens)
         for block in self.blocks:
             tokens = block(tokens)
-        return self.proj_out(tokens)
+        delta = self.proj_out(tokens)
+        if self.config.level_scale is None:
+            return delta
+        table = torch.tensor(self.config.level_scale, dtype=delta.dtype, device=delta.device)
+        scale = self._per_level(table, y_hat[:, m].float().flatten(1))  # (B, gh·gw)
+        scale = torch.cat([scale.mean(1, keepdim=True).expand(b, self.config.num_prefix_tokens), scale], dim=1)
+        return delta * scale.unsqueeze(-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -337,6 +366,19 @@ def load_adapter_weights(folder: str | os.PathLike) -> dict[str, Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from exc
+
+
+def load_adapter_for(folder: str | os.PathLike, adapter_config: dict[str, Any]) -> dict[str, Tensor]:
+    """The weights of an adapter folder, for a tower whose adapter config (a dict) is ``adapter_config``: sets its
+    ``num_layers`` (counted in the weights) and, where the folder's ``adapter_config.json`` has one, its
+    ``level_scale`` (``cotam calibrate-adapter``), so building a model from the folder keeps what it measured."""
+    state = load_adapter_weights(folder)
+    adapter_config["num_layers"] = num_blocks_in(state)
+    if (Path(folder) / ADAPTER_CONFIG).is_file():
+        scale = (read_adapter_config(folder).get("tower") or {}).get("adapter", {}).get("level_scale")
+        if scale is not None:
+            adapter_config["level_scale"] = list(scale)
+    return state
 
 
 def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:

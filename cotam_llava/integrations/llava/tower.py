@@ -53,7 +53,7 @@ from ...codec.loading import is_standard_codec, load_codec
 from ...codec.model import CoTAMELIC
 from ...errors import BitstreamFormatError, CheckpointError, ConfigError, CoTAMError, ImageInputError
 from ...imageio import to_pil
-from ...vision.adapter import ADAPTER_WEIGHTS, load_adapter_weights, num_blocks_in
+from ...vision.adapter import ADAPTER_WEIGHTS, load_adapter_for, load_adapter_weights
 from ...vision.tower import CoTAMVisionTower
 from ...vision.tower_config import CoTAMTowerConfig, image_processor_from_dict
 
@@ -265,8 +265,7 @@ def make_tower_folder(
     config = default_tower_config(SimpleNamespace(vision_config=model.config), image_processor, codec_model, quality)
     state = None
     if adapter is not None:
-        state = load_adapter_weights(adapter)
-        config.adapter["num_layers"] = num_blocks_in(state)
+        state = load_adapter_for(adapter, config.adapter)
     tower = CoTAMVisionTower(model.float(), config, codec_model)
     if state is not None:
         try:
