@@ -118,10 +118,13 @@ def calibrate_level_scale(tower: CoTAMVisionTower, images: Sequence[ImageLike],
                 pv = processor(images=[picture], return_tensors="pt")["pixel_values"].to(tower.device)
                 reference = tower.encoder(pixel_values=pv).last_hidden_state
                 for a, q in enumerate(qualities):
-                    data = edge.encode_image(picture, q)
+                    decoded = [item for items in tower.decode(edge.encode_image(picture, q)) for item in items]
+                    inputs = tower.host_inputs(decoded, anyres=False)  # decoded once, then every factor
                     for b, s in enumerate(scales):
                         config.level_scale = (s,) * n
-                        cos, err = token_fidelity(reference, tower(data).last_hidden_state)
+                        with tower.attached_latents(inputs.latents):
+                            tokens = tower(inputs.pixel_values).last_hidden_state
+                        cos, err = token_fidelity(reference, tokens)
                         cosine[a, b] += float(cos.mean())
                         mse[a, b] += float(err.mean())
     finally:
