@@ -153,7 +153,8 @@ def register(sub: Any) -> None:
     p.add_argument("--codec", metavar="CODEC", help="the codec checkpoint it was trained with, or hevc / av1 "
                    "(default: the one adapter_config.json names)")
     p.add_argument("--scales", type=_factors, default=None,
-                   help="factors to try, comma-separated, in [0, 8] (default 0,0.25,0.5,0.75,1,1.25,1.5,2)")
+                   help="factors to try, comma-separated, in [0, 8]; above 1 amplifies the trained correction "
+                        "(default 0,0.25,0.5,0.75,1: the adapter as trained, or less)")
     p.add_argument("--qualities", type=_levels, default=None,
                    help="levels to calibrate, comma-separated (default: all; the others keep 1)")
     p.add_argument("--limit", type=int, default=0, help="use the first N photos (default 0: all)")
