@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -93,4 +95,7 @@ def test_shipped_hevc_adapter_reads_pixels_and_names_the_hevc_base():
     adapter = LatentFeatureAdapter.from_pretrained(HEVC_ADAPTER)  # strict: every key and shape
     assert adapter.config.reads_pixels and adapter.config.stem == "patch" and adapter.config.num_qualities == 10
     assert adapter.proj_out.weight.abs().sum() > 0
+    # calibrated per level on `choose` (cotam calibrate-adapter): its table ships beside it and matches the config
+    table = json.loads((HEVC_ADAPTER / "calibration.json").read_text())
+    assert list(adapter.config.level_scale) == table["level_scale"] and len(table["level_scale"]) == 10
     assert (HEVC_ADAPTER / "MODEL_CARD.md").is_file()
