@@ -79,18 +79,14 @@ def cmd_train_mllm(argv: Sequence[str]) -> int:
     return 0
 
 
-def _factors(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _levels(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated levels, got {text!r}") from None
+def _comma_list(cast: Callable[[str], Any], what: str) -> Callable[[str], list]:
+    """An argparse type: comma-separated values of ``cast``."""
+    def parse(text: str) -> list:
+        try:
+            return [cast(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    return parse
 
 
 def cmd_calibrate_adapter(args: argparse.Namespace) -> int:
@@ -152,10 +148,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="new folder for the calibrated adapter")
     p.add_argument("--codec", metavar="CODEC", help="the codec checkpoint it was trained with, or hevc / av1 "
                    "(default: the one adapter_config.json names)")
-    p.add_argument("--scales", type=_factors, default=None,
+    p.add_argument("--scales", type=_comma_list(float, "numbers"), default=None,
                    help="factors to try, comma-separated, in [0, 8]; above 1 amplifies the trained correction "
                         "(default 0,0.25,0.5,0.75,1: the adapter as trained, or less)")
-    p.add_argument("--qualities", type=_levels, default=None,
+    p.add_argument("--qualities", type=_comma_list(int, "levels"), default=None,
                    help="levels to calibrate, comma-separated (default: all; the others keep 1)")
     p.add_argument("--limit", type=int, default=0, help="use the first N photos (default 0: all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
