@@ -52,6 +52,7 @@ class LevelCalibration:
         mse: (levels, factors) mean final-token MSE.
         level_scale: the chosen factor of every level of the adapter (1 where not measured).
         images: how many photos.
+        names: their names.
     """
 
     scales: tuple[float, ...]
@@ -68,12 +69,12 @@ class LevelCalibration:
                 "cosine": self.cosine.round(6).tolist(), "mse": self.mse.round(6).tolist()}
 
     def markdown(self) -> str:
-        """The table: per level, the mean cosine at each factor (the chosen one in bold) and the gain over 1."""
+        """The table: per level, the mean cosine at each factor (the chosen one in bold) and its gain over ×1."""
         ones = self.scales.index(1.0) if 1.0 in self.scales else None
         head = "| level | " + " | ".join(f"×{s:g}" for s in self.scales) + " | chosen | Δcos vs ×1 |"
         lines = [head, "|---:|" + "---:|" * (len(self.scales) + 2)]
         for i, q in enumerate(self.qualities):
-            best = int(np.argmax(self.cosine[i]))
+            best = self.scales.index(self.level_scale[q])
             cells = [f"**{c:.5f}**" if j == best else f"{c:.5f}" for j, c in enumerate(self.cosine[i])]
             gain = f"{self.cosine[i, best] - self.cosine[i, ones]:+.5f}" if ones is not None else "–"
             lines.append(f"| {q} | " + " | ".join(cells) + f" | ×{self.level_scale[q]:g} | {gain} |")
