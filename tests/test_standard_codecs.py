@@ -283,6 +283,17 @@ def test_golden_standard_streams(kind, synthetic_image):
     assert fresh == data
 
 
+def test_streams_of_earlier_hevc_settings_still_decode():
+    """A stream x265 wrote with the settings shipped before 2026-12-08 (aq-strength 0, another CRF table, so
+    another codec id) parses and decodes to the same pixels: decoding needs none of the encoder's settings."""
+    name = "hevc_synthetic128_q5_map_aq0.cotam"
+    golden = json.loads(GOLDEN_STANDARD.read_text())[name]
+    data = (GOLDEN_DIR / name).read_bytes()
+    assert hashlib.md5(data).hexdigest() == golden["md5"]
+    assert parse(data).codec_id.hex() == golden["codec_id"] != standard.StandardCodec("hevc").codec_id.hex()
+    assert hashlib.md5(standard.decode_arrays(data)[0].tobytes()).hexdigest() == golden["pixels_md5"]
+
+
 # ---------------------------------------------------------------------------- the cotam command
 @pytest.mark.parametrize("kind", KINDS)
 def test_cli_encode_info_decode_without_checkpoint(kind, photo, tmp_path, capsys):

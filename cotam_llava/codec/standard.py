@@ -103,14 +103,18 @@ class StandardCodecSettings:
 #: The shipped settings, chosen on the held-out training photos (``eval/standard_presets.py``, results in
 #: ``eval/results/standard_presets``): the preset with the best PSNR BD-rate among those of about AVIF's speed
 #: or less (x265: superfast, 2.6 % better than faster/fast/medium, which code intra pictures alike; SVT-AV1: 6),
-#: and the CRF of each level on a geometric rate ladder from 0.1 bpp (x265: from its CRF 51, 0.13 bpp) to 3 bpp,
-#: about the learned codec's span. See docs/bitstream.md.
+#: x265's AQ strength by real DINOv2-S tokens (``--metric tokens``, ``eval/results/standard_presets_tokens``),
+#: and the CRF of each level on a geometric rate ladder from 0.1 to 3 bpp, about the learned codec's span.
+#: Streams of earlier settings (hevc before 2026-12-08: aq-strength 0, CRF 51 … 21) decode unchanged: the
+#: decoder needs none of them. See docs/bitstream.md.
 STANDARD_CODECS: dict[str, StandardCodecSettings] = {
     "hevc": StandardCodecSettings(
         kind="hevc", encoder="libx265", decoder="hevc", preset="superfast",
-        crf=(51, 49, 46, 44, 41, 38, 35, 32, 27, 21),
-        # info=0: no SEI with the encoder's banner (≈ 1.5 kB per picture); aq-mode=1: block QP offsets need AQ.
-        params=(("log-level", "error"), ("info", "0"), ("aq-mode", "1")),
+        crf=(48, 46, 43, 41, 38, 35, 32, 28, 24, 19),
+        # info=0: no SEI with the encoder's banner (≈ 1.5 kB per picture); aq-mode=1: block QP offsets need AQ;
+        # aq-strength 1.5: superfast sets 0 (AQ adapting nothing); chosen on real DINOv2-S tokens of held-out
+        # photos (``eval/standard_presets.py --metric tokens``: −24 % BD-rate on token cosine against 0).
+        params=(("log-level", "error"), ("info", "0"), ("aq-mode", "1"), ("aq-strength", "1.5")),
         supports_map=True,
     ),
     "av1": StandardCodecSettings(
