@@ -47,7 +47,7 @@ CANDIDATES = {
 GRID = {"hevc": [*range(8, 49, 4), 51], "av1": list(range(4, 64, 6))}  # x265's CRF ends at 51, SVT-AV1's at 63
 COARSE = {"hevc": [16, 24, 32, 40], "av1": [10, 25, 40, 55]}
 
-#: hevc candidates for ``--metric tokens``: (name, preset, parameters added to the shipped ones). x265's
+#: hevc candidates for ``--metric tokens``: (name, preset, parameters added to :data:`TOKEN_CRF`'s settings). x265's
 #: superfast preset sets aq-strength 0, so the shipped aq-mode=1 alone adapted nothing before 2026-12-08.
 TOKEN_CANDIDATES = [
     ("superfast, aq-strength 0 (before 2026-12-08)", "superfast", {"aq-strength": "0"}),
@@ -58,6 +58,9 @@ TOKEN_CANDIDATES = [
     ("superfast, aq-strength 2, sao, ctu 64", "superfast", {"aq-strength": "2.0", "sao": "1", "ctu": "64"}),
     ("slower (its own AQ)", "slower", {}),
 ]
+#: The candidates start from the hevc settings before 2026-12-08 (its CRF table, no aq-strength), so the table of
+#: that day (``eval/results/standard_presets_tokens``) reproduces: "slower" keeps its own AQ strength.
+TOKEN_CRF = (51, 49, 46, 44, 41, 38, 35, 32, 27, 21)
 TOKEN_LEVELS = [0, 2, 4, 6, 8, 9]
 AVIF_QUALITIES = [5, 10, 20, 35, 50, 70, 90]
 
@@ -128,7 +131,8 @@ def measure_tokens(images, canvas_size: int = 256) -> dict:
 
         avif = classical_codec("avif")
         runs = {"avif (Pillow)": curve(lambda c, q: (lambda d: (d, avif.decode(d)))(avif.encode(c, q)), AVIF_QUALITIES, "avif")}
-        base = STANDARD_CODECS["hevc"]
+        shipped = STANDARD_CODECS["hevc"]
+        base = replace(shipped, crf=TOKEN_CRF, params=tuple((k, v) for k, v in shipped.params if k != "aq-strength"))
         for name, preset, extra in TOKEN_CANDIDATES:
             params = tuple((k, v) for k, v in base.params if k not in extra) + tuple(extra.items())
             codec = StandardCodec("hevc", replace(base, preset=preset, params=params))
