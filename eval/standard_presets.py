@@ -98,6 +98,7 @@ def measure_tokens(images, canvas_size: int = 256) -> dict:
 
     from cotam_llava.codec.classical import classical_codec
     from cotam_llava.codec.pipeline import canvas_for
+    from cotam_llava.codec.registry import StandardImageCodec
     from cotam_llava.evaluation.proxies import token_fidelity
     from cotam_llava.training.adapter_trainer import load_encoder
     from cotam_llava.vision.edge import center_square
@@ -115,12 +116,13 @@ def measure_tokens(images, canvas_size: int = 256) -> dict:
             canvas = np.asarray(square.resize((cw, ch), Image.BICUBIC))
             pictures.append((square.width * square.height, canvas, tokens(square)))
 
-        def curve(code, levels, label):
+        def curve(codec, levels, label):  # codec: encode(canvas, level) -> bytes, decode(bytes) -> RGB array
             points = []
             for level in tqdm(levels, desc=label, unit="level", leave=False):
                 bpp, cos, db = [], [], []
                 for pixels, canvas, reference in pictures:
-                    data, decoded = code(canvas, level)
+                    data = codec.encode(canvas, level)
+                    decoded = codec.decode(data)
                     bpp.append(len(data) * 8 / pixels)
                     cos.append(float(token_fidelity(reference, tokens(Image.fromarray(decoded)))[0].mean()))
                     db.append(psnr(decoded, canvas))
@@ -129,15 +131,13 @@ def measure_tokens(images, canvas_size: int = 256) -> dict:
             print(f"  {label}: " + ", ".join(f"{q['bpp']:.3f} bpp {q['cosine']:.4f}" for q in points), flush=True)
             return points
 
-        avif = classical_codec("avif")
-        runs = {"avif (Pillow)": curve(lambda c, q: (lambda d: (d, avif.decode(d)))(avif.encode(c, q)), AVIF_QUALITIES, "avif")}
+        runs = {"avif (Pillow)": curve(classical_codec("avif"), AVIF_QUALITIES, "avif")}
         shipped = STANDARD_CODECS["hevc"]
         base = replace(shipped, crf=TOKEN_CRF, params=tuple((k, v) for k, v in shipped.params if k != "aq-strength"))
         for name, preset, extra in TOKEN_CANDIDATES:
             params = tuple((k, v) for k, v in base.params if k not in extra) + tuple(extra.items())
-            codec = StandardCodec("hevc", replace(base, preset=preset, params=params))
-            runs[name] = curve(lambda c, q: (lambda d: (d, np.asarray(decode(d)[0].to_pil())))(codec.encode(c, q)),
-                               TOKEN_LEVELS, name)
+            codec = StandardImageCodec(StandardCodec("hevc", replace(base, preset=preset, params=params)), name=name)
+            runs[name] = curve(codec, TOKEN_LEVELS, name)
     first = runs[TOKEN_CANDIDATES[0][0]]
     anchor = runs["avif (Pillow)"]
 
